@@ -1,0 +1,145 @@
+"""Read images into float tensors and write them back atomically.
+
+Reading accepts PNG (8/16-bit; L, LA, RGB, RGBA, P, I;16, I), JPEG, TIFF and BMP and returns a
+``(1, C, H, W)`` float32 tensor in [0, 1] with ``C`` = 1 (grey) or 3 (colour). Alpha is dropped;
+palette images are expanded to RGB. Writing produces 8- or 16-bit
+PNG through a temporary file in the destination folder and an atomic rename, so a failed write
+never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from converge.errors import ImageReadError, ImageWriteError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+def is_image_file(path: Path) -> bool:
+    """True when ``path`` is a file whose suffix names a readable image format."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | Path) -> Tensor:
+    """Read one image as a ``(1, C, H, W)`` float32 tensor in [0, 1], ``C`` in {1, 3}.
+
+    Raises :class:`ImageReadError` for a missing file, a file that is not an image, a truncated
+    file, a zero-size image or an unsupported mode (mode F). CMYK and other colour
+    spaces are converted to RGB; 16-bit colour PNG is read at Pillow's 8-bit precision.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            array = _to_array(image, path)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: unreadable or truncated image ({_first_line(error)})") from None
+    if array.size == 0:
+        raise ImageReadError(f"{path}: the image has zero size")
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.ndim == 2:
+        tensor = tensor.unsqueeze(-1)
+    return tensor.permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _to_array(image: Image.Image, path: Path) -> np.ndarray:
+    """Convert a loaded Pillow image to an ``(H, W)`` or ``(H, W, 3)`` float32 array in [0, 1]."""
+    if image.width == 0 or image.height == 0:
+        raise ImageReadError(f"{path}: the image has zero size")
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        # Mode I is how older Pillow releases open 16-bit PNG; both hold 16-bit grey levels.
+        array = np.asarray(image, dtype=np.float64) / 65535.0
+        return np.clip(array, 0.0, 1.0).astype(np.float32)
+    if mode == "F":
+        raise ImageReadError(f"{path}: floating-point images (mode F) are not supported; save as 8- or 16-bit")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("L", "1"):
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    if mode == "LA":
+        return np.asarray(image.getchannel("L"), dtype=np.float32) / 255.0
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    raise ImageReadError(f"{path}: unsupported image mode {mode!r}")
+
+
+def write_image(path: str | Path, image: Tensor, bits: int = 8) -> Path:
+    """Write a ``(1, C, H, W)`` or ``(C, H, W)`` tensor in [0, 1] as an 8- or 16-bit PNG, atomically.
+
+    Values are clipped to [0, 1] and rounded. ``C`` must be 1 or 3; 16-bit output is grey only
+    (Pillow cannot write 16-bit colour PNG). Raises :class:`ImageWriteError`; on any failure the
+    destination is left untouched.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ImageWriteError(f"{path}: only .png output is supported")
+    if bits not in (8, 16):
+        raise ImageWriteError(f"{path}: bit depth must be 8 or 16, got {bits}")
+    pil_image = _to_pil(image, bits, path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ImageWriteError(f"{path}: folder {folder} does not exist")
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            pil_image.save(stream, format="PNG")
+        os.chmod(temp_name, 0o666 & ~_current_umask())
+        os.replace(temp_name, path)
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        raise ImageWriteError(f"{path}: could not write ({_first_line(error)})") from None
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _to_pil(image: Tensor, bits: int, path: Path) -> Image.Image:
+    """Quantise a ``(1, C, H, W)`` / ``(C, H, W)`` tensor to a Pillow image of the requested depth."""
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise ImageWriteError(f"{path}: expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ImageWriteError(f"{path}: expected a (1, C, H, W) tensor with C in (1, 3), got {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ImageWriteError(f"{path}: the image holds NaN or infinite values")
+    array = image.detach().to("cpu", torch.float64).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
+    if bits == 16:
+        if array.shape[2] != 1:
+            raise ImageWriteError(f"{path}: 16-bit PNG output is supported for grey images only")
+        return Image.fromarray(np.rint(array[:, :, 0] * 65535.0).astype(np.uint16))
+    quantised = np.rint(array * 255.0).astype(np.uint8)
+    return Image.fromarray(quantised[:, :, 0] if quantised.shape[2] == 1 else quantised)
+
+
+def _current_umask() -> int:
+    """The process umask (reading it requires setting it; restored at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

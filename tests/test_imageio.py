@@ -1,0 +1,150 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from converge.errors import ImageReadError, ImageWriteError
+from converge.imageio import read_image, write_image
+
+
+def _save(path: Path, array: np.ndarray, **kwargs) -> Path:
+    Image.fromarray(array, **kwargs).save(path)
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def test_gray_png_round_trip_is_exact(tmp_path, rng):
+    pixels = rng.integers(0, 256, (17, 23), dtype=np.uint8)
+    image = read_image(_save(tmp_path / "a.png", pixels))
+    assert image.shape == (1, 1, 17, 23) and image.dtype == torch.float32
+    write_image(tmp_path / "b.png", image)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), pixels)
+
+
+def test_rgb_png_round_trip_is_exact(tmp_path, rng):
+    pixels = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    image = read_image(_save(tmp_path / "a.png", pixels))
+    assert image.shape == (1, 3, 9, 11)
+    write_image(tmp_path / "b.png", image)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), pixels)
+
+
+def test_sixteen_bit_png_round_trip_is_exact(tmp_path, rng):
+    pixels = rng.integers(0, 65536, (12, 10), dtype=np.uint16)
+    image = read_image(_save(tmp_path / "a.png", pixels))
+    assert torch.allclose(image[0, 0].double(), torch.from_numpy(pixels / 65535.0), atol=1e-7)
+    write_image(tmp_path / "b.png", image, bits=16)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), pixels)
+
+
+@pytest.mark.parametrize("mode, channels", [("LA", 1), ("RGBA", 3), ("P", 3), ("1", 1)])
+def test_other_png_modes(tmp_path, rng, mode, channels):
+    base = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    base.convert(mode).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.shape == (1, channels, 8, 8)
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+
+
+def test_alpha_is_dropped_not_blended(tmp_path):
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 0
+    image = read_image(_save(tmp_path / "a.png", rgba))
+    assert torch.allclose(image[0, 0], torch.full((4, 4), 200 / 255))
+
+
+@pytest.mark.parametrize("suffix, options", [(".jpg", {"quality": 95}), (".tif", {}), (".bmp", {})])
+def test_other_formats(tmp_path, rng, suffix, options):
+    pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / f"a{suffix}", **options)
+    image = read_image(tmp_path / f"a{suffix}")
+    assert image.shape == (1, 3, 16, 16)
+    tolerance = 0.2 if suffix == ".jpg" else 1e-6
+    assert float((image[0].permute(1, 2, 0) - torch.from_numpy(pixels / 255.0)).abs().mean()) < tolerance
+
+
+def test_sixteen_bit_tiff(tmp_path, rng):
+    pixels = rng.integers(0, 65536, (6, 7), dtype=np.uint16)
+    image = read_image(_save(tmp_path / "a.tif", pixels))
+    assert torch.allclose(image[0, 0].double(), torch.from_numpy(pixels / 65535.0), atol=1e-7)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "nope.png")
+
+
+def test_folder_is_not_an_image(tmp_path):
+    with pytest.raises(ImageReadError, match="folder"):
+        read_image(tmp_path)
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "a.png").write_text("hello")
+    with pytest.raises(ImageReadError, match="not an image"):
+        read_image(tmp_path / "a.png")
+
+
+def test_truncated_png(tmp_path, rng):
+    path = _save(tmp_path / "a.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_image(path)
+
+
+def test_float_image_is_refused(tmp_path):
+    Image.fromarray(np.zeros((4, 4), dtype=np.float32)).save(tmp_path / "a.tif")
+    with pytest.raises(ImageReadError, match="mode F"):
+        read_image(tmp_path / "a.tif")
+
+
+def test_write_clips_and_rounds(tmp_path):
+    image = torch.tensor([[[[-0.5, 0.5, 1.5]]]])
+    write_image(tmp_path / "a.png", image)
+    assert np.asarray(Image.open(tmp_path / "a.png")).tolist() == [[0, 128, 255]]
+
+
+@pytest.mark.parametrize(
+    "name, tensor, bits, message",
+    [
+        ("a.jpg", torch.zeros(1, 1, 4, 4), 8, "only .png"),
+        ("a.png", torch.zeros(1, 1, 4, 4), 12, "bit depth"),
+        ("a.png", torch.zeros(2, 1, 4, 4), 8, "batch"),
+        ("a.png", torch.zeros(1, 2, 4, 4), 8, "C in"),
+        ("a.png", torch.full((1, 1, 4, 4), float("nan")), 8, "NaN"),
+        ("a.png", torch.zeros(1, 3, 4, 4), 16, "grey images only"),
+    ],
+)
+def test_write_errors_leave_nothing_behind(tmp_path, name, tensor, bits, message):
+    with pytest.raises(ImageWriteError, match=message):
+        write_image(tmp_path / name, tensor, bits=bits)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.png"
+    write_image(target, torch.zeros(1, 1, 4, 4))
+    before = target.read_bytes()
+
+    def broken_save(self, fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(ImageWriteError, match="disk full"):
+        write_image(target, torch.ones(1, 1, 4, 4))
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_write_to_missing_folder(tmp_path):
+    with pytest.raises(ImageWriteError, match="does not exist"):
+        write_image(tmp_path / "missing" / "a.png", torch.zeros(1, 1, 4, 4))
