@@ -9,8 +9,6 @@ never leaves a half-written output.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from converge.atomic import write_atomic
 from converge.errors import ImageReadError, ImageWriteError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -96,21 +95,13 @@ def write_image(path: str | Path, image: Tensor, bits: int = 8) -> Path:
     if bits not in (8, 16):
         raise ImageWriteError(f"{path}: bit depth must be 8 or 16, got {bits}")
     pil_image = _to_pil(image, bits, path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise ImageWriteError(f"{path}: folder {folder} does not exist")
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            pil_image.save(stream, format="PNG")
-        os.chmod(temp_name, 0o666 & ~_current_umask())
-        os.replace(temp_name, path)
+        write_atomic(path, lambda stream: pil_image.save(stream, format="PNG"))
     except OSError as error:
-        Path(temp_name).unlink(missing_ok=True)
         raise ImageWriteError(f"{path}: could not write ({_first_line(error)})") from None
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -131,13 +122,6 @@ def _to_pil(image: Tensor, bits: int, path: Path) -> Image.Image:
         return Image.fromarray(np.rint(array[:, :, 0] * 65535.0).astype(np.uint16))
     quantised = np.rint(array * 255.0).astype(np.uint8)
     return Image.fromarray(quantised[:, :, 0] if quantised.shape[2] == 1 else quantised)
-
-
-def _current_umask() -> int:
-    """The process umask (reading it requires setting it; restored at once)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _first_line(error: BaseException) -> str:
