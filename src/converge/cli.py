@@ -1,0 +1,308 @@
+"""The ``converge`` command line: restore, degrade, eval, train, zoo, demo.
+
+Every user error (bad file, unknown option, missing data) ends as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from converge.errors import ConfigError, ConvergeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Learned iterative image restoration: restore, degrade, evaluate and train.",
+)
+console = Console(stderr=True)
+
+TaskOption = Annotated[str, typer.Option("--task", "-t", help="denoise, deblur, sr, inpaint, demosaic or deblock.")]
+SigmaOption = Annotated[
+    Optional[float], typer.Option("--sigma", "-s", help="Gaussian noise level in 8-bit grey levels (25 = 25/255).")
+]
+FactorOption = Annotated[Optional[int], typer.Option("--factor", help="sr: downsampling factor.")]
+QualityOption = Annotated[Optional[int], typer.Option("--quality", "-q", help="deblock: JPEG quality 1-100.")]
+DropOption = Annotated[Optional[float], typer.Option("--drop", help="inpaint: fraction of pixels removed.")]
+BlurOption = Annotated[Optional[float], typer.Option("--blur-sigma", help="deblur: Gaussian kernel width (pixels).")]
+PatternOption = Annotated[Optional[str], typer.Option("--pattern", help="demosaic: Bayer pattern, e.g. RGGB.")]
+
+
+def _say(text: str) -> None:
+    """One plain line on stderr: no markup parsing (paths may hold brackets), no wrapping."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _task_params(
+    sigma: float | None,
+    factor: int | None,
+    quality: int | None,
+    drop: float | None,
+    blur_sigma: float | None,
+    pattern: str | None,
+) -> dict:
+    """The task parameters the user gave, in the names :func:`converge.physics.tasks.make_task` takes."""
+    given = {
+        "sigma": sigma,
+        "factor": factor,
+        "quality": quality,
+        "p": drop,
+        "blur_sigma": blur_sigma,
+        "pattern": pattern,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+@contextmanager
+def _progress(description: str, total: int | None, enabled: bool = True):
+    """A rich progress bar on stderr; ``advance(total=None)`` moves it by one (and may set the total)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not enabled) as progress:
+        task_id = progress.add_task(description, total=total)
+
+        def advance(total: int | None = None) -> None:
+            progress.update(task_id, advance=1, **({} if total is None else {"total": total}))
+
+        yield advance
+
+
+def _collect_inputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
+    """Pairs (input image, output PNG): one file, or every image of a folder into an output folder."""
+    from converge.errors import ImageReadError
+    from converge.imageio import is_image_file
+
+    if source.is_dir():
+        inputs = sorted(path for path in source.iterdir() if is_image_file(path))
+        if not inputs:
+            raise ImageReadError(f"{source}: the folder holds no image (.png, .jpg, .tif, .bmp)")
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"{target}: the input is a folder, so the output must be a folder too")
+        target.mkdir(parents=True, exist_ok=True)
+        return [(path, target / f"{path.stem}.png") for path in inputs]
+    if target.is_dir():
+        return [(source, target / f"{source.stem}.png")]
+    return [(source, target)]
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="Degraded image, or a folder of them.")],
+    target: Annotated[Path, typer.Argument(help="Output PNG, or a folder when SOURCE is a folder.")],
+    task: TaskOption = "denoise",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A shipped model or a baseline.")] = None,
+    sigma: SigmaOption = None,
+    factor: FactorOption = None,
+    quality: QualityOption = None,
+    pattern: PatternOption = None,
+    tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
+    bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
+) -> None:
+    """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
+
+    For denoising without --sigma, the noise level is estimated from each image.
+    """
+    from converge.imageio import read_image, write_image
+    from converge.physics.noise import estimate_noise_sigma
+    from converge.physics.tasks import make_task
+    from converge.restorers import make_restorer
+    from converge.zoo import DEFAULT_MODEL
+
+    model_name = model or DEFAULT_MODEL
+    params = _task_params(sigma, factor, quality, None, None, pattern)
+    pairs = _collect_inputs(source, target)
+    restorers = {}
+    with _progress("restoring", len(pairs), enabled=len(pairs) > 1) as advance:
+        for in_path, out_path in pairs:
+            observed = read_image(in_path)
+            image_params = dict(params)
+            note = ""
+            if task == "denoise" and sigma is None:
+                estimate = 255.0 * float(estimate_noise_sigma(observed)[0])
+                image_params["sigma"] = round(estimate, 2)
+                note = f" (estimated noise level {estimate:.1f})"
+            chosen = make_task(task, **image_params)
+            key = chosen.tag
+            if key not in restorers:
+                restorers[key] = make_restorer(model_name, chosen, tile=tile)
+            result = restorers[key](observed, chosen.operator)
+            write_image(out_path, result.image, bits=bits)
+            loops = "" if result.iterations is None else f", {result.iterations:g} iterations"
+            _say(f"{in_path} -> {out_path} [{model_name}{loops}, {result.seconds:.2f} s]{note}")
+            advance()
+
+
+@app.command()
+def degrade(
+    source: Annotated[Path, typer.Argument(help="Clean image, or a folder of them.")],
+    target: Annotated[Path, typer.Argument(help="Output PNG, or a folder when SOURCE is a folder.")],
+    task: TaskOption = "denoise",
+    sigma: SigmaOption = None,
+    factor: FactorOption = None,
+    quality: QualityOption = None,
+    drop: DropOption = None,
+    blur_sigma: BlurOption = None,
+    pattern: PatternOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise and random masks.")] = 0,
+) -> None:
+    """Make a degraded test input from a clean image, reproducibly (--seed).
+
+    Inpainting also writes the mask it drew as OUTPUT.mask.png (white = kept pixel).
+    """
+    import torch
+
+    from converge.imageio import read_image, write_image
+    from converge.physics.mask import PixelMask
+    from converge.physics.tasks import make_task
+
+    chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
+    pairs = _collect_inputs(source, target)
+    with _progress("degrading", len(pairs), enabled=len(pairs) > 1) as advance:
+        for index, (in_path, out_path) in enumerate(pairs):
+            generator = torch.Generator().manual_seed(seed + index)
+            observed, operator = chosen.degrade(read_image(in_path), generator)
+            write_image(out_path, observed)
+            if isinstance(operator, PixelMask):
+                mask = operator.mask.expand(1, 1, *observed.shape[-2:]).float()
+                write_image(out_path.with_suffix(".mask.png"), mask)
+            _say(f"{in_path} -> {out_path} [{chosen.tag}, seed {seed + index}]")
+            advance()
+
+
+@app.command(name="eval")
+def evaluate(
+    model: Annotated[str, typer.Option("--model", "-m", help="A shipped model or a baseline.")],
+    bench: Annotated[str, typer.Option("--bench", "-b", help="Benchmark set, e.g. set12, bsd68, urban100.")],
+    task: TaskOption = "denoise",
+    sigma: SigmaOption = None,
+    factor: FactorOption = None,
+    quality: QualityOption = None,
+    drop: DropOption = None,
+    blur_sigma: BlurOption = None,
+    pattern: PatternOption = None,
+    color: Annotated[str, typer.Option(help="native, or y to score the BT.601 luma of colour sets.")] = "native",
+    y_channel: Annotated[bool, typer.Option("--y-channel", help="Score PSNR/SSIM on the Y channel.")] = False,
+    crop: Annotated[int, typer.Option(help="Border pixels left out of the scores.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N images.")] = None,
+    tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
+) -> None:
+    """Score a restorer on a benchmark set: per-image and mean PSNR/SSIM, as Markdown and JSON."""
+    from rich.table import Table
+
+    from converge.eval.runner import COLOR_MODES
+    from converge.eval.runner import evaluate as run_benchmark
+    from converge.physics.tasks import make_task
+    from converge.restorers import make_restorer
+
+    if color not in COLOR_MODES:
+        raise ConfigError(f"--color must be one of {', '.join(COLOR_MODES)}, got '{color}'")
+    chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
+    restorer = make_restorer(model, chosen, tile=tile)
+    command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    with _progress(f"{model} on {bench}", None) as advance:
+        report = run_benchmark(
+            restorer,
+            model,
+            bench,
+            chosen,
+            color=color,
+            y_channel=y_channel,
+            crop_border=crop,
+            limit=limit,
+            on_image=lambda name, total: advance(total),
+            command=command,
+        )
+    markdown, payload = report.write(out, f"{model}-{bench}-{chosen.tag}")
+    summary = report.summary()
+    table = Table(title=f"{model} on {bench}, {chosen.tag}")
+    for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(summary["images"]),
+        f"{summary['input_psnr']:.2f}",
+        f"{summary['psnr']:.2f}",
+        f"{summary['ssim']:.4f}",
+        f"{summary['seconds']:.2f}",
+    )
+    Console().print(table)
+    _say(f"reports: {markdown} and {payload}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="A YAML experiment config, e.g. configs/dncnn-denoise-compact.yaml.")],
+    run_dir: Annotated[Path, typer.Option(help="Folder for checkpoints, log and exported weights.")],
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --run-dir.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+) -> None:
+    """Train a model from a config; resumable from its run folder."""
+    from converge.train.trainer import train as run_training
+
+    exported = run_training(config, run_dir, resume=resume, threads=threads)
+    _say(f"trained weights: {exported}")
+
+
+@app.command()
+def zoo() -> None:
+    """List the shipped models and the baselines, by the names --model takes."""
+    from rich.table import Table
+
+    from converge.restorers import restorer_names
+    from converge.zoo import DEFAULT_MODEL
+
+    table = Table(title="restorers")
+    table.add_column("name")
+    table.add_column("description")
+    for name, description in restorer_names().items():
+        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), description)
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the noisy and restored images.")] = Path("out/demo"),
+) -> None:
+    """Denoise the shipped example image with the default model and report the PSNR gain."""
+    from importlib.resources import as_file, files
+
+    import torch
+
+    from converge.eval.metrics import psnr
+    from converge.imageio import read_image, write_image
+    from converge.physics.tasks import make_task
+    from converge.restorers import make_restorer
+    from converge.zoo import DEFAULT_MODEL, ZOO
+
+    sigma = ZOO[DEFAULT_MODEL].sigma
+    chosen = make_task("denoise", sigma=sigma)
+    with as_file(files("converge") / "examples" / "parrots.png") as example:
+        clean = read_image(example)
+    noisy, operator = chosen.degrade(clean, torch.Generator().manual_seed(0))
+    result = make_restorer(DEFAULT_MODEL, chosen)(noisy, operator)
+    out.mkdir(parents=True, exist_ok=True)
+    write_image(out / "parrots-noisy.png", noisy)
+    write_image(out / "parrots-restored.png", result.image)
+    noisy_db = float(psnr(noisy, clean)[0])
+    restored_db = float(psnr(result.image, clean)[0])
+    print(f"model {DEFAULT_MODEL}: example image with Gaussian noise sigma {sigma:g} (seed 0)")
+    print(f"noisy    {out / 'parrots-noisy.png'}  PSNR {noisy_db:.2f} dB")
+    print(f"restored {out / 'parrots-restored.png'}  PSNR {restored_db:.2f} dB  ({result.seconds:.2f} s)")
+
+
+def main() -> None:
+    """Console entry point: run the app and turn user errors into one line and exit code 2."""
+    try:
+        app()
+    except ConvergeError as error:
+        _say(f"error: {error}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

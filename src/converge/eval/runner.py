@@ -1,0 +1,78 @@
+"""Run one restorer over one benchmark set under one task, with the seeded evaluation protocol.
+
+Every clean image is degraded with a generator seeded from (set, image, task tag), so every run
+and every machine sees the same observations; the restorer's output is scored against the clean
+image with PSNR and SSIM (optionally on the Y channel and with a border crop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from converge.color import rgb_to_y
+from converge.data.registry import load_images
+from converge.data.seeding import evaluation_generator
+from converge.eval.metrics import psnr, ssim
+from converge.eval.report import BenchmarkReport, ImageScore
+from converge.physics.tasks import Task
+from converge.restorers import Restorer
+
+# How a benchmark image is prepared before it is degraded: kept as stored, or reduced to luma
+# (the deblocking tables score grey JPEG of the BT.601 Y channel of colour sets such as LIVE1).
+COLOR_MODES = ("native", "y")
+
+
+def evaluate(
+    restorer: Restorer,
+    model: str,
+    bench: str,
+    task: Task,
+    *,
+    color: str = "native",
+    y_channel: bool = False,
+    crop_border: int = 0,
+    limit: int | None = None,
+    on_image: Callable[[str, int], None] | None = None,
+    command: str = "",
+) -> BenchmarkReport:
+    """Restore every image of ``bench`` (or its first ``limit``) degraded by ``task``; return the scores.
+
+    ``on_image(name, total)`` is called after each image (for progress bars).
+    """
+    images = list(load_images(bench))
+    if limit is not None:
+        images = images[:limit]
+    report = BenchmarkReport(
+        model=model,
+        bench=bench,
+        task=task.name,
+        task_params=dict(task.params),
+        protocol={
+            "color": color,
+            "y_channel": y_channel,
+            "crop_border": crop_border,
+            "noise_seed": f"sha256(bench/image/{task.tag})",
+            "command": command,
+        },
+    )
+    for name, clean in images:
+        if color == "y" and clean.shape[1] == 3:
+            clean = rgb_to_y(clean)
+        observed, operator = task.degrade(clean, evaluation_generator(bench, name, task.tag))
+        restored = restorer(observed, operator)
+        scored_input = observed if observed.shape == clean.shape else None
+        report.rows.append(
+            ImageScore(
+                image=name,
+                psnr=float(psnr(restored.image, clean, crop_border=crop_border, y_channel=y_channel)[0]),
+                ssim=float(ssim(restored.image, clean, crop_border=crop_border, y_channel=y_channel)[0]),
+                input_psnr=float("nan")
+                if scored_input is None
+                else float(psnr(scored_input, clean, crop_border=crop_border, y_channel=y_channel)[0]),
+                seconds=restored.seconds,
+                iterations=restored.iterations,
+            )
+        )
+        if on_image is not None:
+            on_image(name, len(images))
+    return report

@@ -1,0 +1,127 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "converge", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture
+def clean_png(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.arange(48), np.arange(40)) * 2.0
+    pixels = np.clip(ramp + rng.normal(0, 3, ramp.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "clean.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("restore", "degrade", "eval", "train", "zoo", "demo"):
+        assert command in result.stdout
+
+
+def test_restore_corrupt_file_fails_cleanly(tmp_path):
+    corrupt = tmp_path / "noisy.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    output = tmp_path / "out.png"
+    result = run_cli("restore", str(corrupt), str(output), "--model", "input")
+    assert_one_line_error(result, "noisy.png")
+    assert not output.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["noisy.png"]
+
+
+def test_restore_missing_file(tmp_path):
+    assert_one_line_error(run_cli("restore", str(tmp_path / "none.png"), str(tmp_path / "o.png")), "no such file")
+
+
+def test_unknown_model_and_task(tmp_path, clean_png):
+    assert_one_line_error(run_cli("restore", str(clean_png), str(tmp_path / "o.png"), "-m", "nope"), "unknown model")
+    assert_one_line_error(run_cli("degrade", str(clean_png), str(tmp_path / "o.png"), "-t", "nope"), "nope")
+
+
+def test_option_not_taken_by_the_task(tmp_path, clean_png):
+    result = run_cli("degrade", str(clean_png), str(tmp_path / "o.png"), "--task", "denoise", "--quality", "10")
+    assert_one_line_error(result, "quality")
+
+
+def test_degrade_is_reproducible_and_restore_improves(tmp_path, clean_png):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    for target in (first, second):
+        assert run_cli("degrade", str(clean_png), str(target), "--sigma", "25", "--seed", "3").returncode == 0
+    assert first.read_bytes() == second.read_bytes()
+    restored = tmp_path / "r.png"
+    result = run_cli("restore", str(first), str(restored), "--model", "tv", "--sigma", "25")
+    assert result.returncode == 0, result.stderr
+    clean = np.asarray(Image.open(clean_png), dtype=float)
+    noisy_error = np.mean((np.asarray(Image.open(first), dtype=float) - clean) ** 2)
+    restored_error = np.mean((np.asarray(Image.open(restored), dtype=float) - clean) ** 2)
+    assert restored_error < noisy_error
+
+
+def test_restore_estimates_sigma_when_not_given(tmp_path, clean_png):
+    noisy = tmp_path / "n.png"
+    run_cli("degrade", str(clean_png), str(noisy), "--sigma", "20")
+    result = run_cli("restore", str(noisy), str(tmp_path / "r.png"), "--model", "tv")
+    assert result.returncode == 0, result.stderr
+    assert "estimated noise level" in result.stderr
+
+
+def test_folder_in_folder_out(tmp_path, clean_png):
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("x.png", "y.png"):
+        (source / name).write_bytes(clean_png.read_bytes())
+    (source / "notes.txt").write_text("not an image")
+    result = run_cli("degrade", str(source), str(tmp_path / "out"), "--task", "deblock", "--quality", "20")
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["x.png", "y.png"]
+
+
+def test_inpaint_writes_its_mask(tmp_path, clean_png):
+    target = tmp_path / "holes.png"
+    assert run_cli("degrade", str(clean_png), str(target), "--task", "inpaint", "--drop", "0.5").returncode == 0
+    mask = np.asarray(Image.open(tmp_path / "holes.mask.png"))
+    assert set(np.unique(mask)) <= {0, 255}
+    assert 0.4 < (mask == 0).mean() < 0.6
+
+
+def test_sr_round_trip_shapes(tmp_path, clean_png):
+    low, up = tmp_path / "low.png", tmp_path / "up.png"
+    assert run_cli("degrade", str(clean_png), str(low), "--task", "sr", "--factor", "2").returncode == 0
+    assert Image.open(low).size == (20, 24)
+    result = run_cli("restore", str(low), str(up), "--task", "sr", "--factor", "2", "--model", "bicubic")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(up).size == (40, 48)
+
+
+def test_eval_writes_markdown_and_json(tmp_path):
+    result = run_cli(
+        "eval", "--model", "input", "--bench", "set12", "--sigma", "25", "--limit", "2", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((tmp_path / "input-set12-denoise-sigma25.json").read_text())
+    assert payload["summary"]["images"] == 2
+    assert (tmp_path / "input-set12-denoise-sigma25.md").exists()
+
+
+def test_eval_unknown_bench(tmp_path):
+    assert_one_line_error(run_cli("eval", "-m", "input", "-b", "nope", "--out", str(tmp_path)), "nope")
