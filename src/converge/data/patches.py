@@ -1,0 +1,156 @@
+"""Random-crop training patches with dihedral augmentation and on-the-fly degradation.
+
+Every item is a pure function of ``(seed, epoch, index)``: the crop position, the dihedral transform
+and the degradation's randomness all come from one generator seeded by those three numbers, so a run
+is reproducible whatever the number of workers or the order in which items are read.
+
+Example::
+
+    >>> import torch
+    >>> from converge.data.patches import PatchDataset
+    >>> def add_noise(x, generator):
+    ...     return x + 25 / 255 * torch.randn(x.shape, generator=generator)
+    >>> dataset = PatchDataset([torch.rand(1, 64, 64)], patch_size=32, patches_per_image=4, degrade=add_noise)
+    >>> y, x = dataset[0]
+    >>> tuple(y.shape), tuple(x.shape)
+    ((1, 32, 32), (1, 32, 32))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from converge.data.registry import convert_channels, load_images
+from converge.data.seeding import stable_seed
+from converge.errors import ConfigError
+
+Degrade = Callable[[Tensor, torch.Generator], Tensor]
+DIHEDRAL_TRANSFORMS = 8
+
+
+class PatchDataset(Dataset):
+    """``(y, x)`` pairs of ``(C, p, p)`` patches: ``x`` a random crop of a clean image, ``y = degrade(x)``.
+
+    ``images`` is a sequence of ``(C, H, W)`` or ``(1, C, H, W)`` tensors (float in [0, 1], or uint8
+    holding 8-bit levels) or the name of a set of the shared data (kept in memory as 8-bit). Each image
+    gives ``patches_per_image`` items, so ``len = len(images) * patches_per_image``.
+
+    With ``augment`` each patch goes through one of the 8 symmetries of the square (``rot90`` by
+    ``k`` quarter turns, then an optional horizontal flip). ``degrade(x, generator)`` receives the clean
+    patch as a ``(1, C, p, p)`` batch and the item's generator and returns a ``(1, C', h, w)`` batch;
+    without it ``y`` is ``x``. ``channels=1`` turns colour images into grayscale (MATLAB ``rgb2gray``,
+    8-bit levels). Call :meth:`set_epoch` at the start of every epoch to draw new patches.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Tensor] | str,
+        patch_size: int,
+        patches_per_image: int,
+        degrade: Degrade | None = None,
+        augment: bool = True,
+        seed: int = 0,
+        channels: int | None = None,
+    ) -> None:
+        if not isinstance(patch_size, int) or patch_size < 1:
+            raise ConfigError(f"patch_size must be a positive integer, got {patch_size!r}")
+        if not isinstance(patches_per_image, int) or patches_per_image < 1:
+            raise ConfigError(f"patches_per_image must be a positive integer, got {patches_per_image!r}")
+        if channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1, 3 or None, got {channels!r}")
+        if degrade is not None and not callable(degrade):
+            raise ConfigError(f"degrade must be a callable (x, generator) -> y, got {type(degrade).__name__}")
+        if isinstance(images, str):
+            stored = [_to_uint8(image[0]) for _, image in load_images(images, channels)]
+        else:
+            stored = [_as_stored(image, index, channels) for index, image in enumerate(images)]
+        if not stored:
+            raise ConfigError("PatchDataset needs at least one image")
+        if len({image.shape[0] for image in stored}) > 1:
+            raise ConfigError("images have different channel counts: pass channels=1 or 3 to make them agree")
+        for index, image in enumerate(stored):
+            height, width = image.shape[-2:]
+            if min(height, width) < patch_size:
+                raise ConfigError(
+                    f"image {index} is {height}x{width}, smaller than patch_size {patch_size}: "
+                    "lower patch_size or leave the image out"
+                )
+        self.images = stored
+        self.patch_size = patch_size
+        self.patches_per_image = patches_per_image
+        self.degrade = degrade
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose patches the next reads return (each epoch draws its own crops)."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images) * self.patches_per_image
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        """The ``(y, x)`` pair of item ``index`` of the current epoch, each ``(C, p, p)`` float32."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"patch index {index} out of range for {len(self)} patches")
+        generator = torch.Generator().manual_seed(stable_seed("patch", self.seed, self.epoch, index))
+        image = self.images[index // self.patches_per_image]
+        height, width = image.shape[-2:]
+        top = int(torch.randint(height - self.patch_size + 1, (1,), generator=generator))
+        left = int(torch.randint(width - self.patch_size + 1, (1,), generator=generator))
+        patch = image[:, top : top + self.patch_size, left : left + self.patch_size]
+        if self.augment:
+            patch = dihedral(patch, int(torch.randint(DIHEDRAL_TRANSFORMS, (1,), generator=generator)))
+        x = patch.to(torch.float32, copy=True).contiguous()
+        if image.dtype == torch.uint8:
+            x = x / 255.0
+        if self.degrade is None:
+            return x.clone(), x
+        return self._degraded(x, generator), x
+
+    def _degraded(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        y = self.degrade(x[None], generator)
+        if not isinstance(y, Tensor) or y.ndim != 4 or y.shape[0] != 1:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ConfigError(f"degrade must return a (1, C, H, W) tensor for a (1, C, p, p) patch, got {shape}")
+        return y[0]
+
+
+def dihedral(image: Tensor, transform: int) -> Tensor:
+    """Apply symmetry ``transform`` in 0..7 of the square to ``(..., H, W)``: ``transform % 4`` quarter
+    turns, then a horizontal flip when ``transform >= 4``."""
+    if not 0 <= transform < DIHEDRAL_TRANSFORMS:
+        raise ValueError(f"dihedral transform must be in 0..7, got {transform}")
+    rotated = torch.rot90(image, transform % 4, dims=(-2, -1))
+    return torch.flip(rotated, dims=(-1,)) if transform >= 4 else rotated
+
+
+def _as_stored(image: Tensor, index: int, channels: int | None) -> Tensor:
+    """A user image as ``(C, H, W)``: uint8 stays 8-bit, floats become float32."""
+    if not isinstance(image, Tensor):
+        raise ConfigError(
+            f"image {index} is a {type(image).__name__}, not a tensor: pass (C, H, W) tensors or a set name"
+        )
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3:
+        raise ConfigError(f"image {index} has shape {tuple(image.shape)}: pass (C, H, W) or (1, C, H, W) tensors")
+    if image.dtype == torch.uint8:
+        if channels is None or channels == image.shape[0]:
+            return image
+        return _to_uint8(convert_channels(image[None].to(torch.float32) / 255.0, channels)[0])
+    if not image.is_floating_point():
+        raise ConfigError(f"image {index} has dtype {image.dtype}: pass float images in [0, 1] or uint8 images")
+    return convert_channels(image[None].to(torch.float32), channels)[0]
+
+
+def _to_uint8(image: Tensor) -> Tensor:
+    """8-bit storage of an image in [0, 1] whose values are already multiples of 1/255."""
+    return torch.round(image * 255.0).clamp(0, 255).to(torch.uint8)

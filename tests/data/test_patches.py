@@ -1,0 +1,173 @@
+"""Random-crop patch datasets: shapes, reproducibility, dihedral augmentation and degradation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from converge.data.patches import PatchDataset, dihedral
+from converge.data.registry import data_root
+from converge.errors import ConfigError, DataError
+
+
+def _images(count: int = 3, channels: int = 1, size: tuple[int, int] = (40, 48)) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.rand(channels, *size, generator=generator) for _ in range(count)]
+
+
+def _add_noise(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    assert x.ndim == 4 and x.shape[0] == 1
+    return x + 0.1 * torch.randn(x.shape, generator=generator)
+
+
+def _all_items(dataset: PatchDataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [dataset[index] for index in range(len(dataset))]
+
+
+def test_items_are_patch_pairs_of_the_requested_size() -> None:
+    dataset = PatchDataset(_images(channels=3), patch_size=16, patches_per_image=5)
+    assert len(dataset) == 15
+    y, x = dataset[7]
+    assert y.shape == x.shape == (3, 16, 16) and x.dtype == torch.float32
+    assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
+
+
+def test_each_patch_is_a_crop_of_its_own_image() -> None:
+    images = _images()
+    dataset = PatchDataset(images, patch_size=8, patches_per_image=4, augment=False)
+    for index, (_, x) in enumerate(_all_items(dataset)):
+        windows = images[index // 4].unfold(1, 8, 1).unfold(2, 8, 1)
+        assert (windows == x[:, None, None]).flatten(3).all(-1).any()
+
+
+def test_items_depend_only_on_seed_epoch_and_index() -> None:
+    first = PatchDataset(_images(), 16, 4, degrade=_add_noise, seed=3)
+    second = PatchDataset(_images(), 16, 4, degrade=_add_noise, seed=3)
+    forward = _all_items(first)
+    backward = [second[index] for index in reversed(range(len(second)))][::-1]
+    for (y1, x1), (y2, x2) in zip(forward, backward):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    other_seed = PatchDataset(_images(), 16, 4, degrade=_add_noise, seed=4)
+    assert not torch.equal(other_seed[0][1], forward[0][1])
+
+
+def test_set_epoch_draws_new_patches_and_going_back_repeats_them() -> None:
+    dataset = PatchDataset(_images(), 16, 4)
+    epoch0 = torch.stack([x for _, x in _all_items(dataset)])
+    dataset.set_epoch(1)
+    epoch1 = torch.stack([x for _, x in _all_items(dataset)])
+    assert not torch.equal(epoch0, epoch1)
+    dataset.set_epoch(0)
+    assert torch.equal(epoch0, torch.stack([x for _, x in _all_items(dataset)]))
+    with pytest.raises(ConfigError, match="epoch"):
+        dataset.set_epoch(-1)
+
+
+def test_augmentation_visits_all_eight_symmetries() -> None:
+    # With a patch as large as the image the crop is fixed, so only the augmentation varies.
+    image = torch.arange(36, dtype=torch.float32).reshape(1, 6, 6) / 35
+    candidates = [dihedral(image, k) for k in range(8)]
+    seen = set()
+    for _, x in _all_items(PatchDataset([image], 6, 200)):
+        matches = [k for k, candidate in enumerate(candidates) if torch.equal(x, candidate)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(8))
+    unaugmented = _all_items(PatchDataset([image], 6, 10, augment=False))
+    assert all(torch.equal(x, image) for _, x in unaugmented)
+
+
+def test_dihedral_transforms_are_distinct_and_invertible() -> None:
+    image = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(1))
+    transformed = [dihedral(image, k) for k in range(8)]
+    assert torch.equal(transformed[0], image)
+    assert len({tuple(t.flatten().tolist()) for t in transformed}) == 8
+    inverse = {0: 0, 1: 3, 2: 2, 3: 1, 4: 4, 5: 5, 6: 6, 7: 7}
+    for k, t in enumerate(transformed):
+        assert torch.equal(dihedral(t, inverse[k]), image)
+    with pytest.raises(ValueError, match="0..7"):
+        dihedral(image, 8)
+
+
+def test_degrade_is_applied_with_the_item_generator() -> None:
+    dataset = PatchDataset(_images(), 16, 3, degrade=_add_noise)
+    y, x = dataset[4]
+    residual = y - x
+    assert 0.05 < residual.std() < 0.15
+    assert torch.equal(dataset[4][0], y)
+    assert not torch.equal(dataset[5][0] - dataset[5][1], residual)
+
+
+def test_degrade_may_change_the_measurement_size() -> None:
+    def downsample(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    y, x = PatchDataset(_images(), 16, 2, degrade=downsample)[0]
+    assert y.shape == (1, 8, 8) and x.shape == (1, 16, 16)
+    assert torch.allclose(y, torch.nn.functional.avg_pool2d(x[None], 2)[0])
+
+
+def test_degrade_with_a_wrong_output_is_reported() -> None:
+    dataset = PatchDataset(_images(), 16, 2, degrade=lambda x, generator: x[0])
+    with pytest.raises(ConfigError, match=r"\(1, C, H, W\)"):
+        dataset[0]
+
+
+def test_data_loader_batches_pairs() -> None:
+    dataset = PatchDataset(_images(channels=3), 16, 4, degrade=_add_noise)
+    batches = list(DataLoader(dataset, batch_size=5, shuffle=False, num_workers=0))
+    assert [tuple(y.shape) for y, _ in batches] == [(5, 3, 16, 16), (5, 3, 16, 16), (2, 3, 16, 16)]
+    assert torch.equal(batches[0][1][1], dataset[1][1])
+
+
+def test_colour_images_can_be_used_as_grayscale() -> None:
+    colour = [torch.round(image * 255) / 255 for image in _images(channels=3)]
+    dataset = PatchDataset(colour, 16, 2, channels=1, augment=False)
+    _, x = dataset[0]
+    assert x.shape == (1, 16, 16)
+    assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-3)
+    uint8 = [torch.round(image * 255).to(torch.uint8) for image in colour]
+    assert torch.allclose(PatchDataset(uint8, 16, 2, channels=1, augment=False)[0][1], x, atol=1e-6)
+    with pytest.raises(ConfigError, match="cannot convert 1-channel"):
+        PatchDataset(_images(channels=1), 16, 2, channels=3)
+
+
+def test_invalid_inputs_raise_config_errors() -> None:
+    with pytest.raises(ConfigError, match="image 1 is 12x48, smaller than patch_size 16"):
+        PatchDataset([torch.rand(1, 40, 48), torch.rand(1, 12, 48)], 16, 2)
+    with pytest.raises(ConfigError, match="different channel counts"):
+        PatchDataset([torch.rand(1, 40, 48), torch.rand(3, 40, 48)], 16, 2)
+    with pytest.raises(ConfigError, match="at least one image"):
+        PatchDataset([], 16, 2)
+    with pytest.raises(ConfigError, match="patch_size"):
+        PatchDataset(_images(), 0, 2)
+    with pytest.raises(ConfigError, match="patches_per_image"):
+        PatchDataset(_images(), 16, 0)
+    with pytest.raises(ConfigError, match="channels"):
+        PatchDataset(_images(), 16, 2, channels=2)
+    with pytest.raises(ConfigError, match="degrade must be a callable"):
+        PatchDataset(_images(), 16, 2, degrade="noise")
+    with pytest.raises(ConfigError, match="not a tensor"):
+        PatchDataset([[0.0]], 16, 2)
+    with pytest.raises(ConfigError, match="dtype"):
+        PatchDataset([torch.ones(1, 40, 40, dtype=torch.int32)], 16, 2)
+    with pytest.raises(IndexError):
+        PatchDataset(_images(), 16, 2)[6]
+
+
+def test_patches_from_a_real_set_name(image_reader: None) -> None:
+    try:
+        root = data_root()
+    except DataError:
+        pytest.skip("shared benchmark data not available")
+    if not (Path(root) / "Set12").is_dir():
+        pytest.skip("Set12 not available")
+    dataset = PatchDataset("set12", patch_size=40, patches_per_image=2, degrade=_add_noise)
+    assert len(dataset) == 24
+    assert all(image.dtype == torch.uint8 for image in dataset.images)
+    y, x = dataset[23]
+    assert x.shape == y.shape == (1, 40, 40)
+    assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-4) and 0 <= x.min() and x.max() <= 1
