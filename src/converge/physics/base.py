@@ -7,6 +7,8 @@ Images are ``(B, C, H, W)`` float tensors in [0, 1]; measurements may have anoth
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -47,6 +49,41 @@ class LinearOperator(Operator):
         rhs = self.adjoint(y) + rho_b * z
         return conjugate_gradient(lambda v: self.normal(v) + rho_b * v, rhs, x0=z)
 
+    def operator_norm(self, x0: Tensor, max_iter: int = 100, tol: float = 1e-6) -> Tensor:
+        """Spectral norm ``||A||_2`` by power iteration on ``A^T A``, started from ``x0`` (an image-shaped tensor).
+
+        The whole batch is treated as one vector, so per-sample operators give the largest norm among
+        them. Stops when the Rayleigh quotient changes by less than ``tol`` (relative). Useful to pick a
+        gradient step ``eta < 2 / ||A||^2``.
+        """
+        v = x0 / x0.norm()
+        estimate = torch.zeros((), dtype=x0.dtype, device=x0.device)
+        for _ in range(max_iter):
+            w = self.normal(v)
+            previous, estimate = estimate, (v * w).sum()
+            v = w / w.norm().clamp_min(torch.finfo(x0.dtype).tiny)
+            if (estimate - previous).abs() <= tol * estimate.abs():
+                break
+        return estimate.clamp_min(0).sqrt()
+
+
+class Identity(LinearOperator):
+    """``A = I``: denoising. ``prox_data(z, y, rho) = (y + rho z) / (1 + rho)``.
+
+    >>> Identity()(torch.ones(1, 1, 2, 2)).sum().item()
+    4.0
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+    def prox_data(self, z: Tensor, y: Tensor, rho: float | Tensor) -> Tensor:
+        rho_b = _per_sample(rho, z)
+        return (y + rho_b * z) / (1 + rho_b)
+
 
 def _per_sample(rho: float | Tensor, like: Tensor) -> Tensor:
     """Broadcast a scalar or ``(B,)`` value against ``like`` of shape ``(B, ...)``."""
@@ -57,7 +94,11 @@ def _per_sample(rho: float | Tensor, like: Tensor) -> Tensor:
 
 
 def conjugate_gradient(
-    apply_matrix, rhs: Tensor, x0: Tensor | None = None, tol: float = 1e-6, max_iter: int = 200
+    apply_matrix: Callable[[Tensor], Tensor],
+    rhs: Tensor,
+    x0: Tensor | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 200,
 ) -> Tensor:
     """Solve ``M x = rhs`` for a symmetric positive-definite ``M`` given as a function, per sample.
 
