@@ -55,7 +55,7 @@ def cubic(t: Tensor, a: float = -0.75) -> Tensor:
 
     ``a = -0.75`` is PyTorch's bicubic and the SR protocol MTDEQ follows; MATLAB's ``imresize`` and
     Pillow use ``a = -0.5``.
-    """"
+    """
     s = t.abs()
     near = ((a + 2) * s - (a + 3)) * s * s + 1
     far = ((a * s - 5 * a) * s + 8 * a) * s - 4 * a
