@@ -12,16 +12,15 @@ import torch
 from PIL import Image
 
 from converge.baselines import BASELINES, Restorer, bicubic_upsample, get_baseline
+from converge.data.registry import data_root
 from converge.errors import ConfigError
 
-DATA = Path("/work/shared/data")
+DATA = data_root()
 SIGMA = 25 / 255
 DENOISERS = ["bm3d", "tv", "nlm"]
 
 
 def load_crop(path: Path, top: int, left: int, size: int = 96) -> torch.Tensor:
-    if not path.exists():
-        pytest.skip(f"benchmark image {path} is not available")
     pixels = np.asarray(Image.open(path), dtype=np.float32) / 255.0
     image = torch.from_numpy(pixels[top : top + size, left : left + size].copy())
     return image[None, None] if image.ndim == 2 else image.permute(2, 0, 1)[None]

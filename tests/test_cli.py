@@ -102,6 +102,13 @@ def test_inpaint_writes_its_mask(tmp_path, clean_png):
     mask = np.asarray(Image.open(tmp_path / "holes.mask.png"))
     assert set(np.unique(mask)) <= {0, 255}
     assert 0.4 < (mask == 0).mean() < 0.6
+    restored = tmp_path / "r.png"
+    assert_one_line_error(run_cli("restore", str(target), str(restored), "-t", "inpaint", "-m", "input"), "--mask")
+    result = run_cli(
+        "restore", str(target), str(restored), "-t", "inpaint", "-m", "input", "--mask", str(tmp_path / "holes.mask.png")
+    )
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(restored)), np.asarray(Image.open(target)))
 
 
 def test_sr_round_trip_shapes(tmp_path, clean_png):

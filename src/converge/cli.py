@@ -102,14 +102,17 @@ def restore(
     factor: FactorOption = None,
     quality: QualityOption = None,
     pattern: PatternOption = None,
+    mask: Annotated[Optional[Path], typer.Option(help="inpaint: mask PNG, white = kept pixel.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
     bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
 
-    For denoising without --sigma, the noise level is estimated from each image.
+    For denoising without --sigma, the noise level is estimated from each image. Inpainting needs
+    the mask that `converge degrade --task inpaint` wrote beside its output.
     """
     from converge.imageio import read_image, write_image
+    from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
     from converge.physics.tasks import make_task
     from converge.restorers import make_restorer
@@ -117,6 +120,9 @@ def restore(
 
     model_name = model or DEFAULT_MODEL
     params = _task_params(sigma, factor, quality, None, None, pattern)
+    if (task == "inpaint") != (mask is not None):
+        raise ConfigError("--mask is required for --task inpaint and taken by no other task")
+    known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
     pairs = _collect_inputs(source, target)
     restorers = {}
     with _progress("restoring", len(pairs), enabled=len(pairs) > 1) as advance:
@@ -132,7 +138,7 @@ def restore(
             key = chosen.tag
             if key not in restorers:
                 restorers[key] = make_restorer(model_name, chosen, tile=tile)
-            result = restorers[key](observed, chosen.operator)
+            result = restorers[key](observed, known_mask or chosen.operator)
             write_image(out_path, result.image, bits=bits)
             loops = "" if result.iterations is None else f", {result.iterations:g} iterations"
             _say(f"{in_path} -> {out_path} [{model_name}{loops}, {result.seconds:.2f} s]{note}")

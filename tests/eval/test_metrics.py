@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from converge.data.registry import data_root
 from converge.eval.metrics import psnr, ssim
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 
-DATA = Path(os.environ.get("CONVERGE_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA = data_root()
 
 
 def _read(relative: str) -> np.ndarray:
     """An 8-bit image of the shared data as float64 in [0, 1], ``(H, W)`` or ``(H, W, 3)``."""
-    path = DATA / relative
-    if not path.is_file():
-        pytest.skip(f"shared benchmark data not found at {DATA}")
-    return np.asarray(Image.open(path), dtype=np.float64) / 255.0
+    return np.asarray(Image.open(DATA / relative), dtype=np.float64) / 255.0
 
 
 def _noisy(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:

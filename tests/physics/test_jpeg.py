@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
+from converge.data.registry import data_root
 from converge.errors import ConfigError
 from converge.physics.jpeg import JPEGCompression
 
-SET12_HOUSE = "/work/shared/data/Set12/03.png"
+SET12_HOUSE = data_root() / "Set12" / "03.png"
 
 
 def _test_image(channels: int) -> torch.Tensor:

@@ -3,10 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
+from converge.data.registry import data_root
 from converge.errors import ConfigError
 from converge.physics.noise import GaussianNoise, estimate_noise_sigma
 
-DATA = "/work/shared/data"
+DATA = data_root()
 # 192x192 centre crops. On whole images the estimator is within 10% on all of Set12 at sigma 5-50 and on
 # BSD68 except two fine-grained images at sigma 5; small textured crops are harder (see the report).
 REAL_IMAGES = ("Set12/01.png", "Set12/02.png", "BSD68/test002.png")

@@ -1,0 +1,131 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from converge import zoo
+from converge.errors import ConfigError, WeightsError
+from converge.models.backbones import DnCNN, DnCNNConfig
+
+
+def trained_like_model() -> DnCNN:
+    """A small DnCNN whose BatchNorm statistics are not the defaults, so buffers are checked too."""
+    torch.manual_seed(0)
+    model = DnCNN(DnCNNConfig(depth=4, features=6))
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, 1, 16, 16))
+    return model.eval()
+
+
+def saved(tmp_path: Path) -> tuple[DnCNN, Path]:
+    model = trained_like_model()
+    path = zoo.save_weights(model, {"task": "denoise", "task_params": {"sigma": 25}}, tmp_path / "tiny.safetensors")
+    return model, path
+
+
+def test_save_then_load_gives_identical_outputs(tmp_path: Path) -> None:
+    model, path = saved(tmp_path)
+    loaded = zoo.load_weights(path)
+    assert not loaded.training
+    y = torch.rand(2, 1, 20, 20)
+    with torch.no_grad():
+        assert torch.equal(model(y), loaded(y))
+    spec = yaml.safe_load(path.with_suffix(".yaml").read_text())
+    assert spec["model"] == "dncnn" and spec["params"]["depth"] == 4 and spec["task_params"] == {"sigma": 25}
+
+
+def test_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, path = saved(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights loading must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    zoo.load_weights(path)
+
+
+def test_save_leaves_no_temporary_files(tmp_path: Path) -> None:
+    saved(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors", "tiny.yaml"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_safetensors_raises_weights_error(tmp_path: Path, damage: str) -> None:
+    _, path = saved(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes({"garbage": b"not a safetensors file" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    with pytest.raises(WeightsError):
+        zoo.load_weights(path)
+
+
+def test_missing_files_raise_weights_error(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    with pytest.raises(WeightsError, match="missing"):
+        zoo.load_weights(path, tmp_path / "absent.yaml")
+    path.unlink()
+    with pytest.raises(WeightsError, match="missing"):
+        zoo.load_weights(path)
+
+
+def test_config_that_does_not_match_the_weights_raises(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    config = path.with_suffix(".yaml")
+    spec = yaml.safe_load(config.read_text())
+    spec["params"]["features"] = 7
+    config.write_text(yaml.safe_dump(spec))
+    with pytest.raises(WeightsError, match="pair"):
+        zoo.load_weights(path)
+    spec["params"] = {"no_such_option": 1}
+    config.write_text(yaml.safe_dump(spec))
+    with pytest.raises(WeightsError, match="buildable"):
+        zoo.load_weights(path)
+
+
+def test_tensors_that_do_not_fit_raise_even_with_matching_header(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    _, path = saved(tmp_path)
+    params = yaml.safe_load(path.with_suffix(".yaml").read_text())["params"]
+    import json
+
+    save_file({"body.0.weight": torch.zeros(1)}, str(path), metadata={"model": "dncnn", "params": json.dumps(params, sort_keys=True)})
+    with pytest.raises(WeightsError, match="does not fit"):
+        zoo.load_weights(path)
+
+
+def test_save_rejects_other_suffixes_and_reserved_keys(tmp_path: Path) -> None:
+    model = trained_like_model()
+    with pytest.raises(ConfigError):
+        zoo.save_weights(model, None, tmp_path / "model.pt")
+    with pytest.raises(ConfigError):
+        zoo.save_weights(model, {"params": {}}, tmp_path / "model.safetensors")
+
+
+def test_registry_lists_the_default_model() -> None:
+    names = [entry.name for entry in zoo.list_models()]
+    assert zoo.DEFAULT_MODEL in names
+    assert zoo.ZOO[zoo.DEFAULT_MODEL].model_class is DnCNN
+    with pytest.raises(ConfigError, match="unknown zoo model"):
+        zoo.load_model("no-such-model")
+
+
+@pytest.mark.skipif(not zoo.weights_path(zoo.DEFAULT_MODEL).exists(), reason="default weights not trained yet")
+def test_shipped_default_model_denoises_a_real_crop() -> None:
+    from converge.data.registry import load_images
+    from converge.eval.metrics import psnr
+
+    entry = zoo.ZOO[zoo.DEFAULT_MODEL]
+    model = zoo.load_model()
+    _, clean = next(iter(load_images("set12")))
+    clean = clean[..., 64:192, 64:192]
+    generator = torch.Generator().manual_seed(0)
+    noisy = clean + entry.sigma / 255 * torch.randn(clean.shape, generator=generator)
+    restored, info = model.restore(noisy)
+    gain = float(psnr(restored, clean)[0] - psnr(noisy.clamp(0, 1), clean)[0])
+    assert gain > 6.0
+    assert info.iterations == 1

@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from converge.errors import ConfigError
+from converge.train.config import config_from_dict, config_to_dict, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def minimal(**top) -> dict:
+    return {"steps": 10, "model": {"name": "dncnn"}, "data": {"train_set": "train400"}, **top}
+
+
+@pytest.mark.parametrize("name", ["dncnn-denoise-compact.yaml", "dncnn-denoise-paper.yaml"])
+def test_shipped_configs_load_and_round_trip(name: str) -> None:
+    config = load_config(CONFIGS / name)
+    assert config.model.name == "dncnn" and config.data.task_params == {"sigma": 25}
+    assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_paper_config_is_dncnn_s() -> None:
+    config = load_config(CONFIGS / "dncnn-denoise-paper.yaml")
+    params = config.model.params
+    assert (params["depth"], params["features"], config.data.patch_size, config.data.batch_size) == (17, 64, 40, 128)
+    assert (config.optim.name, config.optim.lr, config.schedule.name, config.epochs) == ("adam", 1e-3, "step", 50)
+
+
+def test_defaults_and_yaml_number_strings() -> None:
+    config = config_from_dict(minimal(optim={"lr": "1e-4", "betas": [0.8, 0.99]}))
+    assert config.optim.lr == 1e-4 and config.optim.betas == (0.8, 0.99)
+    assert config.eval is None and config.loss == "mse" and config.schedule.name == "cosine"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "where"),
+    [
+        (minimal(stpes=3), "stpes", "config"),
+        (minimal(data={"train_set": "train400", "patchsize": 40}), "patchsize", "config.data"),
+        (minimal(optim={"learning_rate": 1e-3}), "learning_rate", "config.optim"),
+        (minimal(schedule={"kind": "cosine"}), "kind", "config.schedule"),
+        (minimal(eval={"bench": "bsd68", "every_steps": 5}), "every_steps", "config.eval"),
+        (minimal(model={"name": "dncnn", "depth": 5}), "depth", "config.model"),
+    ],
+)
+def test_unknown_keys_name_the_key_and_the_valid_ones(raw: dict, key: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=rf"unknown key '{key}' in {where}: valid keys are ") as error:
+        config_from_dict(raw)
+    assert "," in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"steps": 10, "data": {"train_set": "train400"}},
+        minimal(epochs=3),
+        {"model": {"name": "dncnn"}, "data": {"train_set": "train400"}},
+        minimal(loss="huber"),
+        minimal(optim={"name": "sgd"}),
+        minimal(optim={"lr": "fast"}),
+        minimal(schedule={"name": "poly"}),
+        minimal(steps=0),
+        minimal(steps=2.5),
+        minimal(data={"train_set": "train400", "channels": 2}),
+        minimal(data={"train_set": "train400", "sigma_range": [50, 10]}),
+        minimal(data={"train_set": "train400", "sigma_range": [0, 50], "task_params": {"sigma": 25}}),
+        minimal(data={"train_set": "train400", "augment": "yes"}),
+        minimal(export="best"),
+        minimal(optim={"betas": [0.9]}),
+        [1, 2],
+    ],
+)
+def test_invalid_values_raise_config_error(raw: object) -> None:
+    with pytest.raises(ConfigError):
+        config_from_dict(raw)
+
+
+def test_load_config_reports_missing_files_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
