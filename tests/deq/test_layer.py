@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import doctest
+
 import pytest
 import torch
 from deq_problems import make_problem
 from torch import Tensor, nn
 
+import converge.deq
+import converge.deq.layer
+import converge.deq.solvers
 from converge.deq import DEQ, PhantomGradient, fixed_point, get_solver, register_solver
 from converge.deq.solvers import _SOLVERS
 from converge.errors import ConfigError
@@ -122,3 +127,10 @@ def test_bad_configuration_raises_at_construction(kwargs: dict) -> None:
     layer, _ = make_problem()
     with pytest.raises(ConfigError):
         DEQ(layer, **kwargs)
+
+
+@pytest.mark.parametrize("module", [converge.deq, converge.deq.layer, converge.deq.solvers])
+def test_docstring_examples_run(module) -> None:
+    torch.manual_seed(0)
+    result = doctest.testmod(module, extraglobs={"torch": torch, "nn": nn})
+    assert result.attempted > 0 and result.failed == 0
