@@ -132,3 +132,12 @@ def test_eval_writes_markdown_and_json(tmp_path):
 
 def test_eval_unknown_bench(tmp_path):
     assert_one_line_error(run_cli("eval", "-m", "input", "-b", "nope", "--out", str(tmp_path)), "nope")
+
+
+def test_demo_restores_the_example_with_the_default_model(tmp_path):
+    result = run_cli("demo", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    decibels = [float(line.split("PSNR")[1].split("dB")[0]) for line in result.stdout.splitlines() if "PSNR" in line]
+    noisy_db, restored_db = decibels
+    assert restored_db > noisy_db + 5.0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["parrots-noisy.png", "parrots-restored.png"]

@@ -1,3 +1,4 @@
+import json
 import pickle
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def test_save_leaves_no_temporary_files(tmp_path: Path) -> None:
 def test_corrupt_safetensors_raises_weights_error(tmp_path: Path, damage: str) -> None:
     _, path = saved(tmp_path)
     data = path.read_bytes()
-    path.write_bytes({"garbage": b"not a safetensors file" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    damaged = {"garbage": b"not a safetensors file" * 10, "truncated": data[: len(data) // 2], "empty": b""}
+    path.write_bytes(damaged[damage])
     with pytest.raises(WeightsError):
         zoo.load_weights(path)
 
@@ -91,9 +93,8 @@ def test_tensors_that_do_not_fit_raise_even_with_matching_header(tmp_path: Path)
 
     _, path = saved(tmp_path)
     params = yaml.safe_load(path.with_suffix(".yaml").read_text())["params"]
-    import json
-
-    save_file({"body.0.weight": torch.zeros(1)}, str(path), metadata={"model": "dncnn", "params": json.dumps(params, sort_keys=True)})
+    header = {"model": "dncnn", "params": json.dumps(params, sort_keys=True)}
+    save_file({"body.0.weight": torch.zeros(1)}, str(path), metadata=header)
     with pytest.raises(WeightsError, match="does not fit"):
         zoo.load_weights(path)
 

@@ -1,0 +1,57 @@
+"""The restorer contract every model follows.
+
+A restorer maps an observation ``y`` (``(B, C, H, W)`` float in [0, 1]), optionally the degradation
+that made it (``physics``) and the noise level ``sigma`` (on the same [0, 1] scale: ``25 / 255`` for
+"sigma 25", a float or a ``(B,)`` tensor) to an estimate ``x`` of the clean image of the same layout.
+``forward`` is the differentiable map used in training; ``restore`` is inference: no autograd, output
+clamped to [0, 1], and a :class:`RestoreInfo` saying how the loop went.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from converge.physics.base import Operator
+
+Sigma = float | Tensor
+
+
+@dataclass
+class RestoreInfo:
+    """How one call to :meth:`Restorer.restore` went.
+
+    ``iterations``: loop count, one int for the batch or one per sample; ``residuals``: relative
+    fixed-point residual per iteration (``None`` for a model without a loop); ``seconds``: wall time;
+    ``extra``: model-specific details (for instance a policy's stop probabilities).
+    """
+
+    iterations: int | list[int]
+    residuals: list[float] | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Restorer(nn.Module, metaclass=ABCMeta):
+    """Base of every model: ``forward(y, physics, sigma) -> x`` plus a timed, gradient-free ``restore``."""
+
+    @abstractmethod
+    def forward(self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None) -> Tensor:
+        """Estimate ``x`` ``(B, C, H, W)`` from ``y``; differentiable, output not clamped."""
+
+    def restore(
+        self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None
+    ) -> tuple[Tensor, RestoreInfo]:
+        """Inference: ``forward`` under ``torch.no_grad``, clamped to [0, 1], with a one-iteration info.
+
+        Models with a loop override this to report their iteration counts and residuals.
+        """
+        start = time.perf_counter()
+        with torch.no_grad():
+            x = self(y, physics=physics, sigma=sigma).clamp(0.0, 1.0)
+        return x, RestoreInfo(iterations=1, seconds=time.perf_counter() - start)

@@ -1,0 +1,271 @@
+"""Training configurations: one YAML file -> a tree of frozen dataclasses, strictly checked.
+
+Every section is a dataclass; a key that is not a field raises :class:`ConfigError` naming the key,
+where it was found and the valid keys, so a typo never trains the wrong model silently. Example::
+
+    seed: 0
+    steps: 2000                      # or epochs: 50 (exactly one of the two)
+    model: {name: dncnn, params: {depth: 17, features: 32}}
+    data:  {train_set: train400, patch_size: 40, batch_size: 32, task: denoise, task_params: {sigma: 25}}
+    optim: {name: adam, lr: 1.0e-3}
+    schedule: {name: cosine, min_lr: 1.0e-5}
+    eval:  {bench: bsd68, task: denoise, task_params: {sigma: 25}, every: 500, max_images: 8}
+
+Noise levels in ``task_params`` and ``sigma_range`` are 8-bit levels (25 means 25/255), as on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from converge.errors import ConfigError
+
+LOSSES = ("mse", "l1", "charbonnier", "noise_mse")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+EXPORTS = ("final", "best")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which model to build: a name of ``converge.models.MODELS`` and its hyper-parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Training patches and how they are degraded on the fly.
+
+    ``train_set``: a set of the data registry; ``patch_size``: side of the square crops;
+    ``patches_per_image``: crops per image and epoch; ``channels``: 1 (gray) or 3 (colour);
+    ``task`` and ``task_params``: a named degradation of ``converge.physics.tasks``;
+    ``sigma_range``: ``[low, high]`` 8-bit levels for blind denoising, one level per patch drawn
+    uniformly (then ``task`` must be ``denoise`` and ``task_params`` must not set ``sigma``).
+    """
+
+    train_set: str
+    patch_size: int = 40
+    patches_per_image: int = 128
+    batch_size: int = 32
+    channels: int = 1
+    task: str = "denoise"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    sigma_range: tuple[float, float] | None = None
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "patches_per_image", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"data.channels must be 1 or 3, got {self.channels}")
+        if self.sigma_range is not None:
+            low, high = self.sigma_range
+            if not 0 <= low <= high:
+                raise ConfigError(
+                    f"data.sigma_range must be [low, high] with 0 <= low <= high, got {list(self.sigma_range)}"
+                )
+            if self.task != "denoise" or "sigma" in self.task_params:
+                raise ConfigError("data.sigma_range needs task 'denoise' without a fixed task_params.sigma")
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """Optimiser: ``adam`` or ``adamw`` with learning rate, betas and weight decay; ``grad_clip``
+    (a max global gradient norm) or ``None`` for no clipping."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("optim.name", self.name, OPTIMIZERS)
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    """Learning-rate schedule after ``warmup_steps`` of linear warm-up.
+
+    ``cosine``: from ``optim.lr`` down to ``min_lr`` at the last step; ``step``: multiply by ``gamma``
+    at each of ``milestones`` (steps); ``constant``: keep ``optim.lr``.
+    """
+
+    name: str = "cosine"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_choice("schedule.name", self.name, SCHEDULES)
+        if self.warmup_steps < 0:
+            raise ConfigError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    """Periodic evaluation: PSNR on the first ``max_images`` of ``bench`` (``None``: all) every
+    ``every`` steps and at the end, with the seeded evaluation degradation of ``task``."""
+
+    bench: str
+    task: str = "denoise"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    every: int = 1000
+    max_images: int | None = 8
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"eval.every must be a positive number of steps, got {self.every}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Exactly one of ``steps`` and ``epochs`` is set.
+
+    ``loss``: one of ``mse``, ``l1``, ``charbonnier``, ``noise_mse``; ``checkpoint_every`` and
+    ``log_every``: in steps; ``export``: which weights become ``model.safetensors`` (``final`` or the
+    ``best`` evaluated ones); ``seed``: seeds model initialisation, patch sampling and training noise.
+    """
+
+    model: ModelSection
+    data: DataSection
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    eval: EvalSection | None = None
+    loss: str = "mse"
+    steps: int | None = None
+    epochs: int | None = None
+    checkpoint_every: int = 500
+    log_every: int = 50
+    export: str = "final"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("export", self.export, EXPORTS)
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError("set exactly one of 'steps' and 'epochs' in the training config")
+        for name in ("steps", "epochs", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
+        if self.export == "best" and self.eval is None:
+            raise ConfigError("export: best needs an eval section to decide which weights are best")
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and check a YAML training config; a missing file or bad YAML raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read training config {path}: {error.strerror or error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"training config {path} is not valid YAML: {error}") from None
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: object) -> TrainConfig:
+    """Build a :class:`TrainConfig` from plain data (the parsed YAML), rejecting unknown keys."""
+    return _build(TrainConfig, raw, "config")
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain, YAML-safe data that :func:`config_from_dict` turns back into an equal config."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _build(cls: type, raw: object, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}")
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"unknown key {key!r} in {where}: valid keys are {', '.join(fields)}")
+    missing = [
+        name
+        for name, item in fields.items()
+        if name not in raw and item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where} is missing required key(s) {', '.join(missing)}")
+    values = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in raw.items()}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: object, where: str) -> Any:
+    """Check ``value`` against the type ``hint`` and convert it (lists -> tuples, YAML's "1e-3" -> float)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{where} must not be empty")
+        hint = next(option for option in options if option is not type(None))
+        origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], item, where) for item in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(arg, item, where) for arg, item in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {where} {value!r}: choose one of {', '.join(choices)}")

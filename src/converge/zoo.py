@@ -1,0 +1,195 @@
+"""Shipped weights: a name -> (model, YAML config, safetensors file) table, and safe loading.
+
+Weights are ``safetensors`` files (plain tensors, never unpickled) next to a YAML file that says how
+to build the model (``model: dncnn``, ``params: {...}``) and what it was trained for (``task``,
+``task_params``). The safetensors header repeats the model name and parameters, so a weights file
+paired with the wrong config is caught before any tensor is loaded. Shipped files live in
+``converge/weights/`` and are found with :mod:`importlib.resources`, so an installed package works.
+
+Example::
+
+    >>> import torch
+    >>> model = load_model()  # the default denoiser
+    >>> noisy = torch.rand(1, 1, 32, 32)  # (B, C, H, W) in [0, 1]
+    >>> x_hat, info = model.restore(noisy)
+    >>> x_hat.shape, info.iterations
+    (torch.Size([1, 1, 32, 32]), 1)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from converge.atomic import write_atomic, write_text_atomic
+from converge.errors import ConfigError, WeightsError
+from converge.models import Restorer, build_model, model_class, model_name, model_params
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One shipped model: its registry name in ``converge.models`` (``model``), the YAML config and
+    safetensors files inside ``converge/weights/``, the task and noise level (8-bit levels) it was
+    trained for, and a one-line description."""
+
+    name: str
+    model: str
+    config_file: str
+    weights_file: str
+    task: str
+    sigma: float | None
+    description: str
+
+    @property
+    def model_class(self) -> type[Restorer]:
+        """The :class:`Restorer` subclass these weights build."""
+        return model_class(self.model)
+
+
+ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in (
+        ZooEntry(
+            name="dncnn-s25",
+            model="dncnn",
+            config_file="dncnn-gray-s25.yaml",
+            weights_file="dncnn-gray-s25.safetensors",
+            task="denoise",
+            sigma=25.0,
+            description="compact gray DnCNN (17 x 32) for Gaussian noise at sigma 25, Train400; 28.75 dB on BSD68",
+        ),
+    )
+}
+
+DEFAULT_MODEL = "dncnn-s25"
+
+
+def list_models() -> list[ZooEntry]:
+    """Every shipped model, sorted by name."""
+    return [ZOO[name] for name in sorted(ZOO)]
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The zoo entry called ``name``; unknown names raise :class:`ConfigError`."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ConfigError(f"unknown zoo model {name!r}: choose one of {', '.join(sorted(ZOO))}") from None
+
+
+def weights_path(name: str) -> Path:
+    """Where the safetensors file of shipped model ``name`` lives (it may be missing)."""
+    return _package_file(get_entry(name).weights_file)
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Restorer:
+    """Build shipped model ``name`` and load its weights, in eval mode on ``device``.
+
+    Raises :class:`WeightsError` if a file is missing or corrupt or the weights do not fit the config.
+    """
+    entry = get_entry(name)
+    model = load_weights(_package_file(entry.weights_file), _package_file(entry.config_file), device=device)
+    if model_name(model) != entry.model:
+        raise WeightsError(
+            f"{entry.config_file} builds a {model_name(model)!r} model but zoo entry {name!r} expects {entry.model!r}: "
+            "reinstall the package"
+        )
+    return model
+
+
+def load_weights(
+    weights: str | Path, config: str | Path | None = None, device: str | torch.device = "cpu"
+) -> Restorer:
+    """Build a model from a YAML config (default: ``weights`` with suffix ``.yaml``) and load a
+    safetensors file into it, in eval mode on ``device``. Never unpickles.
+
+    Raises :class:`WeightsError` for a missing or corrupt file, a config that builds no model, or
+    tensors (names, shapes) or header metadata that do not match the config.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    weights = Path(weights)
+    config = weights.with_suffix(".yaml") if config is None else Path(config)
+    spec = read_weights_config(config)
+    try:
+        model = build_model(spec["model"], spec.get("params", {}))
+    except (ConfigError, TypeError) as error:
+        raise WeightsError(f"{config} does not describe a buildable model ({error}): fix or replace the file") from None
+    if not weights.is_file():
+        raise WeightsError(f"weights file {weights} is missing: reinstall the package or retrain the model")
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(f"{weights} is not a readable safetensors file ({error}): replace it") from None
+    expected_header = {"model": spec["model"], "params": _canonical(model_params(model))}
+    found_header = {"model": metadata.get("model"), "params": metadata.get("params")}
+    if found_header != expected_header:
+        raise WeightsError(
+            f"{weights} was saved for {found_header['model']} {found_header['params']} but {config} asks for "
+            f"{expected_header['model']} {expected_header['params']}: pair each weights file with its own config"
+        )
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise WeightsError(
+            f"{weights} does not fit the model of {config} ({first_line}): pair it with its own config"
+        ) from None
+    return model.to(device).eval()
+
+
+def read_weights_config(path: str | Path) -> dict[str, Any]:
+    """The YAML config next to a weights file, as a dict with at least ``model`` and ``params``."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise WeightsError(f"weights config {path} is missing: reinstall the package or re-export the model") from None
+    except yaml.YAMLError:
+        raise WeightsError(f"weights config {path} is not valid YAML: replace it") from None
+    if not (isinstance(spec, dict) and isinstance(spec.get("model"), str) and isinstance(spec.get("params", {}), dict)):
+        raise WeightsError(f"weights config {path} needs a 'model' name and a 'params' mapping: replace it")
+    return spec
+
+
+def save_weights(model: Restorer, config: Mapping[str, Any] | None, path: str | Path) -> Path:
+    """Write ``model``'s tensors to ``path`` (safetensors) and its YAML config beside it, both atomically.
+
+    The YAML holds ``model`` and ``params`` (what rebuilds the model) followed by the fields of
+    ``config`` (task, task parameters, provenance). Returns ``path``.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"weights must be saved to a .safetensors file, got {path.name}")
+    extra = dict(config or {})
+    reserved = sorted({"model", "params"} & set(extra))
+    if reserved:
+        raise ConfigError(f"config may not set {', '.join(reserved)}: they are taken from the model")
+    name, params = model_name(model), model_params(model)
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    payload = save(tensors, metadata={"model": name, "params": _canonical(params)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda stream: stream.write(payload))
+    spec = yaml.safe_dump({"model": name, "params": params, **extra}, sort_keys=False)
+    write_text_atomic(path.with_suffix(".yaml"), spec)
+    return path
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(params), sort_keys=True)
+
+
+def _package_file(name: str) -> Path:
+    """A file of ``converge/weights/`` as a filesystem path (the package is installed unzipped)."""
+    return Path(str(resources.files("converge") / "weights" / name))
