@@ -13,7 +13,28 @@ from converge.errors import ConfigError
 from converge.physics.base import LinearOperator, Operator, _per_sample
 
 
-class PixelMask(LinearOperator):
+class MaskOperator(LinearOperator):
+    """A pixel-wise 0/1 mask ``A x = m x``: self-adjoint, with the pixel-wise prox ``(m y + rho z) / (m + rho)``.
+
+    Subclasses say which mask applies to a given tensor through :meth:`_mask_like`.
+    """
+
+    def _mask_like(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self._mask_like(x)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return y * self._mask_like(y)
+
+    def prox_data(self, z: Tensor, y: Tensor, rho: float | Tensor) -> Tensor:
+        mask = self._mask_like(z)
+        rho_b = _per_sample(rho, z)
+        return (mask * y + rho_b * z) / (mask + rho_b)
+
+
+class PixelMask(MaskOperator):
     """Keep the pixels where ``mask`` is 1, zero the others.
 
     ``mask`` is a 0/1 (or boolean) tensor broadcastable to the images: ``(1 or B, 1 or C, H, W)``.
@@ -39,17 +60,6 @@ class PixelMask(LinearOperator):
 
     def _mask_like(self, x: Tensor) -> Tensor:
         return self.mask.to(dtype=x.dtype, device=x.device)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self._mask_like(x)
-
-    def adjoint(self, y: Tensor) -> Tensor:
-        return y * self._mask_like(y)
-
-    def prox_data(self, z: Tensor, y: Tensor, rho: float | Tensor) -> Tensor:
-        mask = self._mask_like(z)
-        rho_b = _per_sample(rho, z)
-        return (mask * y + rho_b * z) / (mask + rho_b)
 
 
 class RandomPixelDrop(Operator):

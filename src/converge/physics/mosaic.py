@@ -11,13 +11,13 @@ import torch
 from torch import Tensor
 
 from converge.errors import ConfigError
-from converge.physics.base import LinearOperator, _per_sample
+from converge.physics.mask import MaskOperator
 
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 _CHANNEL_OF_LETTER = {"R": 0, "G": 1, "B": 2}
 
 
-class BayerMosaic(LinearOperator):
+class BayerMosaic(MaskOperator):
     """Bayer sampling of ``(B, 3, H, W)`` RGB images; any ``H, W`` (odd sizes cut the 2x2 tile).
 
     ``pattern`` names the 2x2 tile in row-major order from the top-left pixel: ``"RGGB"`` measures red
@@ -51,18 +51,6 @@ class BayerMosaic(LinearOperator):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"BayerMosaic expects (B, 3, H, W) tensors, got shape {tuple(x.shape)}")
         return self.channel_mask(x.shape[-2], x.shape[-1], x.dtype, x.device)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self._mask_like(x)
-
-    def adjoint(self, y: Tensor) -> Tensor:
-        return y * self._mask_like(y)
-
-    def prox_data(self, z: Tensor, y: Tensor, rho: float | Tensor) -> Tensor:
-        """Pixel-wise closed form ``(m y + rho z) / (m + rho)``."""
-        mask = self._mask_like(z)
-        rho_b = _per_sample(rho, z)
-        return (mask * y + rho_b * z) / (mask + rho_b)
 
     def to_raw(self, y: Tensor) -> Tensor:
         """Collapse a masked ``(B, 3, H, W)`` measurement to the ``(B, 1, H, W)`` raw sensor image."""
