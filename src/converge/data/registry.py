@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,11 @@ import torch
 from torch import Tensor
 
 from converge.color import rgb_to_gray
+from converge.atomic import write_text_atomic
 from converge.errors import ConfigError, DataError
+from converge.imageio import IMAGE_SUFFIXES
 
 CHECKSUM_FILE = "checksums.sha256"
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)
@@ -235,11 +235,6 @@ def _write_marker(marker: Path, record: dict) -> None:
     """Write atomically; a read-only cache only costs re-hashing next time, so failures are not errors."""
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=marker.parent, delete=False, suffix=".tmp") as handle:
-            json.dump(record, handle)
+        write_text_atomic(marker, json.dumps(record))
     except OSError:
         return
-    try:
-        os.replace(handle.name, marker)
-    except OSError:
-        Path(handle.name).unlink(missing_ok=True)
