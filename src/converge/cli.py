@@ -108,8 +108,9 @@ def restore(
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
 
-    For denoising without --sigma, the noise level is estimated from each image. Inpainting needs
-    the mask that `converge degrade --task inpaint` wrote beside its output.
+    For denoising without --sigma, the noise level is estimated from each image.
+
+    Inpainting needs the mask that `converge degrade --task inpaint` wrote beside its output.
     """
     from converge.imageio import read_image, write_image
     from converge.physics.mask import PixelMask
