@@ -117,7 +117,7 @@ def restore(
     from converge.physics.noise import estimate_noise_sigma
     from converge.physics.tasks import make_task
     from converge.restorers import make_restorer
-    from converge.zoo import DEFAULT_MODEL
+    from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
     params = _task_params(sigma, factor, quality, None, None, pattern)
@@ -141,8 +141,14 @@ def restore(
                 restorers[key] = make_restorer(model_name, chosen, tile=tile)
             result = restorers[key](observed, known_mask or chosen.operator)
             write_image(out_path, result.image, bits=bits)
-            loops = "" if result.iterations is None else f", {result.iterations:g} iterations"
+            loops = "" if result.iterations is None else f", iterations {result.iterations:g}"
             _say(f"{in_path} -> {out_path} [{model_name}{loops}, {result.seconds:.2f} s]{note}")
+            trained_sigma = ZOO[model_name].sigma if model_name in ZOO else None
+            if task == "denoise" and trained_sigma is not None and abs(image_params["sigma"] - trained_sigma) > 5:
+                _say(
+                    f"warning: {model_name} was trained for noise level {trained_sigma:g}, "
+                    f"not {image_params['sigma']:g}: expect a weaker result"
+                )
             advance()
 
 
