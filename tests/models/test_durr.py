@@ -1,0 +1,149 @@
+import pytest
+import torch
+
+from converge.errors import ConfigError
+from converge.models import build_model, model_name, model_params
+from converge.models.durr import CONTINUE, DURR, STOP, DURRConfig, PolicyUnit, RestorationUnit
+
+PAPER_UNIT_PARAMETERS = 1.8e5
+PAPER_POLICY_PARAMETERS = 1.0e5
+
+
+def small(**overrides) -> DURR:
+    torch.manual_seed(0)
+    options = {"features": 4, "bottom_convs": 1, "policy_features": 4, "policy_hidden": 6, "max_loops": 5}
+    return DURR(DURRConfig(**{**options, **overrides})).eval()
+
+
+def force_policy(model: DURR, action: int) -> DURR:
+    """Make the policy's Q-values constant, preferring ``action``."""
+    with torch.no_grad():
+        model.policy.head.weight.zero_()
+        model.policy.head.bias.zero_()
+        model.policy.head.bias[action] = 1.0
+    return model
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+@pytest.mark.parametrize(("channels", "height", "width"), [(1, 16, 16), (3, 17, 11), (1, 1, 1)])
+def test_restoration_unit_keeps_the_image_shape(channels: int, height: int, width: int) -> None:
+    unit = RestorationUnit(channels, features=4, bottom_convs=2)
+    assert unit(torch.rand(2, channels, height, width)).shape == (2, channels, height, width)
+
+
+def test_policy_gives_two_q_values_and_carries_its_hidden_state() -> None:
+    torch.manual_seed(0)
+    policy = PolicyUnit(1, features=4, hidden=6)
+    x = torch.rand(3, 1, 15, 12)
+    q, (h, c) = policy(x)
+    assert q.shape == (3, 2) and h.shape == c.shape == (3, 6)
+    assert policy.features(x).shape == (3, 8)
+    q_again, _ = policy(x, (h, c))
+    assert not torch.allclose(q, q_again)
+
+
+def test_default_parameter_counts_are_close_to_the_paper() -> None:
+    model = DURR()
+    assert abs(count(model.unit) - PAPER_UNIT_PARAMETERS) <= 0.25 * PAPER_UNIT_PARAMETERS
+    assert abs(count(model.policy) - PAPER_POLICY_PARAMETERS) <= 0.25 * PAPER_POLICY_PARAMETERS
+
+
+def test_untrained_policy_stops_within_the_cap_for_every_sample() -> None:
+    model = small(max_loops=4)
+    x, info = model.restore(torch.rand(5, 1, 12, 12))
+    assert x.shape == (5, 1, 12, 12) and 0.0 <= x.min() and x.max() <= 1.0
+    assert len(info.iterations) == 5
+    assert all(1 <= n <= 4 for n in info.iterations)
+    assert info.extra["policy"] == "learned"
+
+
+def test_policy_that_always_continues_runs_to_the_cap() -> None:
+    model = force_policy(small(max_loops=4), CONTINUE)
+    y = torch.rand(2, 1, 10, 10)
+    x, info = model.restore(y)
+    assert info.iterations == [4, 4]
+    assert torch.allclose(x, model.restore(y, loops=4)[0])
+
+
+@pytest.mark.parametrize("min_loops", [0, 1, 3])
+def test_policy_that_always_stops_runs_the_minimum(min_loops: int) -> None:
+    model = force_policy(small(min_loops=min_loops), STOP)
+    y = torch.rand(2, 1, 10, 10)
+    x, info = model.restore(y)
+    assert info.iterations == [min_loops, min_loops]
+    assert torch.allclose(x, model.restore(y, loops=min_loops)[0])
+
+
+def test_stopped_samples_are_frozen_while_others_continue(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = small(max_loops=5)
+    stop_at = torch.tensor([1, 3, 2])
+    calls = []
+
+    def scheduled_policy(x: torch.Tensor, hidden):
+        # Sample i asks to stop only at its stop_at[i]-th estimate: a stopped sample must stay stopped.
+        wants_stop = (len(calls) == stop_at).float()
+        calls.append(len(calls))
+        return torch.stack([wants_stop, torch.zeros(3)], dim=1), hidden
+
+    monkeypatch.setattr(model.policy, "forward", scheduled_policy)
+    y = torch.rand(3, 1, 8, 8)
+    x, info = model.restore(y)
+    assert info.iterations == [1, 3, 2]
+    assert torch.allclose(x, model.restore(y, loops=[1, 3, 2])[0], atol=1e-6)
+
+
+def test_loops_override_equals_manual_unit_steps() -> None:
+    model = force_policy(small(max_loops=2), STOP)
+    y = torch.rand(2, 1, 9, 13)
+    with torch.no_grad():
+        manual = y
+        for _ in range(6):
+            manual = manual + model.config.dt * model.unit(manual)
+    x, info = model.restore(y, loops=6)
+    assert info.iterations == [6, 6] and info.extra["policy"] == "fixed"
+    assert torch.allclose(x, manual.clamp(0, 1), atol=1e-6)
+    assert torch.allclose(model(y, loops=6), manual, atol=1e-6)
+
+
+def test_per_sample_loops_run_each_sample_its_own_count() -> None:
+    model = small()
+    y = torch.rand(3, 1, 8, 8)
+    x = model(y, loops=[0, 2, 1])
+    with torch.no_grad():
+        assert torch.allclose(x[0], y[0])
+        assert torch.allclose(x[1:2], model.unit_step(model.unit_step(y[1:2])), atol=1e-6)
+        assert torch.allclose(x[2:3], model.unit_step(y[2:3]), atol=1e-6)
+
+
+def test_forward_with_loops_is_differentiable() -> None:
+    model = small().train()
+    model(torch.rand(2, 1, 8, 8), loops=2).square().mean().backward()
+    assert model.unit.output.weight.grad is not None and model.unit.output.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loops", [-1, [1, 2, 3], 2.5])
+def test_bad_loops_raise(loops) -> None:
+    with pytest.raises(ConfigError):
+        small().restore(torch.rand(2, 1, 8, 8), loops=loops)
+
+
+@pytest.mark.parametrize(
+    "options", [{"channels": 2}, {"dt": 0.0}, {"max_loops": 0}, {"min_loops": 6, "max_loops": 5}, {"features": 0}]
+)
+def test_bad_config_raises(options: dict) -> None:
+    with pytest.raises(ConfigError):
+        DURRConfig(**options)
+
+
+def test_channel_mismatch_raises() -> None:
+    with pytest.raises(ConfigError):
+        small().restore(torch.rand(1, 3, 8, 8))
+
+
+def test_registered_in_the_model_table() -> None:
+    model = build_model("durr", {"features": 4, "policy_features": 4, "policy_hidden": 4})
+    assert isinstance(model, DURR) and model_name(model) == "durr"
+    assert model_params(model)["features"] == 4
