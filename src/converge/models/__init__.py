@@ -16,6 +16,8 @@ from converge.models.base import RestoreInfo, Restorer
 
 MODELS: dict[str, str] = {
     "dncnn": "converge.models.backbones:DnCNN",
+    "nerd": "converge.models.nerd:NERD",
+    "durr": "converge.models.durr:DURR",
 }
 
 
