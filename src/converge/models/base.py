@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from converge.errors import ConfigError
 from converge.physics.base import Operator
 
 Sigma = float | Tensor
@@ -55,3 +57,18 @@ class Restorer(nn.Module, metaclass=ABCMeta):
         with torch.no_grad():
             x = self(y, physics=physics, sigma=sigma).clamp(0.0, 1.0)
         return x, RestoreInfo(iterations=1, seconds=time.perf_counter() - start)
+
+    def _on_model_channels(self, y: Tensor, run: Callable[[Tensor], Tensor]) -> Tensor:
+        """Apply ``run`` to ``y`` ``(B, C, H, W)`` at the channel count in ``self.config.channels``.
+
+        A gray model given a colour image processes each channel as its own gray image (valid for
+        noise independent across channels); any other mismatch raises :class:`ConfigError`.
+        """
+        batch, channels, height, width = y.shape
+        expected = self.config.channels
+        if channels == expected:
+            return run(y)
+        if expected == 1:
+            gray = run(y.reshape(batch * channels, 1, height, width))
+            return gray.reshape(batch, channels, height, width)
+        raise ConfigError(f"this {type(self).__name__} expects {expected}-channel images, got {channels} channels")

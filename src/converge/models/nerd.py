@@ -251,13 +251,7 @@ class NERD(Restorer):
 
     def forward(self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None) -> Tensor:
         """Denoise ``y`` ``(B, C, H, W)`` in [0, 1]; returns ``y + decode(z*)`` (not clamped)."""
-        batch, channels, height, width = y.shape
-        if channels == self.config.channels:
-            return self._denoise(y)
-        if self.config.channels == 1:
-            gray = self._denoise(y.reshape(batch * channels, 1, height, width))
-            return gray.reshape(batch, channels, height, width)
-        raise ConfigError(f"this NERD expects {self.config.channels}-channel images, got {channels} channels")
+        return self._on_model_channels(y, self._denoise)
 
     def _denoise(self, y: Tensor) -> Tensor:
         z_star, _ = self.solve(y)
