@@ -130,3 +130,39 @@ def test_shipped_default_model_denoises_a_real_crop() -> None:
     gain = float(psnr(restored, clean)[0] - psnr(noisy.clamp(0, 1), clean)[0])
     assert gain > 6.0
     assert info.iterations == 1
+
+
+@pytest.fixture
+def family_zoo(monkeypatch: pytest.MonkeyPatch) -> dict[str, zoo.ZooEntry]:
+    def entry(name: str, task: str, sigma: float | None) -> zoo.ZooEntry:
+        return zoo.ZooEntry(name, "nerd", f"{name}.yaml", f"{name}.safetensors", task, sigma, name)
+
+    table = {
+        e.name: e
+        for e in (
+            entry("nerd-s15", "denoise", 15.0),
+            entry("nerd-s25", "denoise", 25.0),
+            entry("nerd-s50", "denoise", 50.0),
+            entry("nerd-q20", "deblock", None),
+        )
+    }
+    monkeypatch.setattr(zoo, "ZOO", table)
+    return table
+
+
+@pytest.mark.parametrize(("sigma", "expected"), [(25.0, "nerd-s25"), (14.0, "nerd-s15"), (20.0, "nerd-s15"),
+                                                 (38.0, "nerd-s50"), (90.0, "nerd-s50")])
+def test_a_family_name_picks_the_entry_trained_nearest_the_noise_level(family_zoo, sigma, expected) -> None:
+    assert zoo.resolve_entry("nerd", "denoise", sigma).name == expected
+    assert zoo.resolve_entry("nerd-s50", "denoise", sigma).name == "nerd-s50"
+
+
+def test_a_family_prefers_blind_weights_without_a_level_and_needs_one_otherwise(family_zoo) -> None:
+    assert zoo.resolve_entry("nerd", "deblock", None).name == "nerd-q20"
+    with pytest.raises(ConfigError, match="give --sigma"):
+        zoo.resolve_entry("nerd", "denoise", None)
+    with pytest.raises(ConfigError, match="not 'sr'"):
+        zoo.resolve_entry("nerd", "sr", None)
+    with pytest.raises(ConfigError, match="unknown zoo model"):
+        zoo.resolve_entry("groupsc", "denoise", 25.0)
+    assert "nerd" in zoo.zoo_names() and "nerd-s15" in zoo.zoo_names()

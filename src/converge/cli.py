@@ -117,7 +117,7 @@ def restore(
     from converge.physics.noise import estimate_noise_sigma
     from converge.physics.tasks import make_task
     from converge.restorers import make_restorer
-    from converge.zoo import DEFAULT_MODEL, ZOO
+    from converge.zoo import DEFAULT_MODEL, resolve_entry, zoo_names
 
     model_name = model or DEFAULT_MODEL
     params = _task_params(sigma, factor, quality, None, None, pattern)
@@ -142,11 +142,13 @@ def restore(
             result = restorers[key](observed, known_mask or chosen.operator)
             write_image(out_path, result.image, bits=bits)
             loops = "" if result.iterations is None else f", iterations {result.iterations:g}"
-            _say(f"{in_path} -> {out_path} [{model_name}{loops}, {result.seconds:.2f} s]{note}")
-            trained_sigma = ZOO[model_name].sigma if model_name in ZOO else None
+            entry = resolve_entry(model_name, task, image_params.get("sigma")) if model_name in zoo_names() else None
+            used = model_name if entry is None else entry.name
+            _say(f"{in_path} -> {out_path} [{used}{loops}, {result.seconds:.2f} s]{note}")
+            trained_sigma = None if entry is None else entry.sigma
             if task == "denoise" and trained_sigma is not None and abs(image_params["sigma"] - trained_sigma) > 5:
                 _say(
-                    f"warning: {model_name} was trained for noise level {trained_sigma:g}, "
+                    f"warning: {used} was trained for noise level {trained_sigma:g}, "
                     f"not {image_params['sigma']:g}: expect a weaker result"
                 )
             advance()

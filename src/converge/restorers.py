@@ -49,6 +49,9 @@ def restorer_names() -> dict[str, str]:
 
     names = {name: baselines.BASELINES[name].description for name in _BASELINE_TASKS}
     names.update({name: entry.description for name, entry in zoo.ZOO.items()})
+    for family in sorted(set(zoo.zoo_names()) - set(zoo.ZOO)):
+        members = ", ".join(sorted(entry.name for entry in zoo.ZOO.values() if entry.model == family))
+        names[family] = f"the {family} weights that fit the task and noise level ({members})"
     return names
 
 
@@ -64,13 +67,13 @@ def make_restorer(name: str, task: Task, tile: int | None = None) -> Restorer:
             handled = ", ".join(_BASELINE_TASKS[name])
             raise ConfigError(f"baseline '{name}' restores task(s) {handled}, not '{task.name}'")
         return _baseline_restorer(name, task)
-    if name in zoo.ZOO:
-        entry = zoo.ZOO[name]
+    if name in zoo.zoo_names():
+        entry = zoo.resolve_entry(name, task.name, task.params.get("sigma"))
         if entry.task != task.name:
             raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
         if tile is not None and task.name not in _TILEABLE_TASKS:
             raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
-        return _model_restorer(zoo.load_model(name), task, tile)
+        return _model_restorer(zoo.load_model(entry.name), task, tile)
     valid = ", ".join(sorted(restorer_names()))
     raise ConfigError(f"unknown model '{name}'; choose one of: {valid}")
 

@@ -84,6 +84,38 @@ def get_entry(name: str) -> ZooEntry:
         raise ConfigError(f"unknown zoo model {name!r}: choose one of {', '.join(sorted(ZOO))}") from None
 
 
+def resolve_entry(name: str, task: str, sigma: float | None = None) -> ZooEntry:
+    """The zoo entry that ``name`` means for ``task`` at noise level ``sigma`` (8-bit levels).
+
+    ``name`` is a zoo name (``nerd-s25``: that entry) or a model family (``nerd``: among the family's
+    entries for ``task``, a blind one when ``sigma`` is ``None``, else the one trained nearest to
+    ``sigma``, a blind one when none was trained for a level). Raises :class:`ConfigError` when
+    nothing fits.
+    """
+    if name in ZOO:
+        return ZOO[name]
+    family = [entry for entry in ZOO.values() if entry.model == name]
+    if not family:
+        raise ConfigError(f"unknown zoo model {name!r}: choose one of {', '.join(sorted(zoo_names()))}")
+    for_task = [entry for entry in family if entry.task == task]
+    if not for_task:
+        tasks = ", ".join(sorted({entry.task for entry in family}))
+        raise ConfigError(f"model family {name!r} has weights for task(s) {tasks}, not {task!r}")
+    blind = [entry for entry in for_task if entry.sigma is None]
+    levels = [entry for entry in for_task if entry.sigma is not None]
+    if blind and (sigma is None or not levels):
+        return min(blind, key=lambda entry: entry.name)
+    if sigma is None:
+        trained = ", ".join(f"{entry.sigma:g}" for entry in sorted(levels, key=lambda entry: entry.sigma))
+        raise ConfigError(f"model family {name!r} has one model per noise level ({trained}): give --sigma")
+    return min(levels, key=lambda entry: (abs(entry.sigma - sigma), entry.sigma))
+
+
+def zoo_names() -> list[str]:
+    """Every name :func:`resolve_entry` accepts: the zoo's entries and their model families."""
+    return sorted(set(ZOO) | {entry.model for entry in ZOO.values()})
+
+
 def weights_path(name: str) -> Path:
     """Where the safetensors file of shipped model ``name`` lives (it may be missing)."""
     return _package_file(get_entry(name).weights_file)

@@ -70,6 +70,10 @@ class NERDConfig:
     of to the noise; ``post_norm=False`` drops Trans's last GroupNorm; ``blocks`` is ``both`` (the
     paper), ``nl`` (``f = GN(NL(s + z))``, the GroupNorm keeping the NL-only map bounded, so it needs
     ``post_norm``) or ``trans`` (``f = Trans(s + z)``).
+
+    ``init_gain``: the initial gain of the implicit layer's last GroupNorm (Trans's post-norm, or the
+    NL-only output norm). PyTorch's default of 1 makes ``f`` expansive at initialisation and Broyden
+    diverges from the first batch; 0.1 starts training from a contraction (the gain is learned).
     """
 
     channels: int = 1
@@ -88,6 +92,7 @@ class NERDConfig:
     equilibrium: str = "noise"
     post_norm: bool = True
     blocks: str = "both"
+    init_gain: float = 0.1
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -100,6 +105,8 @@ class NERDConfig:
             raise ConfigError(f"NERD blocks must be one of {', '.join(BLOCK_CHOICES)}, got {self.blocks!r}")
         if self.blocks == "nl" and not self.post_norm:
             raise ConfigError("blocks='nl' needs post_norm=True: without it f(z) = z + ... has no bounded output")
+        if not self.init_gain > 0.0:
+            raise ConfigError(f"NERD init_gain must be positive, got {self.init_gain}")
         if self.backward not in available_backward_modes():
             raise ConfigError(
                 f"NERD backward must be one of {', '.join(available_backward_modes())}, got {self.backward!r}"
@@ -132,6 +139,9 @@ class ImplicitLayer(nn.Module):
             else None
         )
         self.output_norm = nn.GroupNorm(groups, features) if config.blocks == "nl" else None
+        last_norm = self.output_norm if self.output_norm is not None else getattr(self.transform, "post_norm", None)
+        if isinstance(last_norm, nn.GroupNorm):
+            nn.init.constant_(last_norm.weight, config.init_gain)
 
     @property
     def window(self) -> int | None:
