@@ -151,3 +151,24 @@ def test_default_model_warns_far_from_its_noise_level(tmp_path, clean_png):
     assert far.returncode == 0 and near.returncode == 0
     assert "warning: dncnn-s25 was trained for noise level 25" in far.stderr
     assert "warning" not in near.stderr
+
+
+def test_restore_with_weights_written_by_training(tmp_path, clean_png):
+    import torch
+
+    from converge.models.backbones import DnCNN, DnCNNConfig
+    from converge.zoo import save_weights
+
+    torch.manual_seed(0)
+    weights = save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), {"task": "denoise"}, tmp_path / "m.safetensors")
+    output = tmp_path / "out.png"
+    result = run_cli("restore", str(clean_png), str(output), "-m", str(weights), "--sigma", "25")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(output).size == Image.open(clean_png).size
+    assert_one_line_error(
+        run_cli("restore", str(clean_png), str(output), "-m", str(weights), "-t", "deblock", "-q", "20"),
+        "trained for task 'denoise'",
+    )
+    assert_one_line_error(
+        run_cli("restore", str(clean_png), str(output), "-m", str(tmp_path / "none.safetensors")), "does not exist"
+    )

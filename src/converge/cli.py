@@ -26,6 +26,10 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="denoise, deblur, sr, inpaint, demosaic or deblock.")]
+MODEL_HELP = (
+    "A shipped model (dncnn-s25), a model family that picks weights by task and noise level (nerd), "
+    "a baseline (bm3d), or a .safetensors file written by converge train."
+)
 SigmaOption = Annotated[
     Optional[float], typer.Option("--sigma", "-s", help="Gaussian noise level in 8-bit grey levels (25 = 25/255).")
 ]
@@ -97,7 +101,7 @@ def restore(
     source: Annotated[Path, typer.Argument(help="Degraded image, or a folder of them.")],
     target: Annotated[Path, typer.Argument(help="Output PNG, or a folder when SOURCE is a folder.")],
     task: TaskOption = "denoise",
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A shipped model or a baseline.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     sigma: SigmaOption = None,
     factor: FactorOption = None,
     quality: QualityOption = None,
@@ -193,7 +197,7 @@ def degrade(
 
 @app.command(name="eval")
 def evaluate(
-    model: Annotated[str, typer.Option("--model", "-m", help="A shipped model or a baseline.")],
+    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)],
     bench: Annotated[str, typer.Option("--bench", "-b", help="Benchmark set, e.g. set12, bsd68, urban100.")],
     task: TaskOption = "denoise",
     sigma: SigmaOption = None,
@@ -221,11 +225,12 @@ def evaluate(
         raise ConfigError(f"--color must be one of {', '.join(COLOR_MODES)}, got '{color}'")
     chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
     restorer = make_restorer(model, chosen, tile=tile)
+    label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    with _progress(f"{model} on {bench}", None) as advance:
+    with _progress(f"{label} on {bench}", None) as advance:
         report = run_benchmark(
             restorer,
-            model,
+            label,
             bench,
             chosen,
             color=color,
@@ -235,9 +240,9 @@ def evaluate(
             on_image=lambda name, total: advance(total),
             command=command,
         )
-    markdown, payload = report.write(out, f"{model}-{bench}-{chosen.tag}")
+    markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}")
     summary = report.summary()
-    table = Table(title=f"{model} on {bench}, {chosen.tag}")
+    table = Table(title=f"{label} on {bench}, {chosen.tag}")
     for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image"):
         table.add_column(column, justify="right")
     table.add_row(

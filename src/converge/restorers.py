@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -74,8 +75,22 @@ def make_restorer(name: str, task: Task, tile: int | None = None) -> Restorer:
         if tile is not None and task.name not in _TILEABLE_TASKS:
             raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
         return _model_restorer(zoo.load_model(entry.name), task, tile)
+    if name.endswith(".safetensors"):
+        return _model_restorer(_trained_model(Path(name), task), task, tile)
     valid = ", ".join(sorted(restorer_names()))
-    raise ConfigError(f"unknown model '{name}'; choose one of: {valid}")
+    raise ConfigError(f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`")
+
+
+def _trained_model(weights: Path, task: Task) -> torch.nn.Module:
+    """The model of a weights file written by training (its YAML config beside it), checked against ``task``."""
+    from converge import zoo
+
+    if not weights.is_file():
+        raise ConfigError(f"weights file {weights} does not exist")
+    trained_for = zoo.read_weights_config(weights.with_suffix(".yaml")).get("task")
+    if trained_for is not None and trained_for != task.name:
+        raise ConfigError(f"{weights} was trained for task '{trained_for}', not '{task.name}'")
+    return zoo.load_weights(weights)
 
 
 def _noise_sigma(task: Task) -> float | None:
