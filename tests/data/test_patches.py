@@ -23,22 +23,23 @@ def _add_noise(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x + 0.1 * torch.randn(x.shape, generator=generator)
 
 
-def _all_items(dataset: PatchDataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _all_items(dataset: PatchDataset) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     return [dataset[index] for index in range(len(dataset))]
 
 
 def test_items_are_patch_pairs_of_the_requested_size() -> None:
     dataset = PatchDataset(_images(channels=3), patch_size=16, patches_per_image=5)
     assert len(dataset) == 15
-    y, x = dataset[7]
+    y, x, level = dataset[7]
     assert y.shape == x.shape == (3, 16, 16) and x.dtype == torch.float32
     assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
+    assert level.dtype == torch.float32 and level.shape == () and torch.isnan(level)
 
 
 def test_each_patch_is_a_crop_of_its_own_image() -> None:
     images = _images()
     dataset = PatchDataset(images, patch_size=8, patches_per_image=4, augment=False)
-    for index, (_, x) in enumerate(_all_items(dataset)):
+    for index, (_, x, _) in enumerate(_all_items(dataset)):
         windows = images[index // 4].unfold(1, 8, 1).unfold(2, 8, 1)
         assert (windows == x[:, None, None]).flatten(3).all(-1).any()
 
@@ -48,7 +49,7 @@ def test_items_depend_only_on_seed_epoch_and_index() -> None:
     second = PatchDataset(_images(), 16, 4, degrade=_add_noise, seed=3)
     forward = _all_items(first)
     backward = [second[index] for index in reversed(range(len(second)))][::-1]
-    for (y1, x1), (y2, x2) in zip(forward, backward):
+    for (y1, x1, _), (y2, x2, _) in zip(forward, backward):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     other_seed = PatchDataset(_images(), 16, 4, degrade=_add_noise, seed=4)
     assert not torch.equal(other_seed[0][1], forward[0][1])
@@ -56,12 +57,12 @@ def test_items_depend_only_on_seed_epoch_and_index() -> None:
 
 def test_set_epoch_draws_new_patches_and_going_back_repeats_them() -> None:
     dataset = PatchDataset(_images(), 16, 4)
-    epoch0 = torch.stack([x for _, x in _all_items(dataset)])
+    epoch0 = torch.stack([x for _, x, _ in _all_items(dataset)])
     dataset.set_epoch(1)
-    epoch1 = torch.stack([x for _, x in _all_items(dataset)])
+    epoch1 = torch.stack([x for _, x, _ in _all_items(dataset)])
     assert not torch.equal(epoch0, epoch1)
     dataset.set_epoch(0)
-    assert torch.equal(epoch0, torch.stack([x for _, x in _all_items(dataset)]))
+    assert torch.equal(epoch0, torch.stack([x for _, x, _ in _all_items(dataset)]))
     with pytest.raises(ConfigError, match="epoch"):
         dataset.set_epoch(-1)
 
@@ -71,13 +72,13 @@ def test_augmentation_visits_all_eight_symmetries() -> None:
     image = torch.arange(36, dtype=torch.float32).reshape(1, 6, 6) / 35
     candidates = [dihedral(image, k) for k in range(8)]
     seen = set()
-    for _, x in _all_items(PatchDataset([image], 6, 200)):
+    for _, x, _ in _all_items(PatchDataset([image], 6, 200)):
         matches = [k for k, candidate in enumerate(candidates) if torch.equal(x, candidate)]
         assert len(matches) == 1
         seen.add(matches[0])
     assert seen == set(range(8))
     unaugmented = _all_items(PatchDataset([image], 6, 10, augment=False))
-    assert all(torch.equal(x, image) for _, x in unaugmented)
+    assert all(torch.equal(x, image) for _, x, _ in unaugmented)
 
 
 def test_dihedral_transforms_are_distinct_and_invertible() -> None:
@@ -94,7 +95,7 @@ def test_dihedral_transforms_are_distinct_and_invertible() -> None:
 
 def test_degrade_is_applied_with_the_item_generator() -> None:
     dataset = PatchDataset(_images(), 16, 3, degrade=_add_noise)
-    y, x = dataset[4]
+    y, x, _ = dataset[4]
     residual = y - x
     assert 0.05 < residual.std() < 0.15
     assert torch.equal(dataset[4][0], y)
@@ -105,9 +106,35 @@ def test_degrade_may_change_the_measurement_size() -> None:
     def downsample(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(x, 2)
 
-    y, x = PatchDataset(_images(), 16, 2, degrade=downsample)[0]
+    y, x, _ = PatchDataset(_images(), 16, 2, degrade=downsample)[0]
     assert y.shape == (1, 8, 8) and x.shape == (1, 16, 16)
     assert torch.allclose(y, torch.nn.functional.avg_pool2d(x[None], 2)[0])
+
+
+def test_degrade_may_report_the_level_it_drew() -> None:
+    def random_noise(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+        level = float(torch.randint(10, 60, (), generator=generator))
+        return x + level / 255 * torch.randn(x.shape, generator=generator), level
+
+    dataset = PatchDataset(_images(), 16, 4, degrade=random_noise)
+    items = _all_items(dataset)
+    levels = [float(level) for _, _, level in items]
+    assert len(set(levels)) > 1 and all(10 <= level < 60 for level in levels)
+    for y, x, level in items:
+        assert 0.5 * level / 255 < float((y - x).std()) < 1.5 * level / 255
+    assert float(dataset[2][2]) == levels[2]
+    _, _, level_batch = next(iter(DataLoader(dataset, batch_size=5, shuffle=False)))
+    assert level_batch.dtype == torch.float32 and level_batch.tolist() == levels[:5]
+    assert torch.isnan(PatchDataset(_images(), 16, 2, degrade=_add_noise)[0][2])
+    with pytest.raises(ConfigError, match="level as a number"):
+        PatchDataset(_images(), 16, 2, degrade=lambda x, generator: (x, "high"))[0]
+
+
+def test_clean_images_are_float_batches_in_the_unit_range() -> None:
+    uint8 = torch.randint(0, 256, (1, 20, 24), dtype=torch.uint8)
+    images = PatchDataset([uint8, torch.rand(1, 20, 24)], 16, 2).clean_images()
+    assert [tuple(image.shape) for image in images] == [(1, 1, 20, 24)] * 2
+    assert images[0].dtype == torch.float32 and torch.equal(images[0][0] * 255, uint8.float())
 
 
 def test_degrade_with_a_wrong_output_is_reported() -> None:
@@ -119,14 +146,14 @@ def test_degrade_with_a_wrong_output_is_reported() -> None:
 def test_data_loader_batches_pairs() -> None:
     dataset = PatchDataset(_images(channels=3), 16, 4, degrade=_add_noise)
     batches = list(DataLoader(dataset, batch_size=5, shuffle=False, num_workers=0))
-    assert [tuple(y.shape) for y, _ in batches] == [(5, 3, 16, 16), (5, 3, 16, 16), (2, 3, 16, 16)]
+    assert [tuple(y.shape) for y, _, _ in batches] == [(5, 3, 16, 16), (5, 3, 16, 16), (2, 3, 16, 16)]
     assert torch.equal(batches[0][1][1], dataset[1][1])
 
 
 def test_colour_images_can_be_used_as_grayscale() -> None:
     colour = [torch.round(image * 255) / 255 for image in _images(channels=3)]
     dataset = PatchDataset(colour, 16, 2, channels=1, augment=False)
-    _, x = dataset[0]
+    _, x, _ = dataset[0]
     assert x.shape == (1, 16, 16)
     assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-3)
     uint8 = [torch.round(image * 255).to(torch.uint8) for image in colour]
@@ -168,6 +195,6 @@ def test_patches_from_a_real_set_name(image_reader: None) -> None:
     dataset = PatchDataset("set12", patch_size=40, patches_per_image=2, degrade=_add_noise)
     assert len(dataset) == 24
     assert all(image.dtype == torch.uint8 for image in dataset.images)
-    y, x = dataset[23]
+    y, x, _ = dataset[23]
     assert x.shape == y.shape == (1, 40, 40)
     assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-4) and 0 <= x.min() and x.max() <= 1

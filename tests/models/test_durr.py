@@ -3,7 +3,16 @@ import torch
 
 from converge.errors import ConfigError
 from converge.models import build_model, model_name, model_params
-from converge.models.durr import CONTINUE, DURR, STOP, DURRConfig, PolicyUnit, RestorationUnit
+from converge.models.durr import (
+    CONTINUE,
+    DEBLOCK_LOOP_SCHEDULE,
+    DENOISE_LOOP_SCHEDULE,
+    DURR,
+    STOP,
+    DURRConfig,
+    PolicyUnit,
+    RestorationUnit,
+)
 
 PAPER_UNIT_PARAMETERS = 1.8e5
 PAPER_POLICY_PARAMETERS = 1.0e5
@@ -147,3 +156,69 @@ def test_registered_in_the_model_table() -> None:
     model = build_model("durr", {"features": 4, "policy_features": 4, "policy_hidden": 4})
     assert isinstance(model, DURR) and model_name(model) == "durr"
     assert model_params(model)["features"] == 4
+
+
+def paper_denoiser(**overrides) -> DURR:
+    return small(loop_schedule=[list(pair) for pair in DENOISE_LOOP_SCHEDULE], **overrides)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "levels", "expected"),
+    [
+        # Between pairs: linear interpolation rounded half up (7.5 -> 8, 10.5 -> 11); outside: the end pair.
+        (DENOISE_LOOP_SCHEDULE, [10, 25, 30, 35, 40, 44, 50, 55, 75], [4, 4, 5, 6, 8, 9, 11, 12, 12]),
+        (DEBLOCK_LOOP_SCHEDULE, [5, 20, 21, 23, 25, 30, 40], [6, 6, 6, 5, 5, 4, 4]),
+        (((40.0, 8),), [5, 40, 75, float("nan")], [8, 8, 8, 8]),
+    ],
+)
+def test_scheduled_loops_interpolate_between_the_pairs(schedule, levels, expected) -> None:
+    model = small(loop_schedule=schedule)
+    loops = model.scheduled_loops(torch.tensor(levels, dtype=torch.float32))
+    assert loops.dtype == torch.long and loops.tolist() == expected
+
+
+def test_paper_schedules_are_the_papers_pairs() -> None:
+    assert DENOISE_LOOP_SCHEDULE == ((25, 4), (35, 6), (45, 9), (55, 12))
+    assert DEBLOCK_LOOP_SCHEDULE == ((20, 6), (30, 4))
+
+
+def test_training_forward_takes_exactly_the_scheduled_loops_per_sample() -> None:
+    model = paper_denoiser().train()
+    level = torch.tensor([25.0, 55.0, 40.0, 30.0])
+    expected = [4, 12, 8, 5]
+    samples_seen = []
+    model.unit.register_forward_hook(lambda module, inputs, output: samples_seen.append(inputs[0].shape[0]))
+    y = torch.rand(4, 1, 8, 8)
+    x = model.training_forward(y, level)
+    assert sum(samples_seen) == sum(expected) and len(samples_seen) == max(expected)
+    with torch.no_grad():
+        for index, loops in enumerate(expected):
+            manual = y[index : index + 1]
+            for _ in range(loops):
+                manual = model.unit_step(manual)
+            assert torch.allclose(x[index : index + 1], manual, atol=1e-6)
+    x.square().mean().backward()
+    assert model.unit.output.weight.grad.abs().sum() > 0
+
+
+def test_training_forward_needs_a_schedule_and_levels() -> None:
+    with pytest.raises(ConfigError, match="loop_schedule"):
+        small().training_forward(torch.rand(2, 1, 8, 8), torch.tensor([25.0, 30.0]))
+    with pytest.raises(ConfigError, match="NaN"):
+        paper_denoiser().training_forward(torch.rand(2, 1, 8, 8), torch.tensor([25.0, float("nan")]))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [[[25, 4], [25, 6]], [[35, 4], [25, 6]], [[25, 0]], [[25, 2.5]], [[25, True]], [[25]], [25, 4], "25:4", [["a", 4]]],
+)
+def test_bad_loop_schedules_raise(schedule) -> None:
+    with pytest.raises(ConfigError, match="loop_schedule"):
+        DURRConfig(loop_schedule=schedule)
+
+
+def test_yaml_schedules_become_tuples_and_round_trip_through_the_table() -> None:
+    model = build_model("durr", {"features": 4, "loop_schedule": [[20, 6], [30, 4]]})
+    assert model.config.loop_schedule == DEBLOCK_LOOP_SCHEDULE
+    rebuilt = build_model("durr", model_params(model))
+    assert rebuilt.config == model.config

@@ -82,3 +82,48 @@ def test_load_config_reports_missing_files_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (minimal(data={"train_set": "train400", "task": "deblock", "quality_range": [30, 20]}), "quality_range"),
+        (minimal(data={"train_set": "train400", "task": "deblock", "quality_range": [0, 20]}), "quality_range"),
+        (minimal(data={"train_set": "train400", "task": "deblock", "quality_range": [20.5, 30]}), "integer"),
+        (minimal(data={"train_set": "train400", "quality_range": [20, 30]}), "task 'deblock'"),
+        (minimal(data={"train_set": "train400", "task": "deblock", "quality_range": [20, 30],
+                       "task_params": {"quality": 10}}), "fixed task_params.quality"),
+        (minimal(schedule={"name": "cosine", "every": 5}), "schedule.every"),
+        (minimal(schedule={"name": "step", "every": 5, "milestones": [3]}), "schedule.every"),
+        (minimal(schedule={"name": "step", "every": 0}), "schedule.every"),
+        (minimal(eval={"bench": "bsd68", "mode": "peak"}), "eval.mode"),
+        (minimal(trainer="reinforce"), "trainer"),
+        (minimal(trainer="dqn"), "dqn section"),
+        (minimal(dqn={}), "dqn section"),
+        (minimal(trainer="dqn", dqn={}, loss="l1"), "loss does not apply"),
+        (minimal(trainer="dqn", dqn={"gamma": 1.5}), "dqn.gamma"),
+        (minimal(trainer="dqn", dqn={"epsilon_end": -0.1}), "dqn.epsilon_end"),
+        (minimal(trainer="dqn", dqn={"replay_capacity": 0}), "dqn.replay_capacity"),
+        (minimal(trainer="dqn", dqn={"lam": 0}), "dqn.lam"),
+        (minimal(trainer="dqn", dqn={"capacity": 10}), "unknown key 'capacity' in config.dqn"),
+        (minimal(optim={"name": "rmsprop", "betas": [0.5, 0.9]}), "betas"),
+    ],
+)
+def test_new_options_are_checked(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_new_options_default_to_the_previous_behaviour() -> None:
+    config = config_from_dict(minimal())
+    assert config.init_weights is None and config.trainer == "supervised" and config.dqn is None
+    assert config.data.quality_range is None and config.schedule.every is None
+    dqn = config_from_dict(minimal(trainer="dqn", dqn={"gamma": 0}, optim={"name": "rmsprop", "lr": 1e-4}))
+    assert dqn.dqn.gamma == 0.0 and dqn.optim.name == "rmsprop"
+    assert config_from_dict(config_to_dict(dqn)) == dqn
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
+    config = load_config(path)
+    assert config_from_dict(config_to_dict(config)) == config

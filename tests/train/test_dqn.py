@@ -118,3 +118,21 @@ def test_update_target_copies_or_blends() -> None:
     assert torch.equal(target.weight, online.weight) and torch.equal(target.bias, online.bias)
     with pytest.raises(ConfigError):
         update_target(target, online, tau=0.0)
+
+
+def test_buffer_state_round_trip_continues_identically() -> None:
+    original = ReplayBuffer(capacity=5, seed=3)
+    original.push(transitions(0, 7))
+    original.sample(4)
+    restored = ReplayBuffer(capacity=5, seed=99)
+    restored.load_state_dict(original.state_dict())
+    assert len(restored) == 5 and torch.equal(restored.ordered().reward, original.ordered().reward)
+    assert torch.equal(restored.sample(20).reward, original.sample(20).reward)
+    restored.push(transitions(10, 2))
+    original.push(transitions(10, 2))
+    assert torch.equal(restored.ordered().reward, original.ordered().reward)
+    empty = ReplayBuffer(capacity=5)
+    empty.load_state_dict(ReplayBuffer(capacity=5).state_dict())
+    assert len(empty) == 0
+    with pytest.raises(ConfigError, match="replay capacity"):
+        ReplayBuffer(capacity=6).load_state_dict(original.state_dict())

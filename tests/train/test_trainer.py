@@ -8,8 +8,10 @@ import yaml
 
 from converge.data.registry import load_images
 from converge.errors import ConfigError
+from converge.models.backbones import DnCNN
+from converge.physics.jpeg import JPEGCompression
 from converge.train import trainer as trainer_module
-from converge.train.config import config_from_dict
+from converge.train.config import config_from_dict, load_config
 from converge.train.trainer import CHECKPOINT, LOG, Trainer, _lr_factor, train
 from converge.zoo import load_weights
 
@@ -167,3 +169,148 @@ def test_train_entry_point_reads_yaml_and_uses_the_registry_set(tmp_path: Path) 
     assert weights.exists() and len(train_losses(tmp_path / "run")) == 2
     with pytest.raises(ConfigError, match="threads"):
         train(config_path, tmp_path / "other", threads=0)
+
+
+def record_levels(trainer: Trainer) -> list[list[float]]:
+    """Make ``trainer``'s model record the levels its ``training_forward`` receives."""
+    seen = []
+    original = trainer.model.training_forward
+
+    def recording(y: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        assert level.shape == (y.shape[0],) and level.dtype == torch.float32
+        seen.append(level.tolist())
+        return original(y, level)
+
+    trainer.model.training_forward = recording
+    return seen
+
+
+def data_section(**fields) -> dict:
+    return {"train_set": "train400", "patch_size": 16, "patches_per_image": 2, "batch_size": 4, **fields}
+
+
+@pytest.mark.parametrize(
+    ("data", "check"),
+    [
+        ({"task": "denoise", "task_params": {"sigma": 25}}, lambda levels: set(levels) == {25.0}),
+        ({"sigma_range": [10, 40]}, lambda levels: len(set(levels)) == 8 and all(10 <= v <= 40 for v in levels)),
+        ({"task": "deblock", "quality_range": [20, 30]},
+         lambda levels: len(set(levels)) > 1 and all(v in range(20, 31) for v in levels)),
+        ({"task": "deblock", "task_params": {"quality": 15}}, lambda levels: set(levels) == {15.0}),
+        ({"task": "deblur"}, lambda levels: all(math.isnan(v) for v in levels)),
+    ],
+)
+def test_the_patch_level_reaches_training_forward(tmp_path: Path, crops, data: dict, check) -> None:
+    trainer = Trainer(tiny_config(steps=2, eval=None, data=data_section(**data)), tmp_path, progress=False,
+                      train_images=crops)
+    seen = record_levels(trainer)
+    trainer.run()
+    levels = [value for batch in seen for value in batch]
+    assert len(levels) == 8 and check(levels)
+
+
+def test_blind_degradations_draw_the_level_they_report() -> None:
+    x = torch.full((1, 1, 64, 64), 0.5)
+    blind_noise = trainer_module._training_degradation(tiny_config(data=data_section(sigma_range=[10, 50])))
+    for seed in range(4):
+        y, level = blind_noise(x, torch.Generator().manual_seed(seed))
+        assert 10 <= level <= 50 and abs(float((y - x).std()) * 255 - level) < 0.1 * level
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    blind_jpeg = trainer_module._training_degradation(
+        tiny_config(data=data_section(task="deblock", quality_range=[5, 60]))
+    )
+    qualities = set()
+    for seed in range(6):
+        y, level = blind_jpeg(x, torch.Generator().manual_seed(seed))
+        assert level == int(level) and torch.equal(y, JPEGCompression(int(level))(x))
+        qualities.add(level)
+    assert len(qualities) > 1
+
+
+def test_init_weights_start_a_fresh_run_and_a_resume_ignores_them(tmp_path: Path, crops) -> None:
+    source = Trainer(tiny_config(steps=2, eval=None), tmp_path / "source", progress=False, train_images=crops).run()
+    config = tiny_config(steps=2, eval=None, checkpoint_every=1, init_weights=str(source))
+    started = Trainer(config, tmp_path / "started", progress=False, train_images=crops)
+    for name, tensor in load_weights(source).state_dict().items():
+        assert torch.equal(started.model.state_dict()[name], tensor), name
+    started.run()
+    trained = {name: tensor.clone() for name, tensor in started.model.state_dict().items()}
+    source.unlink()
+    resumed = Trainer(config, tmp_path / "started", resume=True, progress=False, train_images=crops)
+    assert resumed.step == 2
+    for name, tensor in trained.items():
+        assert torch.equal(resumed.model.state_dict()[name], tensor), name
+
+
+def test_init_weights_must_exist_and_fit_the_model(tmp_path: Path, crops) -> None:
+    source = Trainer(tiny_config(steps=1, eval=None), tmp_path / "source", progress=False, train_images=crops).run()
+    other_model = {"name": "dncnn", "params": {"depth": 4, "features": 4}}
+    with pytest.raises(ConfigError, match="saved for dncnn"):
+        Trainer(tiny_config(model=other_model, init_weights=str(source)), tmp_path / "a", progress=False,
+                train_images=crops)
+    with pytest.raises(ConfigError, match="does not exist"):
+        Trainer(tiny_config(init_weights=str(tmp_path / "absent.safetensors")), tmp_path / "b", progress=False,
+                train_images=crops)
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError, match="not a readable"):
+        Trainer(tiny_config(init_weights=str(tmp_path / "broken.safetensors")), tmp_path / "c", progress=False,
+                train_images=crops)
+
+
+def test_relative_init_weights_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "run.yaml").write_text(
+        yaml.safe_dump({"steps": 1, "model": {"name": "dncnn"}, "data": {"train_set": "train400"},
+                        "init_weights": "../runs/a/model.safetensors"})
+    )
+    config = load_config(folder / "run.yaml")
+    assert config.init_weights == str((tmp_path / "runs" / "a" / "model.safetensors").resolve())
+    assert load_config(folder / "run.yaml") == config
+
+
+def test_initialise_from_data_is_called_once_on_a_fresh_start_only(tmp_path: Path, crops, monkeypatch) -> None:
+    calls = []
+
+    def initialise_from_data(self, images: list[torch.Tensor], generator: torch.Generator) -> None:
+        calls.append(([image.clone() for image in images], float(torch.rand((), generator=generator))))
+
+    monkeypatch.setattr(DnCNN, "initialise_from_data", initialise_from_data, raising=False)
+    config = tiny_config(steps=1, eval=None)
+    Trainer(config, tmp_path / "a", progress=False, train_images=crops).run()
+    assert len(calls) == 1
+    images, first_draw = calls[0]
+    assert len(images) == len(crops)
+    for image, crop in zip(images, crops):
+        assert image.shape == (1, *crop.shape) and image.dtype == torch.float32 and torch.equal(image[0], crop)
+    Trainer(config, tmp_path / "a", resume=True, progress=False, train_images=crops)
+    assert len(calls) == 1
+    Trainer(config, tmp_path / "b", progress=False, train_images=crops)
+    assert len(calls) == 2 and calls[1][1] == first_draw
+    Trainer(tiny_config(steps=1, eval=None, seed=4), tmp_path / "c", progress=False, train_images=crops)
+    assert calls[2][1] != first_draw
+    weights = tmp_path / "a" / "model.safetensors"
+    Trainer(tiny_config(steps=1, eval=None, init_weights=str(weights)), tmp_path / "d", progress=False,
+            train_images=crops)
+    assert len(calls) == 3
+
+
+def test_step_schedule_every_n_steps() -> None:
+    step = _lr_factor(tiny_config(schedule={"name": "step", "every": 3, "gamma": 0.35}), 10)
+    assert [step(s) for s in (0, 2, 3, 5, 6, 9)] == pytest.approx([1.0, 1.0, 0.35, 0.35, 0.35**2, 0.35**3])
+    warm = _lr_factor(tiny_config(schedule={"name": "step", "every": 4, "gamma": 0.5, "warmup_steps": 2}), 10)
+    assert [warm(s) for s in (0, 1, 2, 4, 8)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.25])
+
+
+def test_training_mode_evaluation_uses_training_forward_at_the_eval_level(tmp_path: Path, crops) -> None:
+    evaluation = {"bench": "set12", "task": "denoise", "task_params": {"sigma": 40}, "max_images": 1,
+                  "mode": "training"}
+    trainer = Trainer(tiny_config(steps=1, eval=evaluation), tmp_path, progress=False, train_images=crops)
+    seen = record_levels(trainer)
+    value = trainer.evaluate()
+    assert seen == [[40.0]] and 10 < value < 40
+
+
+def test_a_dqn_config_is_refused_by_the_supervised_trainer(tmp_path: Path, crops) -> None:
+    with pytest.raises(ConfigError, match="trainer 'dqn'"):
+        Trainer(tiny_config(trainer="dqn", dqn={}, loss="mse"), tmp_path, progress=False, train_images=crops)

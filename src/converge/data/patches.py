@@ -9,15 +9,16 @@ Example::
     >>> import torch
     >>> from converge.data.patches import PatchDataset
     >>> def add_noise(x, generator):
-    ...     return x + 25 / 255 * torch.randn(x.shape, generator=generator)
+    ...     return x + 25 / 255 * torch.randn(x.shape, generator=generator), 25.0
     >>> dataset = PatchDataset([torch.rand(1, 64, 64)], patch_size=32, patches_per_image=4, degrade=add_noise)
-    >>> y, x = dataset[0]
-    >>> tuple(y.shape), tuple(x.shape)
-    ((1, 32, 32), (1, 32, 32))
+    >>> y, x, level = dataset[0]
+    >>> tuple(y.shape), tuple(x.shape), float(level)
+    ((1, 32, 32), (1, 32, 32), 25.0)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -28,12 +29,13 @@ from converge.data.registry import convert_channels, load_images
 from converge.data.seeding import stable_seed
 from converge.errors import ConfigError
 
-Degrade = Callable[[Tensor, torch.Generator], Tensor]
+Degrade = Callable[[Tensor, torch.Generator], Tensor | tuple[Tensor, float]]
 DIHEDRAL_TRANSFORMS = 8
 
 
 class PatchDataset(Dataset):
-    """``(y, x)`` pairs of ``(C, p, p)`` patches: ``x`` a random crop of a clean image, ``y = degrade(x)``.
+    """``(y, x, level)`` items: ``(C, p, p)`` patches, ``x`` a random crop of a clean image,
+    ``y = degrade(x)``, and the degradation level that produced ``y`` (a float32 scalar tensor).
 
     ``images`` is a sequence of ``(C, H, W)`` or ``(1, C, H, W)`` tensors (float in [0, 1], or uint8
     holding 8-bit levels) or the name of a set of the shared data (kept in memory as 8-bit). Each image
@@ -41,8 +43,10 @@ class PatchDataset(Dataset):
 
     With ``augment`` each patch goes through one of the 8 symmetries of the square (``rot90`` by
     ``k`` quarter turns, then an optional horizontal flip). ``degrade(x, generator)`` receives the clean
-    patch as a ``(1, C, p, p)`` batch and the item's generator and returns a ``(1, C', h, w)`` batch;
-    without it ``y`` is ``x``. ``channels=1`` turns colour images into grayscale (MATLAB ``rgb2gray``,
+    patch as a ``(1, C, p, p)`` batch and the item's generator and returns a ``(1, C', h, w)`` batch,
+    or the pair ``(batch, level)`` where ``level`` is the degradation level it drew (noise sigma in
+    8-bit levels, JPEG quality); without a level, or without ``degrade`` (then ``y`` is ``x``),
+    ``level`` is NaN. ``channels=1`` turns colour images into grayscale (MATLAB ``rgb2gray``,
     8-bit levels). Call :meth:`set_epoch` at the start of every epoch to draw new patches.
     """
 
@@ -96,8 +100,15 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images) * self.patches_per_image
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        """The ``(y, x)`` pair of item ``index`` of the current epoch, each ``(C, p, p)`` float32."""
+    def clean_images(self) -> list[Tensor]:
+        """Every clean image the patches are cut from, each ``(1, C, H, W)`` float32 in [0, 1]."""
+        return [
+            (image.to(torch.float32) / 255.0 if image.dtype == torch.uint8 else image.clone())[None]
+            for image in self.images
+        ]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Item ``index`` of the current epoch: ``y`` and ``x`` ``(C, p, p)`` float32 and the 0-d float32 ``level``."""
         if not 0 <= index < len(self):
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
         generator = torch.Generator().manual_seed(stable_seed("patch", self.seed, self.epoch, index))
@@ -112,15 +123,19 @@ class PatchDataset(Dataset):
         if image.dtype == torch.uint8:
             x = x / 255.0
         if self.degrade is None:
-            return x.clone(), x
-        return self._degraded(x, generator), x
+            return x.clone(), x, torch.tensor(math.nan)
+        y, level = self._degraded(x, generator)
+        return y, x, torch.tensor(level, dtype=torch.float32)
 
-    def _degraded(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        y = self.degrade(x[None], generator)
+    def _degraded(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        result = self.degrade(x[None], generator)
+        y, level = result if isinstance(result, tuple) and len(result) == 2 else (result, math.nan)
         if not isinstance(y, Tensor) or y.ndim != 4 or y.shape[0] != 1:
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise ConfigError(f"degrade must return a (1, C, H, W) tensor for a (1, C, p, p) patch, got {shape}")
-        return y[0]
+        if isinstance(level, bool) or not isinstance(level, int | float):
+            raise ConfigError(f"degrade must return its level as a number, got {level!r}")
+        return y[0], float(level)
 
 
 def dihedral(image: Tensor, transform: int) -> Tensor:

@@ -46,6 +46,16 @@ class Restorer(nn.Module, metaclass=ABCMeta):
     def forward(self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None) -> Tensor:
         """Estimate ``x`` ``(B, C, H, W)`` from ``y``; differentiable, output not clamped."""
 
+    def training_forward(self, y: Tensor, level: Tensor) -> Tensor:
+        """The map the trainer fits: ``y`` ``(B, C, H, W)`` -> ``x`` ``(B, C, H, W)``, differentiable.
+
+        ``level`` ``(B,)`` float is the degradation level each training sample was made at (noise
+        sigma in 8-bit levels, JPEG quality, or NaN when the task has none). It is the hook through
+        which a model may use what it was trained at (DURR unfolds each sample for the loops its
+        refined policy assigns to that level); the default ignores it and returns ``self(y)``.
+        """
+        return self(y)
+
     def restore(
         self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None
     ) -> tuple[Tensor, RestoreInfo]:

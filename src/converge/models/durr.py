@@ -27,6 +27,12 @@ Choices the paper leaves open (no official code is public), made here and fixed 
   trajectory; a stop decision is honoured once ``min_loops`` (default 1) unit steps have run, and
   the loop always ends at ``max_loops`` (default 30, above the paper's 12 loops for sigma 55 to
   leave room for unseen, higher noise levels).
+- Stage 1 (the restoration unit, :meth:`DURR.training_forward`) unfolds each training sample for the
+  loops ``loop_schedule`` assigns to its degradation level (the paper's "refined policy"): the
+  paper's pairs are :data:`DENOISE_LOOP_SCHEDULE` (noise sigma) and :data:`DEBLOCK_LOOP_SCHEDULE`
+  (JPEG quality); between pairs the loop count is interpolated linearly and rounded half up, outside
+  them it is the end pair's count. A single pair is the "naive policy": the same loops for every
+  sample, whatever its level (``[[40, 8]]``: 8 loops, the naive policy of the paper's Table 1).
 
 Example::
 
@@ -39,6 +45,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +63,12 @@ CONTINUE = 1
 
 Hidden = tuple[Tensor, Tensor]
 Loops = int | Sequence[int] | Tensor
+LoopSchedule = tuple[tuple[float, int], ...]
+
+DENOISE_LOOP_SCHEDULE: LoopSchedule = ((25.0, 4), (35.0, 6), (45.0, 9), (55.0, 12))
+"""The paper's refined policy for denoising: (noise sigma in 8-bit levels, unit loops) pairs."""
+DEBLOCK_LOOP_SCHEDULE: LoopSchedule = ((20.0, 6), (30.0, 4))
+"""The paper's refined policy for JPEG deblocking: (quality factor, unit loops) pairs."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,9 @@ class DURRConfig:
     full resolution (doubled at half resolution); ``bottom_convs``: 3x3 convolutions at half
     resolution; ``dt``: Euler step of ``X_n = X_{n-1} + dt f(X_{n-1})``; ``policy_features``: width
     of the policy's residual units; ``policy_hidden``: LSTM hidden size; ``min_loops`` /
-    ``max_loops``: fewest and most unit steps the policy may choose.
+    ``max_loops``: fewest and most unit steps the policy may choose; ``loop_schedule``: the
+    refined policy of stage-1 training, ``(level, loops)`` pairs with strictly increasing levels
+    (see :meth:`DURR.scheduled_loops`; empty: :meth:`DURR.training_forward` is unavailable).
     """
 
     channels: int = 1
@@ -77,8 +92,11 @@ class DURRConfig:
     policy_hidden: int = 64
     min_loops: int = 1
     max_loops: int = 30
+    loop_schedule: LoopSchedule = ()
 
     def __post_init__(self) -> None:
+        # YAML gives lists of lists; a frozen dataclass needs its tuples set through object.__setattr__.
+        object.__setattr__(self, "loop_schedule", _checked_schedule(self.loop_schedule))
         if self.channels not in (1, 3):
             raise ConfigError(f"DURR channels must be 1 or 3, got {self.channels}")
         for name in ("features", "bottom_convs", "policy_features", "policy_hidden", "max_loops"):
@@ -90,6 +108,25 @@ class DURRConfig:
             raise ConfigError(
                 f"DURR min_loops must lie in [0, max_loops={self.max_loops}], got {self.min_loops}"
             )
+
+
+def _checked_schedule(raw: object) -> LoopSchedule:
+    """``raw`` as ``((level, loops), ...)`` with finite, strictly increasing levels and positive integer loops."""
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise ConfigError(f"DURR loop_schedule must be a list of [level, loops] pairs, got {raw!r}")
+    pairs = []
+    for pair in raw:
+        if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
+            raise ConfigError(f"DURR loop_schedule entries must be [level, loops] pairs, got {pair!r}")
+        level, loops = pair
+        if isinstance(level, bool) or not isinstance(level, int | float) or not math.isfinite(level):
+            raise ConfigError(f"DURR loop_schedule levels must be finite numbers, got {level!r}")
+        if isinstance(loops, bool) or not isinstance(loops, int) or loops < 1:
+            raise ConfigError(f"DURR loop_schedule loops must be positive integers, got {loops!r}")
+        pairs.append((float(level), loops))
+    if any(later[0] <= earlier[0] for earlier, later in zip(pairs, pairs[1:])):
+        raise ConfigError(f"DURR loop_schedule levels must increase strictly, got {[level for level, _ in pairs]}")
+    return tuple(pairs)
 
 
 def _conv_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -220,6 +257,40 @@ class DURR(Restorer):
             return self._unfold_with_policy(y)[0]
         return self._unfold_fixed(y, self._loops_per_sample(loops, y))
 
+    def scheduled_loops(self, level: Tensor) -> Tensor:
+        """The refined policy's loops ``(B,)`` long for degradation levels ``level`` ``(B,)``.
+
+        With pairs ``(l_k, n_k)`` of ``loop_schedule`` and ``l_k <= level <= l_{k+1}`` the count is
+        ``floor(n_k + t (n_{k+1} - n_k) + 1/2)``, ``t = (level - l_k) / (l_{k+1} - l_k)`` (linear
+        interpolation rounded half up); a level below ``l_1`` or above the last level takes the end
+        pair's count. A one-pair schedule gives its count to every sample, NaN levels included.
+        """
+        schedule = self.config.loop_schedule
+        if not schedule:
+            raise ConfigError("DURR has no loop_schedule: set model params loop_schedule to train its restoration unit")
+        level = torch.as_tensor(level, dtype=torch.float64).reshape(-1).cpu()
+        levels = torch.tensor([point for point, _ in schedule], dtype=torch.float64)
+        counts = torch.tensor([loops for _, loops in schedule], dtype=torch.float64)
+        if len(schedule) == 1:
+            return torch.full(level.shape, int(counts[0]), dtype=torch.long)
+        if bool(torch.isnan(level).any()):
+            raise ConfigError(
+                "DURR's loop_schedule needs every sample's degradation level, got NaN: "
+                "train on a task with a level (denoise, deblock) or use a one-pair schedule"
+            )
+        clamped = level.clamp(float(levels[0]), float(levels[-1]))
+        segment = (torch.searchsorted(levels, clamped, right=True) - 1).clamp(0, len(schedule) - 2)
+        start, end = levels[segment], levels[segment + 1]
+        fraction = (clamped - start) / (end - start)
+        interpolated = counts[segment] + fraction * (counts[segment + 1] - counts[segment])
+        return torch.floor(interpolated + 0.5).long()
+
+    def training_forward(self, y: Tensor, level: Tensor) -> Tensor:
+        """Stage-1 training map: each sample of ``y`` ``(B, C, H, W)`` unfolded for exactly
+        :meth:`scheduled_loops` of its ``level`` ``(B,)`` (the refined policy); output not clamped."""
+        self._check_channels(y)
+        return self._unfold_fixed(y, self.scheduled_loops(level).to(y.device))
+
     def restore(
         self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None, loops: Loops | None = None
     ) -> tuple[Tensor, RestoreInfo]:
@@ -244,10 +315,14 @@ class DURR(Restorer):
         return x.clamp(0.0, 1.0), info
 
     def _unfold_fixed(self, y: Tensor, loops: Tensor) -> Tensor:
+        """Sample ``i`` takes exactly ``loops[i]`` unit steps; the unit only sees the samples still running."""
         x = y
         for n in range(int(loops.max().item()) if loops.numel() else 0):
-            running = (loops > n).view(-1, 1, 1, 1)
-            x = torch.where(running, self.unit_step(x), x)
+            running = (loops > n).nonzero().squeeze(1)
+            if running.numel() == x.shape[0]:
+                x = self.unit_step(x)
+            else:
+                x = x.index_copy(0, running, self.unit_step(x[running]))
         return x
 
     def _unfold_with_policy(self, y: Tensor) -> tuple[Tensor, Tensor]:

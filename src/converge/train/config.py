@@ -10,8 +10,11 @@ where it was found and the valid keys, so a typo never trains the wrong model si
     optim: {name: adam, lr: 1.0e-3}
     schedule: {name: cosine, min_lr: 1.0e-5}
     eval:  {bench: bsd68, task: denoise, task_params: {sigma: 25}, every: 500, max_images: 8}
+    init_weights: ../runs/dncnn-s25/model.safetensors   # optional: start a fresh run from these weights
 
 Noise levels in ``task_params`` and ``sigma_range`` are 8-bit levels (25 means 25/255), as on the command line.
+``trainer: dqn`` with a ``dqn`` section trains DURR's policy unit by deep Q-learning instead
+(:mod:`converge.train.policy`); the default ``supervised`` trainer fits ``model.training_forward``.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ import yaml
 from converge.errors import ConfigError
 
 LOSSES = ("mse", "l1", "charbonnier", "noise_mse")
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 EXPORTS = ("final", "best")
+TRAINERS = ("supervised", "dqn")
+EVAL_MODES = ("restore", "training")
+DEFAULT_BETAS = (0.9, 0.999)
+JPEG_QUALITIES = (1, 100)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,9 @@ class DataSection:
     ``patches_per_image``: crops per image and epoch; ``channels``: 1 (gray) or 3 (colour);
     ``task`` and ``task_params``: a named degradation of ``converge.physics.tasks``;
     ``sigma_range``: ``[low, high]`` 8-bit levels for blind denoising, one level per patch drawn
-    uniformly (then ``task`` must be ``denoise`` and ``task_params`` must not set ``sigma``).
+    uniformly (then ``task`` must be ``denoise`` and ``task_params`` must not set ``sigma``);
+    ``quality_range``: ``[low, high]`` JPEG qualities for blind deblocking, one integer per patch drawn
+    uniformly from ``low..high`` (then ``task`` must be ``deblock`` without a fixed ``quality``).
     """
 
     train_set: str
@@ -61,6 +70,7 @@ class DataSection:
     task: str = "denoise"
     task_params: dict[str, Any] = field(default_factory=dict)
     sigma_range: tuple[float, float] | None = None
+    quality_range: tuple[int, int] | None = None
     augment: bool = True
 
     def __post_init__(self) -> None:
@@ -77,16 +87,26 @@ class DataSection:
                 )
             if self.task != "denoise" or "sigma" in self.task_params:
                 raise ConfigError("data.sigma_range needs task 'denoise' without a fixed task_params.sigma")
+        if self.quality_range is not None:
+            low, high = self.quality_range
+            if not JPEG_QUALITIES[0] <= low <= high <= JPEG_QUALITIES[1]:
+                raise ConfigError(
+                    "data.quality_range must be [low, high] with 1 <= low <= high <= 100, "
+                    f"got {list(self.quality_range)}"
+                )
+            if self.task != "deblock" or "quality" in self.task_params:
+                raise ConfigError("data.quality_range needs task 'deblock' without a fixed task_params.quality")
 
 
 @dataclass(frozen=True)
 class OptimSection:
-    """Optimiser: ``adam`` or ``adamw`` with learning rate, betas and weight decay; ``grad_clip``
-    (a max global gradient norm) or ``None`` for no clipping."""
+    """Optimiser: ``adam``, ``adamw`` or ``rmsprop`` (PyTorch's defaults otherwise) with learning
+    rate, betas (Adam only) and weight decay; ``grad_clip`` (a max global gradient norm) or ``None``
+    for no clipping."""
 
     name: str = "adam"
     lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = DEFAULT_BETAS
     weight_decay: float = 0.0
     grad_clip: float | None = None
 
@@ -94,6 +114,8 @@ class OptimSection:
         _check_choice("optim.name", self.name, OPTIMIZERS)
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.name == "rmsprop" and self.betas != DEFAULT_BETAS:
+            raise ConfigError("optim.betas apply to adam and adamw only: remove them for rmsprop")
 
 
 @dataclass(frozen=True)
@@ -101,7 +123,8 @@ class ScheduleSection:
     """Learning-rate schedule after ``warmup_steps`` of linear warm-up.
 
     ``cosine``: from ``optim.lr`` down to ``min_lr`` at the last step; ``step``: multiply by ``gamma``
-    at each of ``milestones`` (steps); ``constant``: keep ``optim.lr``.
+    at each of ``milestones`` (steps), or every ``every`` steps (``lr * gamma ** (step // every)``);
+    ``constant``: keep ``optim.lr``.
     """
 
     name: str = "cosine"
@@ -109,27 +132,76 @@ class ScheduleSection:
     min_lr: float = 0.0
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    every: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("schedule.name", self.name, SCHEDULES)
         if self.warmup_steps < 0:
             raise ConfigError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.every is not None:
+            if self.every < 1:
+                raise ConfigError(f"schedule.every must be a positive number of steps, got {self.every}")
+            if self.name != "step" or self.milestones:
+                raise ConfigError("schedule.every needs name 'step' and no milestones: use one or the other")
 
 
 @dataclass(frozen=True)
 class EvalSection:
     """Periodic evaluation: PSNR on the first ``max_images`` of ``bench`` (``None``: all) every
-    ``every`` steps and at the end, with the seeded evaluation degradation of ``task``."""
+    ``every`` steps and at the end, with the seeded evaluation degradation of ``task``.
+
+    ``mode``: ``restore`` runs the model's inference (``restore``: DURR's learned policy);
+    ``training`` runs the map being trained, ``training_forward(y, level)`` clamped to [0, 1], with
+    the eval task's level (DURR's refined policy while its restoration unit trains).
+    """
 
     bench: str
     task: str = "denoise"
     task_params: dict[str, Any] = field(default_factory=dict)
     every: int = 1000
     max_images: int | None = 8
+    mode: str = "restore"
 
     def __post_init__(self) -> None:
         if self.every < 1:
             raise ConfigError(f"eval.every must be a positive number of steps, got {self.every}")
+        _check_choice("eval.mode", self.mode, EVAL_MODES)
+
+
+@dataclass(frozen=True)
+class DQNSection:
+    """Deep Q-learning of DURR's policy unit (``trainer: dqn``); the restoration unit stays frozen.
+
+    Every training step plays one episode per patch of a data batch (epsilon-greedy, at most the
+    model's ``max_loops`` unit steps), stores its transitions in a replay buffer of
+    ``replay_capacity``, then makes ``updates_per_step`` optimiser updates on replay batches of
+    ``batch_size`` once the buffer holds that many. ``gamma``: discount; ``epsilon_start`` decays
+    linearly to ``epsilon_end`` over the first ``epsilon_steps`` steps; ``target_every``: updates
+    between copies of the policy into the target network; ``lam``: reward scale of
+    ``lam (L(x_{n-1}) - L(x_n))``, ``L`` the per-patch MSE on the [0, 1] scale.
+    """
+
+    replay_capacity: int = 10000
+    batch_size: int = 64
+    updates_per_step: int = 1
+    gamma: float = 0.95
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_steps: int = 1000
+    target_every: int = 100
+    lam: float = 1000.0
+
+    def __post_init__(self) -> None:
+        for name in ("replay_capacity", "batch_size", "updates_per_step", "epsilon_steps", "target_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"dqn.{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"dqn.gamma must lie in [0, 1], got {self.gamma}")
+        for name in ("epsilon_start", "epsilon_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"dqn.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not self.lam > 0:
+            raise ConfigError(f"dqn.lam must be positive, got {self.lam}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +211,10 @@ class TrainConfig:
     ``loss``: one of ``mse``, ``l1``, ``charbonnier``, ``noise_mse``; ``checkpoint_every`` and
     ``log_every``: in steps; ``export``: which weights become ``model.safetensors`` (``final`` or the
     ``best`` evaluated ones); ``seed``: seeds model initialisation, patch sampling and training noise.
+    ``init_weights``: a safetensors file (saved for this very model and parameters) that a fresh run
+    loads before step 0; a resumed run ignores it. :func:`load_config` resolves a relative path
+    against the config file's folder. ``trainer``: ``supervised`` or ``dqn`` (needs a ``dqn``
+    section, and no ``loss``: its loss is the temporal-difference Huber loss).
     """
 
     model: ModelSection
@@ -153,10 +229,18 @@ class TrainConfig:
     log_every: int = 50
     export: str = "final"
     seed: int = 0
+    init_weights: str | None = None
+    trainer: str = "supervised"
+    dqn: DQNSection | None = None
 
     def __post_init__(self) -> None:
         _check_choice("loss", self.loss, LOSSES)
         _check_choice("export", self.export, EXPORTS)
+        _check_choice("trainer", self.trainer, TRAINERS)
+        if (self.trainer == "dqn") != (self.dqn is not None):
+            raise ConfigError("a dqn section goes with trainer: dqn, and trainer: dqn needs a dqn section")
+        if self.trainer == "dqn" and self.loss != "mse":
+            raise ConfigError("loss does not apply to trainer: dqn (it fits Q-values with a Huber loss): remove it")
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("set exactly one of 'steps' and 'epochs' in the training config")
         for name in ("steps", "epochs", "checkpoint_every", "log_every"):
@@ -168,7 +252,10 @@ class TrainConfig:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read and check a YAML training config; a missing file or bad YAML raises :class:`ConfigError`."""
+    """Read and check a YAML training config; a missing file or bad YAML raises :class:`ConfigError`.
+
+    A relative ``init_weights`` becomes an absolute path, taken from the config file's folder.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -178,7 +265,10 @@ def load_config(path: str | Path) -> TrainConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"training config {path} is not valid YAML: {error}") from None
-    return config_from_dict(raw)
+    config = config_from_dict(raw)
+    if config.init_weights is not None and not Path(config.init_weights).is_absolute():
+        config = dataclasses.replace(config, init_weights=str((path.parent / config.init_weights).resolve()))
+    return config
 
 
 def config_from_dict(raw: object) -> TrainConfig:

@@ -119,6 +119,30 @@ class ReplayBuffer:
         indices = torch.randint(self._size, (batch_size,), generator=self._generator)
         return Transition(**{name: value[indices] for name, value in storage.items()})
 
+    def state_dict(self) -> dict[str, object]:
+        """Everything a resumed run needs to continue identically: the stored transitions, the write
+        position, the size and the sampling generator's state (tensors and ints only)."""
+        return {
+            "storage": {} if self._storage is None else dict(self._storage),
+            "next": self._next,
+            "size": self._size,
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned (the capacity must be the same)."""
+        storage = state["storage"]
+        saved_capacity = next(iter(storage.values())).shape[0] if storage else self.capacity
+        if saved_capacity != self.capacity:
+            raise ConfigError(
+                f"the saved replay buffer holds {saved_capacity} slots, this one {self.capacity}: "
+                "resume with the same replay capacity"
+            )
+        self._storage = dict(storage) if storage else None
+        self._next = int(state["next"])
+        self._size = int(state["size"])
+        self._generator.set_state(state["generator"])
+
     def _require_storage(self) -> dict[str, Tensor]:
         if self._storage is None:
             raise ConfigError("the replay buffer is empty: push transitions before reading it")

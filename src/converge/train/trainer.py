@@ -4,8 +4,9 @@ A run lives in one folder::
 
     run_dir/config.yaml       the config the run was started with (a resume must match it)
     run_dir/log.jsonl         one JSON object per line: training records {step, epoch, loss (mean since
-                              the last record), lr, seconds (time spent in training steps, summed over
-                              resumes)} and evaluation records {step, eval_bench, eval_images, eval_psnr}
+                              the last record; a subclass may add other means), lr, seconds (time spent
+                              in training steps, summed over resumes)} and evaluation records
+                              {step, eval_bench, eval_images, eval_psnr}
     run_dir/checkpoint.pt     model, optimiser, schedule, RNG states and step (written atomically)
     run_dir/best.safetensors  the weights with the best evaluation PSNR so far (when evaluating)
     run_dir/model.safetensors + model.yaml   the exported model at the end
@@ -13,6 +14,14 @@ A run lives in one folder::
 Every random draw is a pure function of the seed and the step (patch crops and training noise come
 from ``PatchDataset``'s per-item generators, the batch order from a per-epoch permutation), so a run
 resumed from a checkpoint continues exactly as if it had never stopped.
+
+Each patch carries the degradation level that made it (noise sigma, JPEG quality, NaN for other
+tasks), and the model is fitted through ``model.training_forward(y, level)``. A fresh run first loads
+``init_weights`` when the config names them, or else calls the model's
+``initialise_from_data(images, generator)`` when it has one; a resumed run takes everything from its
+checkpoint. :class:`Trainer` is also the base of DURR's policy trainer (:mod:`converge.train.policy`),
+which overrides the hooks ``_trainable_parameters``, ``_prepare_training``, ``_train_step``,
+``_extra_state`` and ``_load_extra_state``.
 """
 
 from __future__ import annotations
@@ -21,9 +30,9 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,14 +40,17 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from converge.atomic import write_atomic, write_text_atomic
-from converge.data.patches import PatchDataset
+from converge.data.patches import Degrade, PatchDataset
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator, seed_everything, stable_seed
 from converge.errors import ConfigError
 from converge.eval.metrics import psnr
-from converge.models import Restorer, build_model
+from converge.models import Restorer, build_model, model_name, model_params
 from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from converge.train.losses import get_loss
+
+if TYPE_CHECKING:
+    from converge.physics.tasks import Task
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -54,6 +66,9 @@ class Trainer:
     for tests and small experiments); ``progress`` shows a rich progress bar.
     """
 
+    kind = "supervised"
+    """The config's ``trainer`` value this class runs."""
+
     def __init__(
         self,
         config: TrainConfig,
@@ -63,6 +78,10 @@ class Trainer:
         progress: bool = True,
         train_images: Sequence[Tensor] | None = None,
     ) -> None:
+        if config.trainer != self.kind:
+            raise ConfigError(
+                f"this config asks for trainer {config.trainer!r}, not {self.kind!r}: run it with converge train"
+            )
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -86,14 +105,18 @@ class Trainer:
             )
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
         self.loss_fn = get_loss(config.loss)
-        self.optimizer = _make_optimizer(self.model, config)
+        resuming = resume and (self.run_dir / CHECKPOINT).exists()
+        if not resuming:
+            self._initialise_model()
+        self.optimizer = _make_optimizer(self._trainable_parameters(), config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(config, self.total_steps))
         self.step = 0
         self.seconds = 0.0
         self.best_psnr = -math.inf
         self._eval_set: list[tuple[str, Tensor]] | None = None
+        self._prepare_training()
         if resume:
-            if (self.run_dir / CHECKPOINT).exists():
+            if resuming:
                 self._load_checkpoint()
             self._truncate_log()
 
@@ -101,27 +124,30 @@ class Trainer:
         """Train until ``total_steps`` (continuing from the checkpoint, if resumed); return ``model.safetensors``."""
         batch_size = self.config.data.batch_size
         progress = _Progress(self.total_steps, self.step, enabled=self.progress)
-        running_loss, running_count = 0.0, 0
+        sums: dict[str, float] = {}
+        summed_steps = 0
         with progress:
             while self.step < self.total_steps:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 self.dataset.set_epoch(epoch)
-                for y, x in DataLoader(self.dataset, batch_sampler=self._epoch_batches(epoch, offset, batch_size)):
+                batches = self._epoch_batches(epoch, offset, batch_size)
+                for y, x, level in DataLoader(self.dataset, batch_sampler=batches):
                     started = time.perf_counter()
-                    loss = self._train_step(y, x)
+                    metrics = self._train_step(y, x, level)
                     self.seconds += time.perf_counter() - started
                     self.step += 1
-                    running_loss, running_count = running_loss + loss, running_count + 1
-                    progress.update(self.step, loss)
+                    sums = {key: sums.get(key, 0.0) + value for key, value in metrics.items()}
+                    summed_steps += 1
+                    progress.update(self.step, metrics["loss"])
                     if self.step % self.config.log_every == 0 or self.step == self.total_steps:
                         self._log(
                             step=self.step,
                             epoch=epoch,
-                            loss=running_loss / running_count,
+                            **{key: total / summed_steps for key, total in sums.items()},
                             lr=self.scheduler.get_last_lr()[0],
                             seconds=round(self.seconds, 3),
                         )
-                        running_loss, running_count = 0.0, 0
+                        sums, summed_steps = {}, 0
                     evaluation = self.config.eval
                     if evaluation is not None and (self.step % evaluation.every == 0 or self.step == self.total_steps):
                         self._evaluate()
@@ -131,9 +157,11 @@ class Trainer:
                         break
         return self._export()
 
-    def _train_step(self, y: Tensor, x: Tensor) -> float:
+    def _train_step(self, y: Tensor, x: Tensor, level: Tensor) -> dict[str, float]:
+        """One optimiser step on a batch: ``y``, ``x`` ``(B, C, p, p)``, ``level`` ``(B,)``; returns
+        the metrics to average into the log (``loss`` at least)."""
         self.model.train()
-        x_hat = self.model(y, sigma=None)
+        x_hat = self.model.training_forward(y, level)
         loss = self.loss_fn(x_hat, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,7 +169,31 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        return {"loss": float(loss.detach())}
+
+    def _initialise_model(self) -> None:
+        """Fresh start: load ``init_weights``, or else let the model initialise itself from the clean images."""
+        if self.config.init_weights is not None:
+            load_init_weights(self.model, self.config.init_weights)
+            return
+        initialise = getattr(self.model, "initialise_from_data", None)
+        if callable(initialise):
+            generator = torch.Generator().manual_seed(stable_seed("initialise-from-data", self.config.seed))
+            initialise(self.dataset.clean_images(), generator)
+
+    def _trainable_parameters(self) -> Iterable[torch.nn.Parameter]:
+        """The parameters the optimiser updates (all of the model's here)."""
+        return self.model.parameters()
+
+    def _prepare_training(self) -> None:
+        """Hook for subclasses: build extra training state once the model and optimiser exist."""
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Hook for subclasses: extra tensors and plain values to store in the checkpoint."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        """Hook for subclasses: restore what :meth:`_extra_state` stored."""
 
     def _epoch_batches(self, epoch: int, offset: int, batch_size: int) -> list[list[int]]:
         """The epoch's shuffled, full batches of item indices, from batch ``offset`` on."""
@@ -166,7 +218,12 @@ class Trainer:
         self.model.eval()
         for name, clean in self._eval_set:
             observed, operator = task.degrade(clean, evaluation_generator(evaluation.bench, name, task.tag))
-            restored, _ = self.model.restore(observed, physics=operator, sigma=sigma)
+            if evaluation.mode == "training":
+                level = torch.full((observed.shape[0],), task_level(task))
+                with torch.no_grad():
+                    restored = self.model.training_forward(observed, level).clamp(0.0, 1.0)
+            else:
+                restored, _ = self.model.restore(observed, physics=operator, sigma=sigma)
             scores.append(float(psnr(restored, clean)[0]))
         return sum(scores) / len(scores)
 
@@ -190,6 +247,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(),
+            **self._extra_state(),
         }
         return write_atomic(self.run_dir / CHECKPOINT, lambda stream: torch.save(state, stream))
 
@@ -200,6 +258,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            self._load_extra_state(state)
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise ConfigError(f"cannot resume from {path} ({error}): start a new run directory") from None
         self.step, self.seconds, self.best_psnr = int(state["step"]), float(state["seconds"]), float(state["best_psnr"])
@@ -252,35 +311,93 @@ def train(config_path: str | Path, run_dir: str | Path, resume: bool = False, th
         if threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads}")
         torch.set_num_threads(threads)
-    trainer = Trainer(load_config(config_path), run_dir, resume=resume)
-    return trainer.run()
+    config = load_config(config_path)
+    trainer_class = Trainer
+    if config.trainer == "dqn":
+        from converge.train.policy import PolicyTrainer
+
+        trainer_class = PolicyTrainer
+    return trainer_class(config, run_dir, resume=resume).run()
 
 
-def _training_degradation(config: TrainConfig) -> Callable[[Tensor, torch.Generator], Tensor]:
-    """The per-patch degradation ``(x, generator) -> y`` of the config's task (or blind noise range)."""
+def load_init_weights(model: Restorer, path: str | Path) -> None:
+    """Load the safetensors file at ``path`` into ``model`` in place (strictly: every tensor, no extra).
+
+    The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
+    describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"init_weights {path} does not exist: train that model first or fix the path")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"init_weights {path} is not a readable safetensors file ({error}): replace it") from None
+    expected = (model_name(model), json.loads(json.dumps(model_params(model))))
+    try:
+        found = (metadata.get("model"), json.loads(metadata.get("params", "null")))
+    except json.JSONDecodeError:
+        found = (metadata.get("model"), metadata.get("params"))
+    if found != expected:
+        raise ConfigError(
+            f"init_weights {path} were saved for {found[0]} {found[1]}, but this config builds {expected[0]} "
+            f"{expected[1]}: give the model the same parameters or start from other weights"
+        )
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise ConfigError(f"init_weights {path} do not fit the model ({error}): start from other weights") from None
+
+
+def task_level(task: Task) -> float:
+    """The degradation level of ``task`` that training records per patch: noise sigma (8-bit levels)
+    for ``denoise``, quality for ``deblock``, NaN for the other tasks."""
+    parameter = {"denoise": "sigma", "deblock": "quality"}.get(task.name)
+    return math.nan if parameter is None else float(task.params[parameter])
+
+
+def _training_degradation(config: TrainConfig) -> Degrade:
+    """The per-patch degradation ``(x, generator) -> (y, level)`` of the config's task, or of its blind
+    noise or quality range (one level drawn per patch)."""
+    from converge.physics.tasks import make_task
+
     data = config.data
     if data.sigma_range is not None:
         low, high = data.sigma_range
 
-        def add_blind_noise(x: Tensor, generator: torch.Generator) -> Tensor:
+        def add_blind_noise(x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
             level = low + (high - low) * float(torch.rand((), generator=generator))
-            return x + level / 255.0 * torch.randn(x.shape, generator=generator)
+            return x + level / 255.0 * torch.randn(x.shape, generator=generator), level
 
         return add_blind_noise
-    from converge.physics.tasks import make_task
+    if data.quality_range is not None:
+        low, high = data.quality_range
+        tasks = {quality: make_task(data.task, quality=quality, **data.task_params) for quality in range(low, high + 1)}
 
+        def compress_blind(x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+            quality = int(torch.randint(low, high + 1, (), generator=generator))
+            return tasks[quality].degrade(x, generator)[0], float(quality)
+
+        return compress_blind
     task = make_task(data.task, **data.task_params)
+    level = task_level(task)
 
-    def degrade(x: Tensor, generator: torch.Generator) -> Tensor:
-        return task.degrade(x, generator)[0]
+    def degrade(x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        return task.degrade(x, generator)[0], level
 
     return degrade
 
 
-def _make_optimizer(model: Restorer, config: TrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     optim = config.optim
+    if optim.name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optim.name]
-    return cls(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    return cls(parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
 
 
 def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -293,6 +410,8 @@ def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
             return (step + 1) / warmup
         if schedule.name == "constant":
             return 1.0
+        if schedule.name == "step" and schedule.every is not None:
+            return schedule.gamma ** (step // schedule.every)
         if schedule.name == "step":
             return schedule.gamma ** sum(step >= milestone for milestone in schedule.milestones)
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
@@ -303,7 +422,14 @@ def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 
 def _weights_info(config: TrainConfig, step: int) -> dict[str, Any]:
-    return {"task": config.data.task, "task_params": dict(config.data.task_params), "trained_steps": step}
+    data = config.data
+    ranges = {"sigma_range": data.sigma_range, "quality_range": data.quality_range}
+    return {
+        "task": data.task,
+        "task_params": dict(data.task_params),
+        **{name: list(value) for name, value in ranges.items() if value is not None},
+        "trained_steps": step,
+    }
 
 
 def _trained_steps(weights: Path) -> int:
