@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
     "dncnn": "converge.models.backbones:DnCNN",
     "nerd": "converge.models.nerd:NERD",
     "durr": "converge.models.durr:DURR",
+    "groupsc": "converge.models.groupsc:GroupSC",
 }
 
 
