@@ -262,11 +262,15 @@ def train(
     run_dir: Annotated[Path, typer.Option(help="Folder for checkpoints, log and exported weights.")],
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --run-dir.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override a config entry, e.g. --set data.task_params.sigma=15 (repeatable)."),
+    ] = None,
 ) -> None:
-    """Train a model from a config; resumable from its run folder."""
+    """Train a model from a config; resumable from its run folder (resume with the same --set options)."""
     from converge.train.trainer import train as run_training
 
-    exported = run_training(config, run_dir, resume=resume, threads=threads)
+    exported = run_training(config, run_dir, resume=resume, threads=threads, overrides=overrides or ())
     _say(f"trained weights: {exported}")
 
 

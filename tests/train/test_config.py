@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,24 @@ def test_new_options_default_to_the_previous_behaviour() -> None:
 def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
     config = load_config(path)
     assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_overrides_set_nested_entries_parsed_as_yaml(tmp_path: Path) -> None:
+    path = CONFIGS / "nerd-denoise-compact.yaml"
+    config = load_config(path, ["data.task_params.sigma=15", "eval.task_params={sigma: 15}", "optim.lr=3e-4",
+                                "init_weights=weights/start.safetensors"])
+    assert config.data.task_params == {"sigma": 15}
+    assert config.eval.task_params == {"sigma": 15}
+    assert config.optim.lr == 3e-4
+    assert Path(config.init_weights) == (Path.cwd() / "weights/start.safetensors").resolve()
+    assert load_config(path).data.task_params == {"sigma": 25}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("data.sigma", "section.key=value"), ("=3", "section.key=value"), ("data..x=1", "section.key=value"),
+     ("optim.lr=[1", "not valid YAML"), ("data.nope=1", "nope")],
+)
+def test_bad_overrides_raise_config_error(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(CONFIGS / "nerd-denoise-compact.yaml", [override])

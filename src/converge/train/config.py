@@ -19,10 +19,11 @@ Noise levels in ``task_params`` and ``sigma_range`` are 8-bit levels (25 means 2
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,10 +252,13 @@ class TrainConfig:
             raise ConfigError("export: best needs an eval section to decide which weights are best")
 
 
-def load_config(path: str | Path) -> TrainConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read and check a YAML training config; a missing file or bad YAML raises :class:`ConfigError`.
 
-    A relative ``init_weights`` becomes an absolute path, taken from the config file's folder.
+    ``overrides`` are ``dotted.key=value`` strings applied on top of the file, the value parsed as
+    YAML (``data.task_params.sigma=15``, ``optim.lr=3e-4``, ``eval=null``). A relative
+    ``init_weights`` from the file is taken from the config file's folder, one from an override from
+    the working directory.
     """
     path = Path(path)
     try:
@@ -265,10 +269,35 @@ def load_config(path: str | Path) -> TrainConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"training config {path} is not valid YAML: {error}") from None
-    config = config_from_dict(raw)
-    if config.init_weights is not None and not Path(config.init_weights).is_absolute():
-        config = dataclasses.replace(config, init_weights=str((path.parent / config.init_weights).resolve()))
-    return config
+    if isinstance(raw, dict) and raw.get("init_weights") is not None:
+        raw["init_weights"] = str((path.parent / raw["init_weights"]).resolve())
+    for override in overrides:
+        raw = apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def apply_override(raw: object, override: str) -> dict[str, Any]:
+    """``raw`` (a parsed config) with one ``dotted.key=value`` override set (nested mappings created)."""
+    key, separator, text = override.partition("=")
+    if not separator or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"an override must look like section.key=value, got {override!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"the value of override {override!r} is not valid YAML") from None
+    if key == "init_weights" and isinstance(value, str):
+        value = str(Path(value).resolve())
+    merged = copy.deepcopy(raw) if isinstance(raw, dict) else {}
+    node = merged
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+    return merged
 
 
 def config_from_dict(raw: object) -> TrainConfig:

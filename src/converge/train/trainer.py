@@ -304,14 +304,21 @@ class Trainer:
         return save_weights(self.model, _weights_info(self.config, self.step), target)
 
 
-def train(config_path: str | Path, run_dir: str | Path, resume: bool = False, threads: int | None = None) -> Path:
-    """Train the YAML config at ``config_path`` in ``run_dir`` (continuing it with ``resume``); return
+def train(
+    config_path: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    threads: int | None = None,
+    overrides: Sequence[str] = (),
+) -> Path:
+    """Train the YAML config at ``config_path`` (with ``dotted.key=value`` ``overrides``, see
+    :func:`~converge.train.config.load_config`) in ``run_dir``, continuing it with ``resume``; return
     the exported ``model.safetensors``. ``threads`` sets torch's intra-op thread count."""
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads}")
         torch.set_num_threads(threads)
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     trainer_class = Trainer
     if config.trainer == "dqn":
         from converge.train.policy import PolicyTrainer
