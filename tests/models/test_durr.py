@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from converge.models.durr import (
     DENOISE_LOOP_SCHEDULE,
     DURR,
     STOP,
+    POLICY_TILE,
     DURRConfig,
     PolicyUnit,
     RestorationUnit,
@@ -16,6 +19,15 @@ from converge.models.durr import (
 
 PAPER_UNIT_PARAMETERS = 1.8e5
 PAPER_POLICY_PARAMETERS = 1.0e5
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny convolutions and LSTMs: one intra-op thread is faster and does not spin-wait against other jobs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def small(**overrides) -> DURR:
@@ -49,9 +61,68 @@ def test_policy_gives_two_q_values_and_carries_its_hidden_state() -> None:
     x = torch.rand(3, 1, 15, 12)
     q, (h, c) = policy(x)
     assert q.shape == (3, 2) and h.shape == c.shape == (3, 6)
-    assert policy.features(x).shape == (3, 8)
+    assert policy.features(x).shape == (3, 1, 8)
     q_again, _ = policy(x, (h, c))
     assert not torch.allclose(q, q_again)
+
+
+def test_q_sequence_is_the_policy_stepped_from_its_zero_state() -> None:
+    torch.manual_seed(0)
+    policy = PolicyUnit(1, features=4, hidden=6)
+    estimates = [torch.rand(3, 1, 10, 10) for _ in range(4)]
+    features = torch.stack([policy.features(x)[:, 0] for x in estimates], dim=1)
+    hidden, stepped = None, []
+    for x in estimates:
+        q, hidden = policy(x, hidden)
+        stepped.append(q)
+    assert torch.allclose(policy.q_sequence(features), torch.stack(stepped, dim=1), atol=1e-6)
+
+
+def test_calibrated_features_are_standardised_and_dead_channels_stay_finite() -> None:
+    torch.manual_seed(0)
+    policy = PolicyUnit(1, features=4, hidden=6)
+    images = torch.rand(32, 1, 12, 12) * torch.linspace(0.1, 1.0, 32).view(-1, 1, 1, 1)
+    raw = policy.pooled(images)
+    assert raw.shape == (32, 1, 8) and torch.equal(policy.features(images), raw)
+    raw[..., 0] = 0.25
+    policy.calibrate(raw)
+    standardised = (raw[:, 0] - policy.feature_mean) / policy.feature_std
+    assert torch.allclose(standardised[:, 1:].mean(dim=0), torch.zeros(7), atol=1e-5)
+    assert torch.allclose(standardised[:, 1:].std(dim=0, unbiased=False), torch.ones(7), atol=1e-4)
+    assert torch.equal(standardised[:, 0], torch.zeros(32))
+    assert torch.allclose(policy.features(images)[:, 0, 1:], standardised[:, 1:], atol=1e-5)
+
+
+def test_an_image_is_read_as_independent_tiles_of_the_training_patch_size() -> None:
+    torch.manual_seed(0)
+    policy = PolicyUnit(1, features=4, hidden=6)
+    policy.calibrate(torch.rand(10, 8))
+    image = torch.rand(2, 1, 2 * POLICY_TILE + 7, 3 * POLICY_TILE)
+    tiles = [image[..., row : row + POLICY_TILE, column : column + POLICY_TILE]
+             for row in (0, POLICY_TILE) for column in (0, POLICY_TILE, 2 * POLICY_TILE)]
+    features = policy.features(image)
+    assert features.shape == (2, 6, 8)
+    for index, tile in enumerate(tiles):
+        assert torch.allclose(features[:, index], policy.features(tile)[:, 0], atol=1e-5)
+    q, hidden = policy(image)
+    q_again, _ = policy(image, hidden)
+    per_tile = [policy(tile) for tile in tiles]
+    assert torch.allclose(q, torch.stack([tile_q for tile_q, _ in per_tile]).mean(dim=0), atol=1e-5)
+    tile_q_again = [policy(tile, tile_hidden)[0] for tile, (_, tile_hidden) in zip(tiles, per_tile, strict=True)]
+    assert torch.allclose(q_again, torch.stack(tile_q_again).mean(dim=0), atol=1e-5)
+
+
+def test_weights_saved_without_feature_statistics_load_with_the_identity() -> None:
+    calibrated = small()
+    calibrated.policy.calibrate(torch.rand(10, 8))
+    stage_one = {name: value for name, value in calibrated.state_dict().items() if "feature_" not in name}
+    model = small()
+    model.policy.calibrate(torch.rand(10, 8))
+    model.load_state_dict(stage_one, strict=True)
+    assert torch.equal(model.policy.feature_mean, torch.zeros(8))
+    assert torch.equal(model.policy.feature_std, torch.ones(8))
+    model.load_state_dict(calibrated.state_dict(), strict=True)
+    assert torch.equal(model.policy.feature_std, calibrated.policy.feature_std)
 
 
 def test_default_parameter_counts_are_close_to_the_paper() -> None:

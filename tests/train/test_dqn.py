@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -6,38 +8,46 @@ from converge.errors import ConfigError
 from converge.train.dqn import (
     CONTINUE,
     STOP,
+    Episode,
     ReplayBuffer,
-    Transition,
-    epsilon_greedy,
+    continue_rewards,
+    exploration_stops,
     q_targets,
-    step_rewards,
+    sequence_q_targets,
+    state_masks,
     update_target,
 )
 
+STATES = 4
 
-def transitions(first: int, count: int) -> Transition:
-    """``count`` transitions tagged by their reward ``first, first + 1, ...``."""
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny LSTMs and convolutions: one intra-op thread is faster and does not spin-wait against other jobs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def episodes(first: int, count: int) -> Episode:
+    """``count`` episodes tagged ``first, first + 1, ...`` in every field."""
     tags = torch.arange(first, first + count, dtype=torch.float32)
-    return Transition(
-        state=tags[:, None].expand(count, 3),
-        hidden=tags[:, None, None].expand(count, 2, 4),
-        action=torch.arange(count) % 2,
-        reward=tags,
-        next_state=tags[:, None].expand(count, 3) + 0.5,
-        next_hidden=tags[:, None, None].expand(count, 2, 4) + 0.5,
-        done=(torch.arange(count) % 3 == 0).float(),
+    return Episode(
+        features=tags[:, None, None].expand(count, STATES, 3).clone(),
+        rewards=tags[:, None].expand(count, STATES - 1) + 0.5,
+        transitions=torch.arange(first, first + count) % STATES,
     )
 
 
 def test_buffer_keeps_fields_together() -> None:
     buffer = ReplayBuffer(capacity=10)
-    buffer.push(transitions(0, 4))
+    buffer.push(episodes(0, 4))
     stored = buffer.ordered()
     assert len(buffer) == 4
-    assert torch.equal(stored.reward, torch.arange(4.0))
-    assert torch.equal(stored.state[:, 0], stored.reward)
-    assert torch.equal(stored.next_hidden[:, 1, 3], stored.reward + 0.5)
-    assert stored.action.dtype == torch.long and stored.hidden.shape == (4, 2, 4)
+    assert torch.equal(stored.features[:, 2, 1], torch.arange(4.0))
+    assert torch.equal(stored.rewards[:, 0], torch.arange(4.0) + 0.5)
+    assert torch.equal(stored.transitions, torch.arange(4)) and stored.transitions.dtype == torch.long
 
 
 @pytest.mark.parametrize("chunks", [[1, 1, 1, 1, 1], [2, 3], [5]])
@@ -45,67 +55,110 @@ def test_buffer_overwrites_the_oldest_first(chunks: list[int]) -> None:
     buffer = ReplayBuffer(capacity=3)
     first = 0
     for size in chunks:
-        buffer.push(transitions(first, size))
+        buffer.push(episodes(first, size))
         first += size
     assert len(buffer) == 3
-    assert torch.equal(buffer.ordered().reward, torch.tensor([2.0, 3.0, 4.0]))
+    assert torch.equal(buffer.ordered().features[:, 0, 0], torch.tensor([2.0, 3.0, 4.0]))
 
 
 def test_seeded_sampling_is_deterministic_and_covers_the_buffer() -> None:
     buffers = [ReplayBuffer(capacity=8, seed=7) for _ in range(2)]
     for buffer in buffers:
-        buffer.push(transitions(0, 8))
+        buffer.push(episodes(0, 8))
     first, second = (buffer.sample(200) for buffer in buffers)
-    assert torch.equal(first.reward, second.reward)
-    assert set(first.reward.tolist()) == set(range(8))
-    assert torch.equal(first.state[:, 0], first.reward)
+    assert torch.equal(first.features, second.features)
+    assert set(first.features[:, 0, 0].tolist()) == set(range(8))
+    assert torch.equal(first.rewards[:, 1], first.features[:, 0, 0] + 0.5)
     other = ReplayBuffer(capacity=8, seed=8)
-    other.push(transitions(0, 8))
-    assert not torch.equal(other.sample(200).reward, first.reward)
+    other.push(episodes(0, 8))
+    assert not torch.equal(other.sample(200).features, first.features)
 
 
 def test_buffer_errors() -> None:
     with pytest.raises(ConfigError):
         ReplayBuffer(capacity=0)
     buffer = ReplayBuffer(capacity=4)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="empty"):
         buffer.sample(1)
-    buffer.push(transitions(0, 2))
-    bad = transitions(0, 2)._replace(state=torch.zeros(2, 5))
-    with pytest.raises(ConfigError):
-        buffer.push(bad)
+    buffer.push(episodes(0, 2))
+    with pytest.raises(ConfigError, match="features"):
+        buffer.push(episodes(0, 2)._replace(features=torch.zeros(2, STATES, 5)))
+    with pytest.raises(ConfigError, match="one reward fewer"):
+        buffer.push(episodes(0, 2)._replace(rewards=torch.zeros(2, STATES)))
+    with pytest.raises(ConfigError, match="same batch size"):
+        buffer.push(episodes(0, 2)._replace(transitions=torch.zeros(3, dtype=torch.long)))
+
+
+def test_buffer_state_round_trip_continues_identically() -> None:
+    original = ReplayBuffer(capacity=5, seed=3)
+    original.push(episodes(0, 7))
+    original.sample(4)
+    restored = ReplayBuffer(capacity=5, seed=99)
+    restored.load_state_dict(original.state_dict())
+    assert len(restored) == 5 and torch.equal(restored.ordered().features, original.ordered().features)
+    assert torch.equal(restored.sample(20).features, original.sample(20).features)
+    restored.push(episodes(10, 2))
+    original.push(episodes(10, 2))
+    assert torch.equal(restored.ordered().features, original.ordered().features)
+    empty = ReplayBuffer(capacity=5)
+    empty.load_state_dict(ReplayBuffer(capacity=5).state_dict())
+    assert len(empty) == 0
+    with pytest.raises(ConfigError, match="replay capacity"):
+        ReplayBuffer(capacity=6).load_state_dict(original.state_dict())
+    transition_era = {**original.state_dict(), "storage": {"state": torch.zeros(5, 3), "done": torch.zeros(5)}}
+    with pytest.raises(ConfigError, match="not episodes"):
+        ReplayBuffer(capacity=5).load_state_dict(transition_era)
 
 
 def test_q_targets_match_a_hand_computation() -> None:
     rewards = torch.tensor([0.5, -1.0, 0.0, 2.0])
     next_q = torch.tensor([[1.0, 3.0], [4.0, -2.0], [0.5, 0.25], [7.0, 9.0]])
-    done = torch.tensor([0.0, 0.0, 1.0, True])
-    gamma = 0.9
-    expected = torch.tensor([0.5 + 0.9 * 3.0, -1.0 + 0.9 * 4.0, 0.0, 2.0])
-    assert torch.allclose(q_targets(rewards, next_q, done, gamma), expected)
-    assert torch.allclose(q_targets(rewards, next_q, done.bool(), gamma), expected)
+    expected = torch.tensor([0.5 + 0.9 * 3.0, -1.0 + 0.9 * 4.0, 0.9 * 0.5, 2.0 + 0.9 * 9.0])
+    assert torch.allclose(q_targets(rewards, next_q, 0.9), expected)
     with pytest.raises(ConfigError):
-        q_targets(rewards, next_q, done, 1.5)
+        q_targets(rewards, next_q, 1.5)
 
 
-def test_epsilon_zero_is_greedy_and_one_is_uniform() -> None:
-    q = torch.tensor([[0.0, 1.0], [2.0, -1.0]]).repeat(2000, 1)
-    greedy = q.argmax(dim=1)
-    assert torch.equal(epsilon_greedy(q, 0.0, torch.Generator().manual_seed(0)), greedy)
-    explored = epsilon_greedy(q, 1.0, torch.Generator().manual_seed(0))
-    assert 0.45 < (explored == greedy).float().mean() < 0.55
-    repeat = epsilon_greedy(q, 1.0, torch.Generator().manual_seed(0))
-    assert torch.equal(explored, repeat)
+def test_sequence_targets_stop_at_zero_and_bootstrap_every_continue_even_at_the_cap() -> None:
+    # Two episodes over S = 4 states: one ran to the cap (3 transitions), one revealed 1 transition.
+    batch = Episode(
+        features=torch.zeros(2, 4, 3),
+        rewards=torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 0.0]]),
+        transitions=torch.tensor([3, 1]),
+    )
+    next_q = torch.tensor([[[0.0, 9.0], [0.1, 4.0], [0.2, -3.0], [0.0, 6.0]],
+                           [[0.0, 9.0], [0.3, -0.5], [0.0, 0.0], [0.0, 0.0]]])
+    targets = sequence_q_targets(batch, next_q, gamma=0.5)
+    assert targets.shape == (2, 4, 2)
+    assert torch.equal(targets[..., STOP], torch.zeros(2, 4))
+    # The cap truncates: the last transition bootstraps from the state it reached (0.5 * 6).
+    assert torch.allclose(targets[0, :3, CONTINUE], torch.tensor([1.0 + 0.5 * 4.0, 2.0 + 0.5 * 0.2, -1.0 + 0.5 * 6.0]))
+    assert torch.allclose(targets[1, 0, CONTINUE], torch.tensor(0.5 + 0.5 * 0.3))
+    stop_known, continue_known = state_masks(batch.transitions, 4)
+    assert stop_known.tolist() == [[True] * 4, [True, True, False, False]]
+    assert continue_known.tolist() == [[True] * 3, [True, False, False]]
+
+
+def test_exploration_draws_the_stopping_time_uniformly() -> None:
+    generator = torch.Generator().manual_seed(0)
+    assert exploration_stops(100, 0.0, 1, 30, generator).tolist() == [-1] * 100
+    stops = exploration_stops(6000, 1.0, 1, 30, torch.Generator().manual_seed(0))
+    assert set(stops.tolist()) == set(range(1, 31))
+    # Half the exploratory episodes reach the second half of the loops (uniform actions: 2 ** -15).
+    assert 0.45 < (stops > 15).float().mean() < 0.55
+    assert torch.equal(stops, exploration_stops(6000, 1.0, 1, 30, torch.Generator().manual_seed(0)))
+    mixed = exploration_stops(4000, 0.25, 0, 5, torch.Generator().manual_seed(1))
+    assert 0.7 < (mixed == -1).float().mean() < 0.8 and int(mixed.max()) <= 5
     with pytest.raises(ConfigError):
-        epsilon_greedy(q, -0.1)
+        exploration_stops(4, 1.5, 1, 3)
+    with pytest.raises(ConfigError):
+        exploration_stops(4, 0.5, 4, 3)
 
 
 def test_rewards_favour_continuing_exactly_when_the_loss_drops() -> None:
     before = torch.tensor([1.0, 1.0, 0.5])
     after = torch.tensor([0.5, 1.5, 0.5])
-    rewards = step_rewards(before, after, lam=2.0)
-    assert torch.equal(rewards[:, STOP], torch.zeros(3))
-    assert torch.allclose(rewards[:, CONTINUE], torch.tensor([1.0, -1.0, 0.0]))
+    assert torch.allclose(continue_rewards(before, after, lam=2.0), torch.tensor([1.0, -1.0, 0.0]))
 
 
 def test_update_target_copies_or_blends() -> None:
@@ -118,21 +171,3 @@ def test_update_target_copies_or_blends() -> None:
     assert torch.equal(target.weight, online.weight) and torch.equal(target.bias, online.bias)
     with pytest.raises(ConfigError):
         update_target(target, online, tau=0.0)
-
-
-def test_buffer_state_round_trip_continues_identically() -> None:
-    original = ReplayBuffer(capacity=5, seed=3)
-    original.push(transitions(0, 7))
-    original.sample(4)
-    restored = ReplayBuffer(capacity=5, seed=99)
-    restored.load_state_dict(original.state_dict())
-    assert len(restored) == 5 and torch.equal(restored.ordered().reward, original.ordered().reward)
-    assert torch.equal(restored.sample(20).reward, original.sample(20).reward)
-    restored.push(transitions(10, 2))
-    original.push(transitions(10, 2))
-    assert torch.equal(restored.ordered().reward, original.ordered().reward)
-    empty = ReplayBuffer(capacity=5)
-    empty.load_state_dict(ReplayBuffer(capacity=5).state_dict())
-    assert len(empty) == 0
-    with pytest.raises(ConfigError, match="replay capacity"):
-        ReplayBuffer(capacity=6).load_state_dict(original.state_dict())

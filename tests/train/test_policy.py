@@ -1,6 +1,8 @@
 """DURR's stage-2 trainer: deep Q-learning of the policy unit with the restoration unit frozen."""
 
+import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,10 @@ import yaml
 
 from converge.data.registry import load_images
 from converge.errors import ConfigError
-from converge.models.durr import CONTINUE, STOP, DURR
+from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, PolicyUnit
 from converge.train.config import config_from_dict
-from converge.train.policy import PolicyTrainer
+from converge.train.dqn import Episode, exploration_stops, update_target
+from converge.train.policy import PolicyTrainer, td_loss
 from converge.train.trainer import CHECKPOINT, LOG, Trainer, train
 from converge.zoo import load_weights
 
@@ -23,6 +26,15 @@ MODEL = {
                "max_loops": MAX_LOOPS, "loop_schedule": [[25, 1], [55, 3]]},
 }
 DATA = {"train_set": "train400", "patch_size": 16, "patches_per_image": 2, "batch_size": 4, "sigma_range": [25, 55]}
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny LSTMs and convolutions: one intra-op thread is faster and does not spin-wait against other jobs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -48,32 +60,47 @@ def policy_config(weights: Path, **overrides) -> object:
     return config_from_dict(raw)
 
 
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.clone() for name, tensor in module.state_dict().items()}
-
-
 def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / LOG).read_text().splitlines()]
 
 
-def test_only_the_policy_learns_and_the_export_is_the_whole_durr(tmp_path: Path, crops, stage_one: Path) -> None:
+def test_only_the_lstm_and_head_learn_and_the_export_is_the_whole_durr(tmp_path: Path, crops, stage_one: Path) -> None:
     trainer = PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
     start = load_weights(stage_one)
-    assert all(torch.equal(trainer.model.state_dict()[name], value) for name, value in start.state_dict().items())
+    learnt = ("policy.lstm.", "policy.head.")
     exported = load_weights(trainer.run())
     assert isinstance(exported, DURR)
-    for name, value in start.unit.state_dict().items():
-        assert torch.equal(exported.unit.state_dict()[name], value), name
-    changed = [name for name, value in start.policy.state_dict().items()
-               if not torch.equal(exported.policy.state_dict()[name], value)]
-    assert changed
+    for name, value in start.state_dict().items():
+        if not name.startswith((*learnt, "policy.feature_")):
+            assert torch.equal(exported.state_dict()[name], value), name
+    assert all(not torch.equal(exported.state_dict()[name], start.state_dict()[name])
+               for name in start.state_dict() if name.startswith(learnt))
+    assert torch.equal(exported.policy.feature_std, trainer.model.policy.feature_std)
+    assert not torch.equal(exported.policy.feature_std, torch.ones(8))
     logged = [record for record in records(tmp_path) if "loss" in record]
     assert [record["step"] for record in logged] == [1, 2, 3, 4, 5]
     assert logged[0]["epsilon"] == 1.0 and logged[-1]["epsilon"] == pytest.approx(0.1)
     assert all(0 <= record["episode_loops"] <= MAX_LOOPS for record in logged)
-    assert trainer.updates == 10 and len(trainer.replay) > 0
+    assert trainer.updates == 10 and len(trainer.replay) == 20
     _, info = exported.restore(torch.rand(3, 1, 16, 16))
     assert all(1 <= loops <= MAX_LOOPS for loops in info.iterations)
+
+
+def test_features_are_standardised_over_the_calibration_trajectories(tmp_path: Path, crops, stage_one: Path) -> None:
+    trainer = PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
+    durr = trainer.model
+    indices = torch.linspace(0, len(trainer.dataset) - 1, len(trainer.dataset)).long()
+    estimate = torch.stack([trainer.dataset[int(index)][0] for index in indices])
+    features = []
+    with torch.no_grad():
+        for _ in range(MAX_LOOPS + 1):
+            features.append(durr.policy.features(estimate)[:, 0])
+            estimate = durr.unit_step(estimate)
+    features = torch.cat(features)
+    live = durr.policy.feature_std > 1e-3
+    assert bool(live.any())
+    assert torch.allclose(features.mean(dim=0), torch.zeros(8), atol=1e-4)
+    assert torch.allclose(features.std(dim=0, unbiased=False)[live], torch.ones(int(live.sum())), atol=1e-4)
 
 
 class Interrupted(Exception):
@@ -111,30 +138,60 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, crops, 
     assert torch.equal(straight["exploration"], again["exploration"])
 
 
-def test_with_gamma_zero_the_regression_target_is_the_reward(tmp_path: Path, crops, stage_one: Path) -> None:
+def batch_of(trainer: PolicyTrainer) -> tuple[torch.Tensor, torch.Tensor]:
+    y, x, _ = next(iter(torch.utils.data.DataLoader(trainer.dataset, batch_size=4)))
+    return y, x
+
+
+def test_with_gamma_zero_continue_is_fitted_to_the_reward_and_stop_to_zero(tmp_path: Path, crops, stage_one) -> None:
     trainer = PolicyTrainer(policy_config(stage_one, dqn={"gamma": 0.0}), tmp_path, progress=False,
                             train_images=crops)
-    y, x, _ = next(iter(torch.utils.data.DataLoader(trainer.dataset, batch_size=4)))
-    trainer.play_episodes(y, x, epsilon=0.5)
-    batch = trainer.replay.sample(16)
-    assert torch.equal(trainer.td_targets(batch), batch.reward)
+    trainer.play_episodes(*batch_of(trainer), epsilon=0.5)
+    batch = trainer.replay.ordered()
     policy = trainer.model.policy
-    q, _ = policy.step(policy.features(batch.state), tuple(batch.hidden.unbind(1)))
-    expected = F.smooth_l1_loss(q.gather(1, batch.action[:, None]).squeeze(1), batch.reward)
+    q = policy.q_sequence(batch.features)
+    predicted, wanted = [], []
+    for episode in range(len(batch.transitions)):
+        known = int(batch.transitions[episode])
+        predicted += [q[episode, : known + 1, STOP], q[episode, :known, CONTINUE]]
+        wanted += [torch.zeros(known + 1), batch.rewards[episode, :known]]
+    expected = F.smooth_l1_loss(torch.cat(predicted), torch.cat(wanted))
     assert torch.allclose(trainer.td_loss(batch), expected)
 
 
-def test_targets_bootstrap_from_the_target_network(tmp_path: Path, crops, stage_one: Path) -> None:
+def test_targets_bootstrap_from_the_target_network_through_the_cap(tmp_path: Path, crops, stage_one: Path) -> None:
     trainer = PolicyTrainer(policy_config(stage_one, dqn={"gamma": 0.5}), tmp_path, progress=False,
                             train_images=crops)
-    y, x, _ = next(iter(torch.utils.data.DataLoader(trainer.dataset, batch_size=4)))
-    trainer.play_episodes(y, x, epsilon=1.0)
+    force(trainer, CONTINUE)
+    trainer.play_episodes(*batch_of(trainer), epsilon=0.0)
     batch = trainer.replay.ordered()
+    assert batch.transitions.tolist() == [MAX_LOOPS] * 4
     with torch.no_grad():
         trainer.target.head.weight.zero_()
         trainer.target.head.bias.copy_(torch.tensor([1.0, 3.0]))
-    expected = batch.reward + 0.5 * 3.0 * (1 - batch.done)
-    assert torch.allclose(trainer.td_targets(batch), expected)
+        trainer.model.policy.head.weight.zero_()
+        trainer.model.policy.head.bias.zero_()
+    # Every CONTINUE target, the one into the cap included, is r + 0.5 * 3; every STOP target is 0.
+    wanted = torch.cat([torch.zeros(4 * (MAX_LOOPS + 1)), batch.rewards.flatten() + 1.5])
+    assert torch.allclose(trainer.td_loss(batch), F.smooth_l1_loss(torch.zeros_like(wanted), wanted))
+
+
+def test_replay_reads_the_current_weights_not_the_hidden_state_of_play(tmp_path: Path, crops, stage_one: Path) -> None:
+    trainer = PolicyTrainer(policy_config(stage_one, dqn={"gamma": 0.0}), tmp_path, progress=False,
+                            train_images=crops)
+    trainer.play_episodes(*batch_of(trainer), epsilon=1.0)
+    batch = trainer.replay.ordered()
+    policy = trainer.model.policy
+    with torch.no_grad():
+        policy.lstm.weight_hh.mul_(3.0)  # as if the policy had learnt since the episode was played
+    first = int(batch.transitions[0])
+    estimate, hidden = batch_of(trainer)[0][:1], None
+    with torch.no_grad():
+        for n in range(first + 1):
+            q, hidden = policy(estimate, hidden)
+            assert torch.allclose(batch.features[0, n], policy.features(estimate)[0, 0], atol=1e-5)
+            assert torch.allclose(policy.q_sequence(batch.features[:1, : n + 1])[0, n], q[0], atol=1e-5)
+            estimate = trainer.model.unit_step(estimate)
 
 
 def force(trainer: PolicyTrainer, action: int) -> None:
@@ -144,31 +201,73 @@ def force(trainer: PolicyTrainer, action: int) -> None:
         trainer.model.policy.head.bias[action] = 1.0
 
 
-def test_greedy_episodes_follow_the_policy_within_the_cap(tmp_path: Path, crops, stage_one: Path) -> None:
+def test_greedy_episodes_follow_the_policy_and_look_one_step_past_a_stop(tmp_path: Path, crops, stage_one) -> None:
     trainer = PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
-    y, x, _ = next(iter(torch.utils.data.DataLoader(trainer.dataset, batch_size=4)))
+    y, x = batch_of(trainer)
+    trajectory, gains = [y], []
+    with torch.no_grad():
+        for _ in range(MAX_LOOPS):
+            trajectory.append(trainer.model.unit_step(trajectory[-1]))
+            before, after = ((state - x).square().flatten(1).mean(1) for state in trajectory[-2:])
+            gains.append(100.0 * (before - after))
+        features = torch.stack([trainer.model.policy.features(state)[:, 0] for state in trajectory], dim=1)
+
     force(trainer, CONTINUE)
     loops, returns = trainer.play_episodes(y, x, epsilon=0.0)
-    assert loops.tolist() == [MAX_LOOPS] * 4
     played = trainer.replay.ordered()
-    assert len(played.action) == 4 * MAX_LOOPS and bool((played.action == CONTINUE).all())
-    assert played.done.tolist() == [0.0] * 4 * (MAX_LOOPS - 1) + [1.0] * 4
-    with torch.no_grad():
-        estimate, expected_return = y, torch.zeros(4)
-        for n in range(MAX_LOOPS):
-            following = trainer.model.unit_step(estimate)
-            gain = (estimate - x).square().flatten(1).mean(1) - (following - x).square().flatten(1).mean(1)
-            assert torch.allclose(played.reward[4 * n : 4 * n + 4], 100.0 * gain, atol=1e-5)
-            assert torch.allclose(played.next_state[4 * n : 4 * n + 4], following, atol=1e-6)
-            estimate, expected_return = following, expected_return + 100.0 * gain
-    assert torch.allclose(returns, expected_return, atol=1e-5)
+    assert loops.tolist() == [MAX_LOOPS] * 4 and played.transitions.tolist() == [MAX_LOOPS] * 4
+    assert torch.allclose(played.features, features, atol=1e-5)
+    assert torch.allclose(played.rewards, torch.stack(gains, dim=1), atol=1e-4)
+    assert torch.allclose(returns, sum(gains), atol=1e-4)
 
     force(trainer, STOP)
     loops, returns = trainer.play_episodes(y, x, epsilon=0.0)
-    assert loops.tolist() == [1] * 4
     stopped = trainer.replay.ordered()
-    assert stopped.action[-4:].tolist() == [STOP] * 4 and stopped.done[-4:].tolist() == [1.0] * 4
-    assert stopped.reward[-4:].tolist() == [0.0] * 4
+    assert loops.tolist() == [1] * 4 and stopped.transitions[-4:].tolist() == [2] * 4
+    assert torch.allclose(stopped.features[-4:, :3], features[:, :3], atol=1e-5)
+    assert torch.allclose(stopped.rewards[-4:, :2], torch.stack(gains[:2], dim=1), atol=1e-4)
+    assert torch.allclose(returns, gains[0], atol=1e-4)
+
+
+def test_exploratory_episodes_stop_at_their_drawn_loop_count(tmp_path: Path, crops, stage_one: Path) -> None:
+    trainer = PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
+    force(trainer, CONTINUE)
+    drawn = exploration_stops(4, 1.0, 1, MAX_LOOPS, torch.Generator().set_state(trainer.exploration.get_state()))
+    loops, _ = trainer.play_episodes(*batch_of(trainer), epsilon=1.0)
+    assert torch.equal(loops, drawn)
+    assert trainer.replay.ordered().transitions.tolist() == [min(n + 1, MAX_LOOPS) for n in drawn.tolist()]
+
+
+def test_updates_learn_a_stopping_time_that_needs_the_lstm_memory() -> None:
+    # Features show the level at every loop but never the loop count: stopping right needs the LSTM to count.
+    torch.manual_seed(0)
+    cap, best = 8, torch.tensor([2, 5])
+    policy = PolicyUnit(1, features=1, hidden=8)
+    target = copy.deepcopy(policy).requires_grad_(False)
+    level = torch.arange(32) % 2
+    features = torch.zeros(32, cap + 1, 2)
+    features[..., 0] = 2.0 * level[:, None] - 1.0
+    rewards = torch.where(torch.arange(cap)[None, :] < best[level][:, None], 1.0, -1.0)
+    episodes = Episode(features, rewards, torch.full((32,), cap))
+    optimizer = torch.optim.RMSprop([*policy.lstm.parameters(), *policy.head.parameters()], lr=1e-2)
+    for update in range(300):
+        loss = td_loss(policy, target, episodes, gamma=0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if update % 25 == 24:
+            update_target(target, policy)
+    with torch.no_grad():
+        q = policy.q_sequence(features[:2])
+    wants_stop = q[..., STOP] > q[..., CONTINUE]
+    wants_stop[:, 0] = False
+    assert wants_stop.float().argmax(dim=1).tolist() == best.tolist()
+
+
+def test_training_patches_must_fit_in_one_policy_tile(tmp_path: Path, crops, stage_one: Path) -> None:
+    config = policy_config(stage_one, data={**DATA, "patch_size": POLICY_TILE + 1})
+    with pytest.raises(ConfigError, match="one 40-pixel policy tile"):
+        PolicyTrainer(config, tmp_path, progress=False, train_images=[torch.rand(1, 64, 64)] * 4)
 
 
 def test_dqn_needs_a_durr_and_its_own_trainer(tmp_path: Path, crops, stage_one: Path) -> None:

@@ -20,9 +20,16 @@ Choices the paper leaves open (no official code is public), made here and fixed 
   ``N dt`` stays of order one; the last convolution starts near zero so an untrained unit is close to
   the identity.
 - Policy unit: a stride-2 3x3 stem (halves the cost on large images), two residual units
-  (``x + conv(relu(conv(x)))`` then ReLU) at 40 features, mean and standard deviation pooled over
-  the image, an LSTM cell with 64 hidden units whose state carries across loops, and a linear head
-  to the two Q-values: 95,666 parameters for gray images (the paper: about 1.0e5).
+  (``x + conv(relu(conv(x)))`` then ReLU) at 40 features, the mean and standard deviation of each
+  map, standardised by statistics measured on training trajectories (two buffers, set when the
+  policy's training starts), an LSTM cell with 64 hidden units whose state carries across loops,
+  and a linear head to the two Q-values: 95,666 parameters for gray images (the paper: about
+  1.0e5). Weights saved without the statistics (stage 1) load with the identity standardisation.
+- The policy reads an image as :data:`POLICY_TILE` (40) pixel tiles, the training patch size, each
+  encoded on its own with its own LSTM state, and averages the tiles' Q-values: with the MSE reward
+  an image's return is the mean of its equal tiles' returns. Statistics of a whole large image, or
+  of tiles cut from its feature maps (no zero padding at their borders), are not those of a
+  training patch, and a policy learnt on patches then stops after one loop or never.
 - The policy reads every estimate from ``X_0 = y`` on, so its hidden state has seen the whole
   trajectory; a stop decision is honoured once ``min_loops`` (default 1) unit steps have run, and
   the loop always ends at ``max_loops`` (default 30, above the paper's 12 loops for sigma 55 to
@@ -65,6 +72,9 @@ Hidden = tuple[Tensor, Tensor]
 Loops = int | Sequence[int] | Tensor
 LoopSchedule = tuple[tuple[float, int], ...]
 
+POLICY_TILE = 40
+"""Side in pixels of the tiles the policy reads an image by: the compact training patch, so that on
+an image of any size the policy's encoder sees what it saw in training (its zero padding included)."""
 DENOISE_LOOP_SCHEDULE: LoopSchedule = ((25.0, 4), (35.0, 6), (45.0, 9), (55.0, 12))
 """The paper's refined policy for denoising: (noise sigma in 8-bit levels, unit loops) pairs."""
 DEBLOCK_LOOP_SCHEDULE: LoopSchedule = ((20.0, 6), (30.0, 4))
@@ -186,10 +196,15 @@ class ResidualUnit(nn.Module):
 class PolicyUnit(nn.Module):
     """Q-network deciding stop / continue from the current estimate and its LSTM memory.
 
-    ``features(x)``: ``(B, C, H, W) -> (B, 2 * policy_features)``, the mean and standard deviation of
-    the residual-unit features over the image; ``step(features, hidden)``: one LSTM step, returning
-    Q-values ``(B, 2)`` (column ``STOP`` = 0, ``CONTINUE`` = 1) and the new hidden state ``(h, c)``,
-    each ``(B, policy_hidden)``. Splitting the two lets a replay buffer store pooled features.
+    ``pooled(x)``: ``(B, C, H, W) -> (B, T, 2 * policy_features)``, the mean and standard deviation of
+    the residual-unit features of each of the image's ``T`` tiles; ``features(x)``: the same
+    standardised by the buffers ``feature_mean`` / ``feature_std`` (set by :meth:`calibrate` before
+    the policy is learnt: raw pooled statistics vary by a few hundredths around offsets of a tenth,
+    too little for the LSTM's gates to resolve); ``step(features, hidden)``: one LSTM step of one
+    tile, returning Q-values ``(N, 2)`` (column ``STOP`` = 0, ``CONTINUE`` = 1) and the new hidden
+    state ``(h, c)``, each ``(N, policy_hidden)``; ``forward(x, hidden)``: the tiles' mean Q-values
+    ``(B, 2)``. Splitting features from steps lets a replay buffer store features once and replay
+    whole sequences through :meth:`q_sequence`.
     """
 
     def __init__(self, channels: int, features: int, hidden: int) -> None:
@@ -200,27 +215,77 @@ class PolicyUnit(nn.Module):
         )
         self.lstm = nn.LSTMCell(2 * features, hidden)
         self.head = nn.Linear(hidden, 2)
+        self.register_buffer("feature_mean", torch.zeros(2 * features))
+        self.register_buffer("feature_std", torch.ones(2 * features))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+        # Weights saved before the statistics existed (a stage-1 unit) load with the identity
+        # standardisation, which is what an uncalibrated policy uses.
+        for name, identity in (("feature_mean", 0.0), ("feature_std", 1.0)):
+            state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), identity))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def initial_hidden(self, batch: int, device: torch.device | None = None) -> Hidden:
         """Zero LSTM state ``(h, c)``, each ``(batch, policy_hidden)``."""
         zeros = torch.zeros(batch, self.hidden_size, device=device)
         return zeros, zeros.clone()
 
+    def pooled(self, x: Tensor) -> Tensor:
+        """Raw statistics ``(B, T, 2F)`` of the estimate ``x`` ``(B, C, H, W)``: the mean and standard
+        deviation of each feature map of each of its ``T`` non-overlapping :data:`POLICY_TILE`-pixel
+        tiles, every tile encoded on its own (one tile of the whole image when it is smaller; a
+        remainder narrower than a tile is left out)."""
+        batch, channels, height, width = x.shape
+        tile_height, tile_width = min(POLICY_TILE, height), min(POLICY_TILE, width)
+        rows, columns = height // tile_height, width // tile_width
+        tiles = (
+            x[..., : rows * tile_height, : columns * tile_width]
+            .reshape(batch, channels, rows, tile_height, columns, tile_width)
+            .permute(0, 2, 4, 1, 3, 5)
+            .reshape(batch * rows * columns, channels, tile_height, tile_width)
+        )
+        maps = self.encoder(tiles).flatten(2)
+        statistics = torch.cat([maps.mean(dim=2), maps.std(dim=2, unbiased=False)], dim=1)
+        return statistics.reshape(batch, rows * columns, -1)
+
     def features(self, x: Tensor) -> Tensor:
-        """Pooled features ``(B, 2F)`` of the estimate ``x`` ``(B, C, H, W)``."""
-        maps = self.encoder(x).flatten(2)
-        return torch.cat([maps.mean(dim=2), maps.std(dim=2, unbiased=False)], dim=1)
+        """What the LSTM reads, per tile ``(B, T, 2F)``: ``(pooled(x) - feature_mean) / feature_std``."""
+        return (self.pooled(x) - self.feature_mean) / self.feature_std
+
+    def calibrate(self, pooled: Tensor, floor: float = 1e-3) -> None:
+        """Set the standardisation from raw :meth:`pooled` statistics ``(..., 2F)`` of typical estimates:
+        their mean, and their standard deviation raised to ``floor`` (a dead channel stays at 0)."""
+        pooled = pooled.reshape(-1, pooled.shape[-1])
+        with torch.no_grad():
+            self.feature_mean.copy_(pooled.mean(dim=0))
+            self.feature_std.copy_(pooled.std(dim=0, unbiased=False).clamp_min(floor))
 
     def step(self, features: Tensor, hidden: Hidden) -> tuple[Tensor, Hidden]:
         """Q-values ``(B, 2)`` and the next hidden state from pooled ``features`` and ``hidden``."""
         h, c = self.lstm(features, hidden)
         return self.head(h), (h, c)
 
+    def q_sequence(self, features: Tensor) -> Tensor:
+        """Q-values ``(B, S, 2)`` along pooled ``features`` ``(B, S, 2F)`` of ``X_0 ... X_{S-1}``, the
+        LSTM unrolled from its zero state (as :meth:`DURR.restore` runs it)."""
+        hidden = self.initial_hidden(features.shape[0], features.device)
+        q_values = []
+        for position in range(features.shape[1]):
+            q, hidden = self.step(features[:, position], hidden)
+            q_values.append(q)
+        return torch.stack(q_values, dim=1)
+
     def forward(self, x: Tensor, hidden: Hidden | None = None) -> tuple[Tensor, Hidden]:
-        """Q-values ``(B, 2)`` for estimate ``x`` ``(B, C, H, W)``; ``hidden`` defaults to zeros."""
+        """Q-values ``(B, 2)`` for estimate ``x`` ``(B, C, H, W)``: the mean over its ``T`` tiles of each
+        tile's Q-values, every tile with its own LSTM state (``hidden``: ``(B T, policy_hidden)`` each,
+        zeros when ``None``). With the MSE reward an image's return is the mean of its equal tiles'
+        returns, so a policy learnt on one-tile patches reads an image of any size the same way."""
+        features = self.features(x)
+        batch, tiles = features.shape[:2]
         if hidden is None:
-            hidden = self.initial_hidden(x.shape[0], x.device)
-        return self.step(self.features(x), hidden)
+            hidden = self.initial_hidden(batch * tiles, x.device)
+        q, hidden = self.step(features.reshape(batch * tiles, -1), hidden)
+        return q.reshape(batch, tiles, -1).mean(dim=1), hidden
 
 
 class DURR(Restorer):
@@ -329,7 +394,7 @@ class DURR(Restorer):
         """Greedy policy: stop a sample once ``Q(stop) > Q(continue)`` and ``min_loops`` have run."""
         config = self.config
         x = y
-        hidden = self.policy.initial_hidden(y.shape[0], y.device)
+        hidden = None
         taken = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         running = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
         for n in range(config.max_loops):

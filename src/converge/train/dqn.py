@@ -1,19 +1,28 @@
 """Deep Q-learning pieces for a stop / continue policy (DURR's policy unit; Mnih et al., Nature 2015).
 
-A transition is ``(state, hidden, action, reward, next_state, next_hidden, done)``: ``state`` is what
-the Q-network reads (an estimate, or its pooled features), ``hidden`` the recurrent state it read it
-with (``h`` and ``c`` stacked, ``(2, H)``), ``action`` 0 = stop or 1 = continue, ``done`` 1.0 when the
-episode ended with this transition (a stop, or the loop cap). The one-step target is
+DURR's decision problem is optimal stopping on a trajectory ``X_0 = y, X_1, X_2, ...`` that the
+frozen restoration unit produces whatever the policy does: STOP earns 0 and ends the episode,
+CONTINUE earns ``r_n = lam (L(X_n) - L(X_{n+1}))`` and moves to ``X_{n+1}``. So a played episode is
+stored as the trajectory prefix it revealed, :class:`Episode`: the policy's pooled features of
+``X_0 ... X_C`` and the ``C`` CONTINUE rewards between them. Every stored state carries two exact
+regression targets, whichever action the agent happened to take there:
 
-    target = r + gamma * (1 - done) * max_a Q_target(s', a),
+    Q(X_n, STOP)     -> 0                                              (n = 0 ... C)
+    Q(X_n, CONTINUE) -> r_n + gamma * max_a Q_target(X_{n+1}, a)       (n = 0 ... C - 1)
 
-with ``Q_target`` a lagged copy of the online network (:func:`update_target`).
+with ``Q_target`` a lagged copy of the online network (:func:`update_target`). CONTINUE is never
+terminal: the loop cap truncates an episode, it does not end the decision problem, so the state
+reached at the cap is bootstrapped like any other. A recurrent Q-network is unrolled over the whole
+stored prefix from its zero state at every update (:func:`sequence_q_targets`), so no stale hidden
+state is ever replayed.
 
 Example::
 
     >>> import torch
-    >>> q_targets(torch.tensor([1.0, 1.0]), torch.tensor([[0.0, 2.0], [5.0, 3.0]]), torch.tensor([0.0, 1.0]), 0.5)
-    tensor([2., 1.])
+    >>> rewards = torch.tensor([[1.0, 1.0]])
+    >>> next_q = torch.tensor([[[0.0, 2.0], [5.0, 3.0]]])
+    >>> q_targets(rewards, next_q, gamma=0.5)
+    tensor([[2.0000, 3.5000]])
 """
 
 from __future__ import annotations
@@ -29,39 +38,40 @@ from converge.models.durr import CONTINUE, STOP
 __all__ = [
     "CONTINUE",
     "STOP",
+    "Episode",
     "ReplayBuffer",
-    "Transition",
-    "epsilon_greedy",
+    "continue_rewards",
+    "exploration_stops",
     "q_targets",
-    "step_rewards",
+    "sequence_q_targets",
+    "state_masks",
     "update_target",
 ]
 
 
-class Transition(NamedTuple):
-    """A batch of transitions; every field has the batch as its first dimension.
+class Episode(NamedTuple):
+    """A batch of stored trajectory prefixes; every field has the batch as its first dimension.
 
-    ``state`` / ``next_state``: ``(B, ...)`` float; ``hidden`` / ``next_hidden``: ``(B, 2, H)`` float;
-    ``action``: ``(B,)`` long; ``reward``: ``(B,)`` float; ``done``: ``(B,)`` float in {0, 1}.
+    ``features``: ``(B, S, D)`` float, the policy's pooled features of ``X_0 ... X_{S-1}`` (rows past
+    an episode's ``transitions`` are padding); ``rewards``: ``(B, S - 1)`` float, ``rewards[:, n]``
+    the CONTINUE reward from ``X_n`` to ``X_{n+1}`` (zero padding past ``transitions``);
+    ``transitions``: ``(B,)`` long, the number ``C`` of CONTINUE steps the episode revealed, so its
+    states are ``X_0 ... X_C``.
     """
 
-    state: Tensor
-    hidden: Tensor
-    action: Tensor
-    reward: Tensor
-    next_state: Tensor
-    next_hidden: Tensor
-    done: Tensor
+    features: Tensor
+    rewards: Tensor
+    transitions: Tensor
 
 
-_DTYPES = {"action": torch.long, "reward": torch.float32, "done": torch.float32}
+_DTYPES = {"features": torch.float32, "rewards": torch.float32, "transitions": torch.long}
 
 
 class ReplayBuffer:
-    """Fixed-capacity ring buffer of transitions with seeded uniform sampling (with replacement).
+    """Fixed-capacity ring buffer of :class:`Episode` rows with seeded uniform sampling (with replacement).
 
     Storage is allocated on the first :meth:`push` from the shapes it sees; later pushes must match.
-    Once full, each new transition overwrites the oldest one.
+    Once full, each new episode overwrites the oldest one.
     """
 
     def __init__(self, capacity: int, seed: int = 0) -> None:
@@ -76,15 +86,14 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self._size
 
-    def push(self, batch: Transition) -> None:
-        """Append every transition of ``batch`` (leading dimension ``B``), overwriting the oldest when full."""
-        fields = {
-            name: value.detach().to("cpu", _DTYPES.get(name, torch.float32))
-            for name, value in batch._asdict().items()
-        }
-        count = fields["action"].shape[0]
+    def push(self, batch: Episode) -> None:
+        """Append every episode of ``batch`` (leading dimension ``B``), overwriting the oldest when full."""
+        fields = {name: value.detach().to("cpu", _DTYPES[name]) for name, value in batch._asdict().items()}
+        count = fields["transitions"].shape[0]
         if any(value.shape[0] != count for value in fields.values()):
-            raise ConfigError("every field of a pushed transition batch must have the same batch size")
+            raise ConfigError("every field of a pushed episode batch must have the same batch size")
+        if fields["rewards"].shape[1:] != (fields["features"].shape[1] - 1,):
+            raise ConfigError("an episode needs one reward fewer than it has states")
         if self._storage is None:
             self._storage = {
                 name: torch.zeros((self.capacity, *value.shape[1:]), dtype=value.dtype)
@@ -93,34 +102,34 @@ class ReplayBuffer:
         for name, value in fields.items():
             if value.shape[1:] != self._storage[name].shape[1:]:
                 raise ConfigError(
-                    f"transition field {name!r} has shape {tuple(value.shape[1:])}, "
+                    f"episode field {name!r} has shape {tuple(value.shape[1:])}, "
                     f"the buffer holds {tuple(self._storage[name].shape[1:])}"
                 )
         slots = (self._next + torch.arange(count)) % self.capacity
-        # With more transitions than slots only the newest ``capacity`` survive, as in sequential pushes.
+        # With more episodes than slots only the newest ``capacity`` survive, as in sequential pushes.
         keep = slice(max(0, count - self.capacity), count)
         for name, value in fields.items():
             self._storage[name][slots[keep]] = value[keep]
         self._next = (self._next + count) % self.capacity
         self._size = min(self.capacity, self._size + count)
 
-    def ordered(self) -> Transition:
-        """Every stored transition, oldest first."""
+    def ordered(self) -> Episode:
+        """Every stored episode, oldest first."""
         storage = self._require_storage()
         start = (self._next - self._size) % self.capacity
         order = (start + torch.arange(self._size)) % self.capacity
-        return Transition(**{name: value[order] for name, value in storage.items()})
+        return Episode(**{name: value[order] for name, value in storage.items()})
 
-    def sample(self, batch_size: int) -> Transition:
-        """``batch_size`` transitions drawn uniformly with replacement from the buffer's own seeded generator."""
+    def sample(self, batch_size: int) -> Episode:
+        """``batch_size`` episodes drawn uniformly with replacement from the buffer's own seeded generator."""
         storage = self._require_storage()
         if batch_size < 1:
             raise ConfigError(f"sample batch_size must be a positive integer, got {batch_size}")
         indices = torch.randint(self._size, (batch_size,), generator=self._generator)
-        return Transition(**{name: value[indices] for name, value in storage.items()})
+        return Episode(**{name: value[indices] for name, value in storage.items()})
 
     def state_dict(self) -> dict[str, object]:
-        """Everything a resumed run needs to continue identically: the stored transitions, the write
+        """Everything a resumed run needs to continue identically: the stored episodes, the write
         position, the size and the sampling generator's state (tensors and ints only)."""
         return {
             "storage": {} if self._storage is None else dict(self._storage),
@@ -138,6 +147,11 @@ class ReplayBuffer:
                 f"the saved replay buffer holds {saved_capacity} slots, this one {self.capacity}: "
                 "resume with the same replay capacity"
             )
+        if storage and set(storage) != set(_DTYPES):
+            raise ConfigError(
+                f"the saved replay buffer holds {sorted(storage)}, not episodes {sorted(_DTYPES)}: "
+                "start a new run directory"
+            )
         self._storage = dict(storage) if storage else None
         self._next = int(state["next"])
         self._size = int(state["size"])
@@ -145,44 +159,73 @@ class ReplayBuffer:
 
     def _require_storage(self) -> dict[str, Tensor]:
         if self._storage is None:
-            raise ConfigError("the replay buffer is empty: push transitions before reading it")
+            raise ConfigError("the replay buffer is empty: push episodes before reading it")
         return self._storage
 
 
-def q_targets(rewards: Tensor, next_q_target: Tensor, done: Tensor, gamma: float) -> Tensor:
-    """One-step DQN targets ``r + gamma (1 - done) max_a Q_target(s', a)``, ``(B,)``.
+def continue_rewards(losses_prev: Tensor, losses_next: Tensor, lam: float) -> Tensor:
+    """DURR's CONTINUE rewards ``lam (L(x_{n-1}) - L(x_n))`` ``(B,)`` (STOP earns 0).
 
-    ``rewards``: ``(B,)``; ``next_q_target``: ``(B, A)`` target-network Q-values of the next state;
-    ``done``: ``(B,)`` in {0, 1} (bool or float); ``gamma`` in [0, 1].
+    ``losses_prev`` / ``losses_next``: ``(B,)`` per-sample losses before and after one more unit step,
+    so continuing is rewarded exactly when it lowers the loss.
+    """
+    return lam * (losses_prev - losses_next)
+
+
+def q_targets(rewards: Tensor, next_q_target: Tensor, gamma: float) -> Tensor:
+    """CONTINUE targets ``r + gamma max_a Q_target(s', a)``, the shape of ``rewards``.
+
+    ``rewards``: ``(...)``; ``next_q_target``: ``(..., A)`` target-network Q-values of the next
+    states; ``gamma`` in [0, 1]. There is no terminal flag: only STOP ends an episode, and its
+    target is 0 whatever follows.
     """
     if not 0.0 <= gamma <= 1.0:
         raise ConfigError(f"discount gamma must lie in [0, 1], got {gamma}")
-    bootstrap = next_q_target.max(dim=1).values
-    return rewards + gamma * (1.0 - done.to(rewards.dtype)) * bootstrap
+    return rewards + gamma * next_q_target.max(dim=-1).values
 
 
-def epsilon_greedy(q: Tensor, epsilon: float, generator: torch.Generator | None = None) -> Tensor:
-    """Actions ``(B,)`` long: ``argmax_a q`` with probability ``1 - epsilon``, else uniform over the ``A`` actions.
+def state_masks(transitions: Tensor, states: int) -> tuple[Tensor, Tensor]:
+    """Which stored states carry a STOP target ``(B, S)`` and which a CONTINUE target ``(B, S - 1)``.
 
-    ``q``: ``(B, A)``; ``epsilon`` in [0, 1]; ``generator`` (on the CPU) makes the draws reproducible.
+    An episode with ``C = transitions[i]`` revealed ``X_0 ... X_C``: STOP is known at all ``C + 1``
+    of them, CONTINUE at the ``C`` states that have a successor.
+    """
+    positions = torch.arange(states, device=transitions.device)
+    has_state = positions[None, :] <= transitions[:, None]
+    return has_state, has_state[:, 1:]
+
+
+def sequence_q_targets(episodes: Episode, next_q_target: Tensor, gamma: float) -> Tensor:
+    """Regression targets ``(B, S, 2)`` for every stored state of ``episodes``.
+
+    ``next_q_target``: ``(B, S, A)`` target-network Q-values of the episodes' states, unrolled from
+    their start. Column ``STOP`` is 0; column ``CONTINUE`` at state ``n < S - 1`` is
+    ``r_n + gamma max_a Q_target(X_{n+1}, a)`` and 0 at the last row (where :func:`state_masks`
+    says there is no target).
+    """
+    targets = torch.zeros(*episodes.rewards.shape[:-1], episodes.features.shape[1], 2, device=next_q_target.device)
+    targets[:, :-1, CONTINUE] = q_targets(episodes.rewards, next_q_target[:, 1:], gamma)
+    return targets
+
+
+def exploration_stops(
+    batch: int, epsilon: float, min_loops: int, max_loops: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Per-episode exploration ``(B,)`` long: with probability ``epsilon`` a loop count drawn uniformly
+    from ``[min_loops, max_loops]`` at which the episode stops, otherwise -1 (the episode follows the
+    greedy policy).
+
+    A stopping problem explored one action at a time (epsilon-greedy with uniform random actions)
+    ends most exploratory episodes within two loops; drawing the stopping time itself covers every
+    loop count equally.
     """
     if not 0.0 <= epsilon <= 1.0:
         raise ConfigError(f"exploration epsilon must lie in [0, 1], got {epsilon}")
-    batch, actions = q.shape
+    if not 0 <= min_loops <= max_loops:
+        raise ConfigError(f"exploration needs 0 <= min_loops <= max_loops, got {min_loops} and {max_loops}")
     explore = torch.rand(batch, generator=generator) < epsilon
-    random_actions = torch.randint(actions, (batch,), generator=generator)
-    return torch.where(explore, random_actions, q.argmax(dim=1).cpu()).to(q.device)
-
-
-def step_rewards(losses_prev: Tensor, losses_next: Tensor, lam: float) -> Tensor:
-    """DURR's rewards ``(B, 2)``: column ``STOP`` 0, column ``CONTINUE`` ``lam (L(x_{n-1}) - L(x_n))``.
-
-    ``losses_prev`` / ``losses_next``: ``(B,)`` per-sample losses before and after one more unit step, so
-    continuing is rewarded exactly when it lowers the loss. Pick a transition's reward with
-    ``rewards.gather(1, action[:, None])``.
-    """
-    gain = lam * (losses_prev - losses_next)
-    return torch.stack([torch.zeros_like(gain), gain], dim=1)
+    stops = torch.randint(min_loops, max_loops + 1, (batch,), generator=generator)
+    return torch.where(explore, stops, torch.full_like(stops, -1))
 
 
 def update_target(target: nn.Module, online: nn.Module, tau: float = 1.0) -> None:

@@ -1,27 +1,59 @@
 """Stage 2 of DURR: the policy unit learnt by deep Q-learning, the restoration unit frozen.
 
 A config with ``trainer: dqn`` and a ``dqn`` section (:class:`~converge.train.config.DQNSection`)
-runs here; it starts from the stage-1 weights through ``init_weights``. Each training step takes a
-batch of degraded patches (the data section's task and level range, as in stage 1) and plays one
-episode per patch: from ``X_0 = y`` the policy reads the estimate ``X_n`` (its LSTM state carried
-along) and picks an action epsilon-greedily; CONTINUE makes one frozen unit step and earns
+runs here; it starts from the stage-1 weights through ``init_weights``. The decision problem is
+optimal stopping on the trajectory ``X_0 = y, X_{n+1} = X_n + dt f(X_n)`` of the frozen unit:
+CONTINUE at ``X_n`` earns the paper's reward
 
     r_n = lam (L(X_n) - L(X_{n+1})),    L(X) = mean((X - x)^2)  (per patch, [0, 1] scale),
 
-STOP earns 0 and ends the episode, and the model's ``max_loops`` ends it too (the first
-``min_loops`` actions are CONTINUE, as at inference). Every transition goes into a replay buffer;
-then ``updates_per_step`` RMSprop (or the configured optimiser) updates fit
+STOP earns 0 and ends the episode, and the model's ``max_loops`` truncates it (the first
+``min_loops`` actions are CONTINUE, as at inference). Each training step plays one episode per
+patch of a batch of degraded patches (the data section's task and level range), then makes
+``updates_per_step`` RMSprop (or the configured optimiser) updates on batches of replayed episodes.
+Choices the paper leaves open, and why (each one fixes a way the single-transition version failed
+to learn to stop):
 
-    Q(s, a) -> r + gamma (1 - done) max_a' Q_target(s', a')
-
-with a Huber loss on replay batches sampled with replacement, ``Q_target`` being a copy of the
-policy refreshed every ``target_every`` updates. States are the estimates themselves (not pooled
-features), so the policy's convolutional encoder learns too; hidden states are stored with them.
+- Replay holds episodes, not transitions (:class:`~converge.train.dqn.Episode`): the standardised
+  features of ``X_0 ... X_C`` and the rewards between them. Every update unrolls the LSTM over the
+  whole stored prefix from its zero state, online and target network alike, so Q-values are
+  always those of the current weights with the hidden state they would have at inference.
+  Replaying single transitions with the hidden state stored at play time trains a recurrent
+  network on inputs its current weights would never produce, and never teaches the LSTM to carry
+  anything (a loop count, the input's noise level) across loops.
+- Both actions are fitted at every stored state (:func:`~converge.train.dqn.sequence_q_targets`):
+  ``Q(X_n, STOP) -> 0`` (its value is known exactly), ``Q(X_n, CONTINUE) -> r_n + gamma max_a
+  Q_target(X_{n+1}, a)``. An episode that stops at ``X_K`` also runs one more frozen unit step
+  (not part of its return) so that the CONTINUE value of the very state where it stopped is
+  learnt: the decision boundary is where the targets are needed most.
+- CONTINUE is never terminal: an episode cut at ``max_loops`` bootstraps from the state it
+  reached, since the cap is a safety limit and not part of the restoration problem.
+- The convolutional encoder keeps its stage-1 weights (random features) and only the LSTM cell
+  and head learn, so stored features never go stale and an update costs an LSTM unroll, not a
+  convolution over every replayed estimate. Before training, the encoder's pooled statistics are
+  standardised (:meth:`~converge.models.durr.PolicyUnit.calibrate`) on the states of
+  :data:`CALIBRATION_PATCHES` patches of the first epoch (spread over the images) unfolded to
+  ``max_loops``; unstandardised, they vary by a few hundredths around offsets of a tenth and
+  RMSprop moves the decision threshold around instead of learning it.
+- A training patch must be one policy tile (``data.patch_size`` up to
+  :data:`~converge.models.durr.POLICY_TILE` = 40 pixels): at inference the policy reads an image
+  tile by tile and averages the tiles' Q-values, which is what a policy learnt on tiles can read.
+- Exploration is per episode (:func:`~converge.train.dqn.exploration_stops`): with probability
+  epsilon (linear from ``epsilon_start`` to ``epsilon_end`` over ``epsilon_steps`` steps) an
+  episode stops at a loop count drawn uniformly from ``[min_loops, max_loops]``, otherwise it is
+  greedy. Uniformly random actions at every loop would end exploratory episodes after two loops on
+  average, far before the 5 to 25 loops where the decisions lie.
+- The discount ``gamma`` does not move the optimal stop when the loss falls and then rises along
+  the trajectory, as it does with DURR's unit: for every gamma the best stop is the first state
+  whose CONTINUE reward is negative. Gamma below 1 shortens the horizon the bootstrap carries. The
+  loss is the Huber loss over all fitted entries; ``Q_target`` is a copy of the policy refreshed
+  every ``target_every`` updates.
 
 Checkpoints add the target network, the replay buffer, the exploration generator and the update
 count to the :class:`~converge.train.trainer.Trainer` checkpoint, so a resumed run is bit-identical
-to an uninterrupted one; ``model.safetensors`` is the whole DURR (unit and policy). Log records add
-the means of ``epsilon``, ``episode_loops`` (unit steps per episode) and ``episode_return``.
+to an uninterrupted one; ``model.safetensors`` is the whole DURR (unit, policy and its feature
+statistics). Log records add the means of ``epsilon``, ``episode_loops`` (unit steps the policy
+let run, per episode) and ``episode_return`` (the rewards of those steps).
 """
 
 from __future__ import annotations
@@ -36,26 +68,63 @@ from torch import Tensor, nn
 
 from converge.data.seeding import stable_seed
 from converge.errors import ConfigError
-from converge.models.durr import CONTINUE, DURR, PolicyUnit
-from converge.train.dqn import ReplayBuffer, Transition, epsilon_greedy, q_targets, step_rewards, update_target
+from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, PolicyUnit
+from converge.train.dqn import (
+    Episode,
+    ReplayBuffer,
+    continue_rewards,
+    exploration_stops,
+    sequence_q_targets,
+    state_masks,
+    update_target,
+)
 from converge.train.trainer import Trainer
+
+CALIBRATION_PATCHES = 64
+"""Patches whose trajectories set the policy's feature standardisation at the start of a run."""
+
+
+def td_loss(policy: PolicyUnit, target: PolicyUnit, episodes: Episode, gamma: float) -> Tensor:
+    """Huber loss between ``policy``'s Q-values of every stored state of ``episodes`` and the
+    :func:`~converge.train.dqn.sequence_q_targets` that ``target`` gives; both networks are
+    unrolled from their zero state over the stored features (only as far as the longest episode)."""
+    states = int(episodes.transitions.max()) + 1
+    episodes = Episode(episodes.features[:, :states], episodes.rewards[:, : states - 1], episodes.transitions)
+    q = policy.q_sequence(episodes.features)
+    with torch.no_grad():
+        targets = sequence_q_targets(episodes, target.q_sequence(episodes.features), gamma)
+    stop_known, continue_known = state_masks(episodes.transitions, states)
+    predicted = torch.cat([q[..., STOP][stop_known], q[:, :-1, CONTINUE][continue_known]])
+    wanted = torch.cat([targets[..., STOP][stop_known], targets[:, :-1, CONTINUE][continue_known]])
+    return F.smooth_l1_loss(predicted, wanted)
 
 
 class PolicyTrainer(Trainer):
     """Trains a :class:`~converge.models.durr.DURR`'s policy unit by deep Q-learning (``trainer: dqn``).
 
     Same constructor, run folder, logging, evaluation and resume as :class:`Trainer`; only the policy's
-    parameters are optimised.
+    LSTM cell and head are optimised.
     """
 
     kind = "dqn"
 
     def _trainable_parameters(self) -> Iterable[nn.Parameter]:
-        return self._durr().policy.parameters()
+        policy = self._durr().policy
+        return [*policy.lstm.parameters(), *policy.head.parameters()]
+
+    def _initialise_model(self) -> None:
+        super()._initialise_model()
+        self.calibrate_features()
 
     def _prepare_training(self) -> None:
         durr = self._durr()
+        if self.config.data.patch_size > POLICY_TILE:
+            raise ConfigError(
+                f"policy training patches must fit in one {POLICY_TILE}-pixel policy tile, got "
+                f"data.patch_size {self.config.data.patch_size}: set it to at most {POLICY_TILE}"
+            )
         durr.unit.requires_grad_(False)
+        durr.policy.encoder.requires_grad_(False)
         self.target: PolicyUnit = copy.deepcopy(durr.policy).requires_grad_(False)
         self.replay = ReplayBuffer(self.config.dqn.replay_capacity, seed=stable_seed("replay", self.config.seed))
         self.exploration = torch.Generator().manual_seed(stable_seed("exploration", self.config.seed))
@@ -67,6 +136,19 @@ class PolicyTrainer(Trainer):
                 f"trainer: dqn trains DURR's policy unit, but the config builds {self.config.model.name!r}"
             )
         return self.model
+
+    @torch.no_grad()
+    def calibrate_features(self) -> None:
+        """Standardise the policy's pooled statistics over every state ``X_0 ... X_max_loops`` of
+        :data:`CALIBRATION_PATCHES` degraded patches of epoch 0, spread evenly over the training images."""
+        durr = self._durr()
+        indices = torch.linspace(0, len(self.dataset) - 1, min(CALIBRATION_PATCHES, len(self.dataset))).long()
+        estimate = torch.stack([self.dataset[int(index)][0] for index in indices])
+        pooled = [durr.policy.pooled(estimate)]
+        for _ in range(durr.config.max_loops):
+            estimate = durr.unit_step(estimate)
+            pooled.append(durr.policy.pooled(estimate))
+        durr.policy.calibrate(torch.cat(pooled))
 
     def epsilon(self, step: int) -> float:
         """Exploration rate at training ``step``: linear from ``epsilon_start`` to ``epsilon_end`` over
@@ -90,73 +172,61 @@ class PolicyTrainer(Trainer):
 
     @torch.no_grad()
     def play_episodes(self, y: Tensor, x: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
-        """Play one episode per patch of ``y`` (clean ``x``), both ``(B, C, p, p)``, pushing every
-        transition into the replay buffer; return the unit steps ``(B,)`` and returns ``(B,)`` per episode."""
+        """Play one episode per patch of ``y`` (clean ``x``), both ``(B, C, p, p)``, and push them into
+        the replay buffer; return the unit steps the policy let run ``(B,)`` and their returns ``(B,)``.
+
+        All episodes advance together: at loop ``n`` every episode still deciding reads
+        ``features(X_n)`` into its LSTM and picks CONTINUE or STOP (greedy, or its exploration
+        stop); the ones that continue and the ones that just stopped take a unit step (for the
+        latter, the look-ahead step that is stored but not played).
+        """
         durr = self._durr()
         policy, cap, min_loops = durr.policy, durr.config.max_loops, durr.config.min_loops
         batch = y.shape[0]
-        estimate = y.clone()
+        forced_stops = exploration_stops(batch, epsilon, min_loops, cap, self.exploration).to(y.device)
+        features = torch.zeros(batch, cap + 1, policy.lstm.input_size, device=y.device)
+        rewards = torch.zeros(batch, cap, device=y.device)
+        transitions = torch.zeros(batch, dtype=torch.long, device=y.device)
+        loops = torch.full((batch,), cap, dtype=torch.long, device=y.device)
         hidden, cell = policy.initial_hidden(batch, y.device)
-        losses = _patch_mse(estimate, x)
-        loops = torch.zeros(batch, dtype=torch.long)
-        returns = torch.zeros(batch)
-        running = torch.arange(batch)
-        for n in range(cap):
-            if running.numel() == 0:
+        estimate, losses = y.clone(), _patch_mse(y, x)
+        deciding = torch.ones(batch, dtype=torch.bool, device=y.device)
+        revealing = deciding.clone()
+        for n in range(cap + 1):
+            shown = revealing.nonzero().squeeze(1)
+            if shown.numel() == 0:
                 break
-            state, clean = estimate[running], x[running]
-            q, (next_hidden, next_cell) = policy(state, (hidden[running], cell[running]))
-            actions = epsilon_greedy(q, epsilon, self.exploration)
-            if n < min_loops:
-                actions = torch.full_like(actions, CONTINUE)
-            continues = actions == CONTINUE
-            next_state = state.clone()
-            next_losses = losses[running].clone()
-            if bool(continues.any()):
-                next_state[continues] = durr.unit_step(state[continues])
-                next_losses[continues] = _patch_mse(next_state[continues], clean[continues])
-            rewards = step_rewards(losses[running], next_losses, self.config.dqn.lam)
-            rewards = rewards.gather(1, actions[:, None]).squeeze(1)
-            done = ~continues | (n + 1 == cap)
-            self.replay.push(
-                Transition(
-                    state=state,
-                    hidden=torch.stack([hidden[running], cell[running]], dim=1),
-                    action=actions,
-                    reward=rewards,
-                    next_state=next_state,
-                    next_hidden=torch.stack([next_hidden, next_cell], dim=1),
-                    done=done.float(),
-                )
-            )
-            estimate[running], losses[running] = next_state, next_losses
-            hidden[running], cell[running] = next_hidden, next_cell
-            loops[running] += continues.long()
-            returns[running] += rewards
-            running = running[~done]
-        return loops, returns
+            features[shown, n] = policy.features(estimate[shown])[:, 0]
+            if n == cap:
+                break
+            # An episode that stopped at n - 1 has now stored its look-ahead state: it is complete.
+            revealing &= deciding
+            chooser = deciding.nonzero().squeeze(1)
+            q, (hidden_next, cell_next) = policy.step(features[chooser, n], (hidden[chooser], cell[chooser]))
+            hidden[chooser], cell[chooser] = hidden_next, cell_next
+            explored = forced_stops[chooser] >= 0
+            stops = torch.where(explored, forced_stops[chooser] <= n, q[:, STOP] > q[:, CONTINUE]) & (n >= min_loops)
+            loops[chooser[stops]] = n
+            deciding[chooser[stops]] = False
+            next_estimate = durr.unit_step(estimate[chooser])
+            next_losses = _patch_mse(next_estimate, x[chooser])
+            rewards[chooser, n] = continue_rewards(losses[chooser], next_losses, self.config.dqn.lam)
+            transitions[chooser] = n + 1
+            estimate[chooser], losses[chooser] = next_estimate, next_losses
+        self.replay.push(Episode(features=features, rewards=rewards, transitions=transitions))
+        played = torch.arange(cap, device=y.device)[None, :] < loops[:, None]
+        return loops.cpu(), (rewards * played).sum(dim=1).cpu()
 
-    def td_targets(self, batch: Transition) -> Tensor:
-        """Regression targets ``r + gamma (1 - done) max_a Q_target(s', a)`` ``(B,)`` of a replay batch."""
-        with torch.no_grad():
-            next_hidden, next_cell = batch.next_hidden.unbind(1)
-            next_q, _ = self.target.step(self.target.features(batch.next_state), (next_hidden, next_cell))
-        return q_targets(batch.reward, next_q, batch.done, self.config.dqn.gamma)
-
-    def td_loss(self, batch: Transition) -> Tensor:
-        """Huber loss between the policy's ``Q(s, a)`` of the batch's actions and :meth:`td_targets`."""
-        policy = self._durr().policy
-        hidden, cell = batch.hidden.unbind(1)
-        q, _ = policy.step(policy.features(batch.state), (hidden, cell))
-        chosen = q.gather(1, batch.action[:, None]).squeeze(1)
-        return F.smooth_l1_loss(chosen, self.td_targets(batch))
+    def td_loss(self, episodes: Episode) -> Tensor:
+        """:func:`td_loss` of the policy against the target network with the config's ``gamma``."""
+        return td_loss(self._durr().policy, self.target, episodes, self.config.dqn.gamma)
 
     def _update(self) -> float:
         loss = self.td_loss(self.replay.sample(self.config.dqn.batch_size))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self._durr().policy.parameters(), self.config.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self._trainable_parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
         self.updates += 1
         if self.updates % self.config.dqn.target_every == 0:
