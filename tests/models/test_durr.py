@@ -1,4 +1,3 @@
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,14 +19,6 @@ from converge.models.durr import (
 PAPER_UNIT_PARAMETERS = 1.8e5
 PAPER_POLICY_PARAMETERS = 1.0e5
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny convolutions and LSTMs: one intra-op thread is faster and does not spin-wait against other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def small(**overrides) -> DURR:

@@ -1,4 +1,3 @@
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,14 +19,6 @@ from converge.train.dqn import (
 
 STATES = 4
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny LSTMs and convolutions: one intra-op thread is faster and does not spin-wait against other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def episodes(first: int, count: int) -> Episode:

@@ -2,7 +2,6 @@
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,6 @@ MODEL = {
 }
 DATA = {"train_set": "train400", "patch_size": 16, "patches_per_image": 2, "batch_size": 4, "sigma_range": [25, 55]}
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny LSTMs and convolutions: one intra-op thread is faster and does not spin-wait against other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
