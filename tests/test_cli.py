@@ -172,3 +172,35 @@ def test_restore_with_weights_written_by_training(tmp_path, clean_png):
     assert_one_line_error(
         run_cli("restore", str(clean_png), str(output), "-m", str(tmp_path / "none.safetensors")), "does not exist"
     )
+
+
+def test_restore_loops_reach_durr_and_are_printed(tmp_path, clean_png):
+    import torch
+
+    from converge.models.durr import DURR, DURRConfig
+    from converge.models.groupsc import GroupSC, GroupSCConfig
+    from converge.zoo import save_weights
+
+    torch.manual_seed(0)
+    durr = DURR(DURRConfig(features=4, bottom_convs=1, policy_features=4, policy_hidden=4))
+    weights = save_weights(durr, {"task": "denoise"}, tmp_path / "durr.safetensors")
+    output = tmp_path / "out.png"
+    result = run_cli("restore", str(clean_png), str(output), "-m", str(weights), "--sigma", "25", "--loops", "3")
+    assert result.returncode == 0, result.stderr
+    assert "iterations 3," in result.stderr
+    groupsc = GroupSC(GroupSCConfig(patch_size=5, atoms=8, steps=2, window=12, stride=8))
+    other = save_weights(groupsc, {"task": "denoise"}, tmp_path / "groupsc.safetensors")
+    assert_one_line_error(
+        run_cli("restore", str(clean_png), str(output), "-m", str(other), "--loops", "3"), "no loop count to set"
+    )
+
+
+def test_eval_blind_names_its_report(tmp_path):
+    result = run_cli(
+        "eval", "-m", "input", "-b", "set12", "--sigma", "25", "--limit", "1", "--blind", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "input-set12-denoise-sigma25-blind.json").exists()
+    assert_one_line_error(
+        run_cli("eval", "-m", "input", "-b", "set12", "-t", "deblock", "--blind", "--out", str(tmp_path)), "--blind"
+    )

@@ -108,11 +108,18 @@ def restore(
     pattern: PatternOption = None,
     mask: Annotated[Optional[Path], typer.Option(help="inpaint: mask PNG, white = kept pixel.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
+    loops: Annotated[
+        Optional[int], typer.Option(help="Loops a model with a learned stopping policy (durr) runs instead.")
+    ] = None,
     bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
 
-    For denoising without --sigma, the noise level is estimated from each image.
+    For denoising without --sigma, the noise level is estimated from each image to choose the weights;
+    models that use it (blind GroupSC) estimate it themselves.
+
+    A grey model restores a colour JPEG (deblock) on its luma; demosaicking takes the three-channel
+    mosaic that `converge degrade` writes or a one-channel raw Bayer image.
 
     Inpainting needs the mask that `converge degrade --task inpaint` wrote beside its output.
     """
@@ -127,6 +134,9 @@ def restore(
     params = _task_params(sigma, factor, quality, None, None, pattern)
     if (task == "inpaint") != (mask is not None):
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
+    if loops is not None and loops < 0:
+        raise ConfigError(f"--loops must be a non-negative number of loops, got {loops}")
+    blind = task == "denoise" and sigma is None
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
     pairs = _collect_inputs(source, target)
     restorers = {}
@@ -142,13 +152,13 @@ def restore(
             chosen = make_task(task, **image_params)
             key = chosen.tag
             if key not in restorers:
-                restorers[key] = make_restorer(model_name, chosen, tile=tile)
+                restorers[key] = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops)
             result = restorers[key](observed, known_mask or chosen.operator)
             write_image(out_path, result.image, bits=bits)
-            loops = "" if result.iterations is None else f", iterations {result.iterations:g}"
+            counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
             entry = resolve_entry(model_name, task, image_params.get("sigma")) if model_name in zoo_names() else None
             used = model_name if entry is None else entry.name
-            _say(f"{in_path} -> {out_path} [{used}{loops}, {result.seconds:.2f} s]{note}")
+            _say(f"{in_path} -> {out_path} [{used}{counted}, {result.seconds:.2f} s]{note}")
             trained_sigma = None if entry is None else entry.sigma
             if task == "denoise" and trained_sigma is not None and abs(image_params["sigma"] - trained_sigma) > 5:
                 _say(
@@ -211,6 +221,10 @@ def evaluate(
     crop: Annotated[int, typer.Option(help="Border pixels left out of the scores.")] = 0,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N images.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
+    blind: Annotated[
+        bool,
+        typer.Option("--blind", help="Do not tell the restorer the noise level: models and baselines estimate it."),
+    ] = False,
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
 ) -> None:
     """Score a restorer on a benchmark set: per-image and mean PSNR/SSIM, as Markdown and JSON."""
@@ -224,7 +238,9 @@ def evaluate(
     if color not in COLOR_MODES:
         raise ConfigError(f"--color must be one of {', '.join(COLOR_MODES)}, got '{color}'")
     chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
-    restorer = make_restorer(model, chosen, tile=tile)
+    if blind and chosen.noise is None:
+        raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
+    restorer = make_restorer(model, chosen, tile=tile, blind=blind)
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     with _progress(f"{label} on {bench}", None) as advance:
@@ -240,7 +256,7 @@ def evaluate(
             on_image=lambda name, total: advance(total),
             command=command,
         )
-    markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}")
+    markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}" + ("-blind" if blind else ""))
     summary = report.summary()
     table = Table(title=f"{label} on {bench}, {chosen.tag}")
     for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image"):

@@ -7,6 +7,7 @@ it to a :class:`Restoration`. Baselines come from :mod:`converge.baselines`, lea
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,14 +16,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from converge.color import rgb_to_ycbcr, ycbcr_to_rgb
 from converge.errors import ConfigError
 from converge.physics.base import Operator
+from converge.physics.mosaic import BayerMosaic
 from converge.physics.tasks import Task
 
-# Which task each classical baseline restores; "input" returns the observation unchanged.
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
 _TILEABLE_TASKS = ("denoise", "deblock")
 
+# Which task each classical baseline restores; "input" returns the observation unchanged.
 _BASELINE_TASKS = {
     "input": ("denoise", "deblur", "inpaint", "demosaic", "deblock"),
     "bm3d": ("denoise",),
@@ -56,10 +59,20 @@ def restorer_names() -> dict[str, str]:
     return names
 
 
-def make_restorer(name: str, task: Task, tile: int | None = None) -> Restorer:
+def make_restorer(
+    name: str, task: Task, tile: int | None = None, *, blind: bool = False, loops: int | None = None
+) -> Restorer:
     """Resolve ``name`` for ``task``; ``tile`` (pixels) runs a learned model in overlapping tiles.
 
-    Raises :class:`ConfigError` for an unknown name or a restorer that does not handle the task.
+    ``blind``: the task's noise level is unknown to the restorer (the user gave none, or a blind
+    benchmark): learned models get ``sigma=None`` and estimate it themselves when they use it,
+    baselines get :func:`~converge.physics.noise.estimate_noise_sigma` of each image. ``loops``:
+    the number of loops a model whose ``restore`` takes ``loops`` (DURR) runs instead of choosing.
+
+    A grey model restores a colour JPEG (``deblock``) on the Y plane of its YCbCr (see
+    :func:`~converge.color.rgb_to_ycbcr`) and keeps its chroma; a single-channel raw Bayer image
+    (``demosaic``) is spread onto its three channels first. Raises :class:`ConfigError` for an
+    unknown name or a restorer that does not handle the task or the options.
     """
     from converge import zoo
 
@@ -67,18 +80,29 @@ def make_restorer(name: str, task: Task, tile: int | None = None) -> Restorer:
         if task.name not in _BASELINE_TASKS[name]:
             handled = ", ".join(_BASELINE_TASKS[name])
             raise ConfigError(f"baseline '{name}' restores task(s) {handled}, not '{task.name}'")
-        return _baseline_restorer(name, task)
+        if loops is not None:
+            raise ConfigError(f"baseline '{name}' has no loops to set: drop --loops")
+        return _baseline_restorer(name, task, blind)
     if name in zoo.zoo_names():
         entry = zoo.resolve_entry(name, task.name, task.params.get("sigma"))
         if entry.task != task.name:
             raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
-        if tile is not None and task.name not in _TILEABLE_TASKS:
+        model = zoo.load_model(entry.name)
+    elif name.endswith(".safetensors"):
+        model = _trained_model(Path(name), task)
+    else:
+        valid = ", ".join(sorted(restorer_names()))
+        raise ConfigError(
+            f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`"
+        )
+    if tile is not None:
+        if task.name not in _TILEABLE_TASKS:
             raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
-        return _model_restorer(zoo.load_model(entry.name), task, tile)
-    if name.endswith(".safetensors"):
-        return _model_restorer(_trained_model(Path(name), task), task, tile)
-    valid = ", ".join(sorted(restorer_names()))
-    raise ConfigError(f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`")
+        if not hasattr(model, "receptive_radius"):
+            raise ConfigError(f"model '{name}' cannot be restored in tiles: drop --tile")
+    if loops is not None and "loops" not in inspect.signature(model.restore).parameters:
+        raise ConfigError(f"model '{name}' has no loop count to set: --loops applies to models such as durr")
+    return _model_restorer(model, task, tile, blind, loops)
 
 
 def _trained_model(weights: Path, task: Task) -> torch.nn.Module:
@@ -98,7 +122,7 @@ def _noise_sigma(task: Task) -> float | None:
     return None if task.noise is None else float(task.noise.sigma)
 
 
-def _baseline_restorer(name: str, task: Task) -> Restorer:
+def _baseline_restorer(name: str, task: Task, blind: bool) -> Restorer:
     from converge import baselines
 
     if name == "input":
@@ -107,29 +131,46 @@ def _baseline_restorer(name: str, task: Task) -> Restorer:
         factor = int(task.params["factor"])
         return _timed(lambda y, operator: baselines.bicubic_upsample(y, factor))
     denoiser = baselines.get_baseline(name)
+    if blind:
+        from converge.physics.noise import estimate_noise_sigma
+
+        return _timed(lambda y, operator: denoiser(y, sigma=float(estimate_noise_sigma(y)[0])))
     sigma = _noise_sigma(task)
     return _timed(lambda y, operator: denoiser(y, sigma=sigma))
 
 
-def _model_restorer(model: torch.nn.Module, task: Task, tile: int | None) -> Restorer:
+def _model_restorer(
+    model: torch.nn.Module, task: Task, tile: int | None, blind: bool, loops: int | None
+) -> Restorer:
     from converge.tiling import tiled_apply
 
-    sigma = _noise_sigma(task)
+    sigma = None if blind else _noise_sigma(task)
+    options = {} if loops is None else {"loops": loops}
+    on_luma = task.name == "deblock" and getattr(model.config, "channels", None) == 1
+
+    def restore_image(y: Tensor, operator: Operator) -> tuple[Tensor, int | list[int] | None]:
+        if tile is None:
+            image, info = model.restore(y, physics=operator, sigma=sigma, **options)
+            return image, info.iterations
+        restored = tiled_apply(
+            lambda crop: model(crop, physics=operator, sigma=sigma, **options),
+            y,
+            tile=tile,
+            halo=model.receptive_radius,
+        )
+        return restored, None
 
     def restore(y: Tensor, operator: Operator) -> Restoration:
         start = time.perf_counter()
         with torch.no_grad():
-            if tile is None:
-                image, info = model.restore(y, physics=operator, sigma=sigma)
-                iterations = info.iterations
+            if isinstance(operator, BayerMosaic) and y.shape[1] == 1:
+                y = operator.from_raw(y)
+            if on_luma and y.shape[1] == 3:
+                ycbcr = rgb_to_ycbcr(y)
+                luma, iterations = restore_image(ycbcr[:, :1], operator)
+                image = ycbcr_to_rgb(torch.cat([luma, ycbcr[:, 1:]], dim=1))
             else:
-                image = tiled_apply(
-                    lambda crop: model(crop, physics=operator, sigma=sigma),
-                    y,
-                    tile=tile,
-                    halo=model.receptive_radius,
-                )
-                iterations = None
+                image, iterations = restore_image(y, operator)
         return Restoration(image.clamp(0.0, 1.0), time.perf_counter() - start, _mean_iterations(iterations))
 
     return restore

@@ -2,10 +2,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from converge.errors import ConfigError
 from converge.models import RestoreInfo, build_model, model_name
+from converge.models import groupsc
 from converge.models.groupsc import GroupSC, GroupSCConfig, lista_step
+from converge.models.sparse_prox import soft_threshold
 from converge.physics.base import Identity
 from converge.physics.blur import GaussianBlur
 from converge.physics.mask import PixelMask
@@ -86,6 +89,8 @@ def test_default_config_is_the_papers_and_resolves_channel_defaults() -> None:
         ({"sigmas": 25}, "sigmas"),
         ({"sigmas": "25"}, "sigmas"),
         ({"sigmas": (0,)}, "positive"),
+        ({"mosaic": "RGBG", "channels": 3}, "mosaic"),
+        ({"mosaic": "RGGB"}, "channels to 3"),
     ],
 )
 def test_bad_config_raises(options: dict, message: str) -> None:
@@ -106,13 +111,48 @@ def test_identity_coding_reproduces_the_image_through_patches_blocks_and_borders
     assert torch.allclose(model(y), y, atol=1e-6)
 
 
-def test_sc_on_overlapping_blocks_equals_one_whole_image_block() -> None:
-    whole = tiny(penalty="sc", block=64)
-    blocked = copy_of(whole, block=12, stride=5)
+def test_sc_codes_every_patch_of_the_padded_image_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny(penalty="sc", channels=3, patch_size=3)
+    y = noisy_image(3, batch=2, height=17, width=22)
+    border = 2
+    padded = F.pad(y, (border,) * 4, mode="reflect")
+    patches = F.unfold(padded, 3).transpose(1, 2)
+    means = patches.mean(dim=-1, keepdim=True)
+    with torch.no_grad():
+        codes = torch.zeros(*patches.shape[:2], model.config.atoms)
+        for step in range(model.config.steps):
+            gradient_step = lista_step(codes, patches - means, model.encoder, model.dictionary)
+            codes = soft_threshold(gradient_step, model.thresholds[0, step].abs())
+        summed = F.fold((codes @ model.decoder.T + means).transpose(1, 2), padded.shape[-2:], 3)
+        counts = F.fold(torch.ones(1, 9, patches.shape[1]), padded.shape[-2:], 3)
+        expected = (summed / counts)[..., border:-border, border:-border]
+        assert model.restore(y)[1].extra["blocks"] == 1
+        assert torch.allclose(model(y), expected, atol=1e-6)
+        # One patch row per strip.
+        monkeypatch.setattr(groupsc, "_CPU_CHUNK_ELEMENTS", 1)
+        assert torch.allclose(model(y), expected, atol=1e-6)
+
+
+def test_blocks_with_a_one_patch_window_equal_sc_on_the_whole_image() -> None:
+    # A window of one patch position makes Sigma = I, and the group prox soft-thresholding (up to its
+    # 1e-12 under the square root): what remains is the block machinery's overlaps and borders.
+    sc = tiny(penalty="sc")
+    blocked = copy_of(sc, penalty="group", window=5, block=12, stride=5)
     y = noisy_image(batch=2, height=30, width=35)
     with torch.no_grad():
-        assert whole.restore(y)[1].extra["blocks"] == 1 and blocked.restore(y)[1].extra["blocks"] > 9
-        assert torch.allclose(whole(y), blocked(y), atol=1e-6)
+        assert blocked.restore(y)[1].extra["blocks"] > 9
+        assert torch.allclose(blocked(y), sc(y), atol=1e-5)
+
+
+@pytest.mark.parametrize("penalty", ["csr", "group"])
+def test_chunks_of_several_blocks_equal_one_block_at_a_time(penalty: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny(penalty=penalty, block=12, stride=5)
+    y = noisy_image(batch=2, height=30, width=35)
+    with torch.no_grad():
+        monkeypatch.setattr(groupsc, "_CPU_CHUNK_ELEMENTS", 1)
+        one_at_a_time = model(y)
+        monkeypatch.setattr(groupsc, "_CPU_CHUNK_ELEMENTS", 1 << 30)
+        assert torch.allclose(model(y), one_at_a_time, atol=1e-6)
 
 
 def test_group_on_blocks_stays_close_to_whole_image_processing() -> None:
@@ -301,3 +341,24 @@ def test_weights_round_trip_through_the_zoo_format(penalty: str, tmp_path) -> No
     y = noisy_image()
     with torch.no_grad():
         assert torch.equal(loaded(y, sigma=15 / 255), model.eval()(y, sigma=15 / 255))
+
+
+def test_a_demosaicking_model_applies_its_mosaic_without_an_operator() -> None:
+    model = tiny(penalty="group", channels=3, patch_size=3, mosaic="GRBG")
+    mosaic = BayerMosaic("GRBG")
+    y = mosaic(noisy_image(3, height=16, width=18).clamp(0, 1))
+    with torch.no_grad():
+        expected = model(y, physics=mosaic)
+        assert torch.equal(model(y), expected)
+        assert torch.equal(model.training_forward(y, torch.tensor([float("nan")])), expected)
+        assert not torch.allclose(copy_of(model, mosaic=None)(y), expected, atol=1e-3)
+
+
+def test_a_model_with_one_threshold_set_does_not_read_the_training_level() -> None:
+    # Deblocking: the trainer's level is a JPEG quality, which must not select or scale anything.
+    model = tiny(penalty="sc", sigmas=(10,))
+    y = noisy_image(batch=2)
+    with torch.no_grad():
+        plain = model(y)
+        for level in ([10.0, 40.0], [float("nan")] * 2):
+            assert torch.equal(model.training_forward(y, torch.tensor(level)), plain)

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -219,3 +221,25 @@ def test_bad_shapes_raise_config_errors() -> None:
         patch_similarity(patches, torch.ones(5))
     with pytest.raises(ConfigError, match="window_mask"):
         patch_similarity(patches, torch.ones(6), window_mask=torch.ones(4, 4))
+
+
+def test_windowed_similarity_has_the_same_values_and_gradients_with_and_without_autograd() -> None:
+    generator = torch.Generator().manual_seed(10)
+    patches = torch.randn(2, 5, 6, generator=generator, dtype=torch.float64).requires_grad_()
+    scale = (0.5 + torch.rand(6, generator=generator, dtype=torch.float64)).requires_grad_()
+    mask = torch.rand(5, 5, generator=generator) > 0.5
+    mask = mask | mask.T | torch.eye(5, dtype=torch.bool)
+    assert torch.autograd.gradcheck(lambda p, s: patch_similarity(p, s, mask), (patches, scale))
+    with_autograd = patch_similarity(patches, scale, mask)
+    with torch.no_grad():
+        in_place = patch_similarity(patches, scale, mask)
+        assert torch.equal(in_place, with_autograd.detach())
+        assert torch.equal(in_place, patch_similarity(patches, scale) * mask)
+
+
+def test_far_patches_get_a_capped_similarity_that_rounding_cannot_see() -> None:
+    # Squared distances are capped at 80: exp(-80) = 1.8e-35, far below float32 resolution next to S_ii = 1.
+    patches = torch.tensor([[[0.0] * 4, [10.0] * 4]])
+    similarity = patch_similarity(patches, torch.ones(4))
+    assert similarity[0, 0, 1] == pytest.approx(math.exp(-80.0), rel=1e-5)
+    assert float(similarity[0, 0, 1]) + 1.0 == 1.0

@@ -108,6 +108,13 @@ def test_load_config_reports_missing_files_and_bad_yaml(tmp_path: Path) -> None:
         (minimal(trainer="dqn", dqn={"lam": 0}), "dqn.lam"),
         (minimal(trainer="dqn", dqn={"capacity": 10}), "unknown key 'capacity' in config.dqn"),
         (minimal(optim={"name": "rmsprop", "betas": [0.5, 0.9]}), "betas"),
+        (minimal(optim={"eps": 0}), "optim.eps"),
+        (minimal(backtrack={"factor": 2}), "missing required key"),
+        (minimal(backtrack={"every": 0}), "backtrack.every"),
+        (minimal(backtrack={"every": 5, "factor": 0.9}), "backtrack.factor"),
+        (minimal(backtrack={"every": 5, "lr_factor": 1.5}), "backtrack.lr_factor"),
+        (minimal(backtrack={"every": 5, "patience": 2}), "unknown key 'patience' in config.backtrack"),
+        (minimal(trainer="dqn", dqn={}, backtrack={"every": 5}), "backtrack applies"),
     ],
 )
 def test_new_options_are_checked(raw: dict, message: str) -> None:
@@ -119,6 +126,11 @@ def test_new_options_default_to_the_previous_behaviour() -> None:
     config = config_from_dict(minimal())
     assert config.init_weights is None and config.trainer == "supervised" and config.dqn is None
     assert config.data.quality_range is None and config.schedule.every is None
+    assert config.optim.eps == 1e-8 and config.backtrack is None
+    tuned = config_from_dict(minimal(optim={"eps": "1e-3"}, backtrack={"every": 50}))
+    assert tuned.optim.eps == 1e-3 and (tuned.backtrack.every, tuned.backtrack.factor, tuned.backtrack.lr_factor) == (
+        50, 1.05, 0.8)
+    assert config_from_dict(config_to_dict(tuned)) == tuned
     dqn = config_from_dict(minimal(trainer="dqn", dqn={"gamma": 0}, optim={"name": "rmsprop", "lr": 1e-4}))
     assert dqn.dqn.gamma == 0.0 and dqn.optim.name == "rmsprop"
     assert config_from_dict(config_to_dict(dqn)) == dqn

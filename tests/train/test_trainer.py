@@ -314,3 +314,84 @@ def test_training_mode_evaluation_uses_training_forward_at_the_eval_level(tmp_pa
 def test_a_dqn_config_is_refused_by_the_supervised_trainer(tmp_path: Path, crops) -> None:
     with pytest.raises(ConfigError, match="trainer 'dqn'"):
         Trainer(tiny_config(trainer="dqn", dqn={}, loss="mse"), tmp_path, progress=False, train_images=crops)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop"])
+def test_optim_eps_reaches_the_optimiser_and_defaults_to_pytorchs(tmp_path: Path, crops, name: str) -> None:
+    default = Trainer(tiny_config(optim={"name": name}), tmp_path / "default", progress=False, train_images=crops)
+    tuned = Trainer(tiny_config(optim={"name": name, "eps": 1e-3}), tmp_path / "tuned", progress=False,
+                    train_images=crops)
+    assert default.optimizer.param_groups[0]["eps"] == 1e-8
+    assert tuned.optimizer.param_groups[0]["eps"] == 1e-3
+
+
+class ScriptedLoss(Trainer):
+    """Each step adds 1 to every weight and reports the next loss of ``LOSSES`` (the optimiser has no gradients)."""
+
+    LOSSES = [1.0, 1.0, 1.0, 0.9, 3.0, 3.0, 0.8, 0.8, math.nan, 1.0]
+
+    def _train_step(self, y: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            for parameter in self.model.parameters():
+                parameter.add_(1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": self.LOSSES[self.step]}
+
+
+def backtracking_config(**overrides) -> object:
+    return tiny_config(steps=10, eval=None, optim={"name": "adam", "lr": 1e-3},
+                       schedule={"name": "constant"}, backtrack={"every": 2, "factor": 2.0}, **overrides)
+
+
+def first_weight(trainer: Trainer) -> float:
+    return float(next(trainer.model.parameters()).detach().flatten()[0])
+
+
+def test_backtracking_reloads_the_snapshot_and_lowers_the_learning_rate(tmp_path: Path, crops) -> None:
+    trainer = ScriptedLoss(backtracking_config(), tmp_path, progress=False, train_images=crops)
+    start = first_weight(trainer)
+    trainer.run()
+    # Snapshots after steps 2 and 4 (mean losses 1.0 and 0.95); steps 5-6 average 3.0 > 2 x 0.95, so
+    # the weights go back to step 4's and the rate falls by 0.8; steps 7-8 (0.8) make a new snapshot
+    # (weights at start + 6); steps 9-10 average NaN, so back to it again, the rate now 0.64.
+    assert first_weight(trainer) == pytest.approx(start + 6)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.64e-3)
+    reloads = [r for r in records(tmp_path) if r.get("backtrack") == "reloaded"]
+    assert [(r["step"], r["snapshot_loss"], r["lr_scale"]) for r in reloads] == [
+        (6, pytest.approx(0.95), pytest.approx(0.8)), (8 + 2, pytest.approx(0.8), pytest.approx(0.64))]
+    assert reloads[0]["window_loss"] == 3.0 and math.isnan(reloads[1]["window_loss"])
+    assert trainer._snapshot["loss"] == pytest.approx(0.8)
+
+
+def test_backtracking_state_survives_a_resume(tmp_path: Path, crops, monkeypatch) -> None:
+    config = backtracking_config(checkpoint_every=1)
+    straight = ScriptedLoss(config, tmp_path / "straight", progress=False, train_images=crops)
+    straight.run()
+    original_save = Trainer.save_checkpoint
+
+    def save_then_crash(self):
+        path = original_save(self)
+        if self.step == 5:
+            raise Interrupted
+        return path
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_crash)
+    with pytest.raises(Interrupted):
+        ScriptedLoss(config, tmp_path / "resumed", progress=False, train_images=crops).run()
+    monkeypatch.setattr(Trainer, "save_checkpoint", original_save)
+    resumed = ScriptedLoss(config, tmp_path / "resumed", resume=True, progress=False, train_images=crops)
+    assert resumed._window_steps == 1 and resumed._snapshot["loss"] == pytest.approx(0.95)
+    resumed.run()
+    def without_times(run_dir: Path) -> list[dict]:
+        return [{key: value for key, value in record.items() if key != "seconds"} for record in records(run_dir)]
+
+    assert without_times(tmp_path / "resumed") == without_times(tmp_path / "straight")
+    assert first_weight(resumed) == first_weight(straight)
+    assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+
+
+def test_checkpoints_without_backtracking_hold_no_backtracking_state(tmp_path: Path, crops) -> None:
+    Trainer(tiny_config(steps=2, eval=None), tmp_path, progress=False, train_images=crops).run()
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert set(state) == {"step", "seconds", "best_psnr", "model", "optimizer", "scheduler", "rng"}

@@ -3,9 +3,10 @@
 For an observation ``y`` ``(B, C, H, W)`` in [0, 1] the model
 
 1. reflect-pads ``y`` by ``k - 1`` pixels (``k`` the patch side), so that every pixel of ``y`` lies
-   in ``k^2`` patches, and cuts it into square blocks at stride ``s`` (the paper's block processing:
-   blocks as large as the non-local window ``w`` by default; each block is restored on its own,
-   which bounds memory);
+   in ``k^2`` patches, and for ``csr`` and ``group`` cuts it into square blocks at stride ``s`` (the
+   paper's block processing: blocks as large as the non-local window ``w`` by default; each block is
+   restored on its own, which bounds memory). ``sc`` codes each patch independently, so it codes
+   every patch of the padded image once, in strips of patch rows, and has no blocks;
 2. in each block, extracts every ``k x k`` patch ``y_i`` (stride 1, ``m = C k^2`` values) and centres
    it, ``y_i^c = y_i - mu_i``, ``mu_i`` its mean (eq. 5);
 3. runs ``K`` steps of the LISTA recursion from ``alpha = 0`` (eqs. 3, 11, 16)
@@ -26,26 +27,32 @@ patches of the current estimate ``x``, for pairs less than half a window apart (
 the patches of the averaged estimate minus the original means ``mu_i`` and blended,
 ``Sigma <- (1 - nu) Sigma + nu Sigma_new`` with ``nu = sigmoid(similarity_blend)`` (Sec. 3.3).
 ``kappa`` (``similarity_scale``, one weight per patch value) and ``nu`` are learned. The first
-similarity is computed on the input itself.
+similarity is computed on the input itself. Within a block, ``Sigma`` is a dense ``n x n`` matrix:
+with blocks as large as the window, a patch's window covers most of its block (59% of the pairs at
+the compact 7x7 / 36 setting), too little sparsity for a banded product to pay.
 
 Masked data (eqs. 15-16): when ``physics`` is a :class:`~converge.physics.mask.MaskOperator` (a
 :class:`~converge.physics.mosaic.BayerMosaic`, a :class:`~converge.physics.mask.PixelMask`), ``M_i``
 is the patch of its 0/1 mask and ``mu_i`` the mean of the measured values only (the released code
-averages the zeros too), so entries outside the mask influence nothing. The first similarity is computed on the input with each unmeasured entry
-replaced by the mean of the measured channels of its pixel: for a Bayer mosaic every channel then
-holds the raw sensor value, the authors' per-pixel channel sum up to a factor (pixels with no measured
-channel read 0).
+averages the zeros too), so entries outside the mask influence nothing. A demosaicking model names
+its Bayer pattern in ``mosaic`` and applies that mask when given no operator (as in training). The
+first similarity is computed on the input with each unmeasured entry replaced by the mean of the
+measured channels of its pixel: for a Bayer mosaic every channel then holds the raw sensor value, the
+authors' per-pixel channel sum up to a factor (pixels with no measured channel read 0).
 
 Blind denoising (Sec. 3.4): ``C``, ``D``, ``W``, ``kappa``, ``nu`` are shared and there is one set of
 thresholds per trained noise level in ``sigmas``. The set of the trained level nearest to ``sigma``
 is used; with ``sigma=None`` a model with several levels estimates it per image with
 :func:`~converge.physics.noise.estimate_noise_sigma` (a model with one level needs no estimate).
-JPEG deblocking is denoising of what the model is given (a JPEG-compressed image, its Y channel).
+JPEG deblocking is denoising of what the model is given (a JPEG-compressed image, its Y channel),
+with one threshold set per model: the JPEG quality the trainer gives as each sample's level is not
+read (it is no noise level).
 
 Block aggregation differs from the released code in one respect: a patch that several overlapping
 blocks contain gets the mean of their estimates, so every patch weighs the same in eq. 6 (the authors'
 count-weighted sum of blocks weighs it by the number of blocks). For ``sc``, whose patches are coded
-independently, block processing therefore equals whole-image processing exactly. The padding makes
+independently, block processing would therefore equal whole-image processing exactly, which is why
+``sc`` skips the blocks (and ignores ``block`` and ``stride``). The padding makes
 training and inference alike: a ``(w - 2k + 2)``-square training crop is one ``w x w`` block whose
 pixels are all fully estimated, so a plain MSE needs no weighting by estimate counts (the paper trains
 on ``w x w`` crops without padding and weights its loss by those counts).
@@ -76,12 +83,18 @@ from converge.models.sparse_prox import csr_prox, group_prox, patch_similarity, 
 from converge.physics.base import Identity, Operator
 from converge.physics.jpeg import JPEGCompression
 from converge.physics.mask import MaskOperator
+from converge.physics.mosaic import BAYER_PATTERNS, BayerMosaic
 
 PENALTIES = ("sc", "csr", "group")
 GREY_LEVELS = 255.0
-# Most tensor elements one chunk of blocks may hold in its largest intermediate (a (blocks, n, n)
-# similarity or (blocks, n, atoms) codes): 2^25 float32 values are 128 MB.
-_CHUNK_ELEMENTS = 1 << 25
+# Most tensor elements one chunk of blocks or strips may hold in its largest intermediate (a
+# (blocks, n, n) similarity or (blocks, n, atoms) codes). On a CPU, 2^18 float32 values (1 MB; one
+# block per chunk at the paper's sizes) keep the working set near the caches and small enough for the
+# allocator to reuse freed memory instead of mapping fresh pages for every temporary: on one core a
+# 256x256 image restores twice as fast as with 128 MB chunks. Accelerators want large batches
+# instead: 2^25 values (128 MB) there.
+_CPU_CHUNK_ELEMENTS = 1 << 18
+_DEVICE_CHUNK_ELEMENTS = 1 << 25
 # Starting threshold per unit of noise on one code entry, by penalty (see GroupSC.reset_thresholds).
 _THRESHOLD_PER_NOISE = {"sc": 1.75, "csr": 1.0, "group": 1.0}
 # initialise_from_data: patches sampled and the lasso penalty of the dictionary-learning pass.
@@ -103,7 +116,10 @@ class GroupSCConfig:
     stride ``s`` in pixels, at most ``block - k + 1`` (default 12 gray, 10 colour; larger is faster,
     see the paper's Table 1);
     ``sigmas``: trained noise levels in 8-bit units, one set of thresholds each (``(25,)`` for one
-    model per level, for instance ``(5, 10, 15, 20, 25)`` for a blind model).
+    model per level, for instance ``(5, 10, 15, 20, 25)`` for a blind model; a model with one set,
+    such as a deblocking or demosaicking model, uses the level only to start its thresholds);
+    ``mosaic``: the Bayer pattern (``"RGGB"``, ...) of a demosaicking model, whose mask it applies when
+    given no ``physics`` (the trainer gives none), or ``None``.
     """
 
     channels: int = 1
@@ -116,6 +132,7 @@ class GroupSCConfig:
     block: int | None = None
     stride: int | None = None
     sigmas: tuple[float, ...] = (25.0,)
+    mosaic: str | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -144,6 +161,13 @@ class GroupSCConfig:
                 f"({self.block - self.patch_size + 1}) so that the blocks cover every patch"
             )
         object.__setattr__(self, "sigmas", _noise_levels(self.sigmas))
+        if self.mosaic is not None:
+            if self.mosaic not in BAYER_PATTERNS:
+                raise ConfigError(
+                    f"GroupSC mosaic must be one of {', '.join(BAYER_PATTERNS)} or null, got {self.mosaic!r}"
+                )
+            if self.channels != 3:
+                raise ConfigError("a GroupSC with a Bayer mosaic restores colour images: set channels to 3")
 
 
 def _noise_levels(sigmas: object) -> tuple[float, ...]:
@@ -241,9 +265,10 @@ class GroupSC(Restorer):
     def forward(self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None) -> Tensor:
         """Restore ``y`` ``(B, C, H, W)`` in [0, 1] (``H, W >= patch_size``); differentiable, not clamped.
 
-        ``physics``: ``None``, :class:`~converge.physics.base.Identity` or JPEG compression (restored as
-        noise), or a :class:`~converge.physics.mask.MaskOperator` (masked data term); anything else
-        raises :class:`ConfigError`. ``sigma``: a float or ``(B,)`` on the [0, 1] scale, selecting the
+        ``physics``: ``None`` (the ``mosaic`` of a demosaicking model, else plain denoising),
+        :class:`~converge.physics.base.Identity` or JPEG compression (restored as noise), or a
+        :class:`~converge.physics.mask.MaskOperator` (masked data term); anything else raises
+        :class:`ConfigError`. ``sigma``: a float or ``(B,)`` on the [0, 1] scale, selecting the
         nearest trained threshold set (see the module docstring).
         """
         return self._run(y, physics, sigma)[0]
@@ -251,11 +276,13 @@ class GroupSC(Restorer):
     def training_forward(self, y: Tensor, level: Tensor) -> Tensor:
         """The trainer's map: :meth:`forward` at the noise level each sample was made at.
 
-        ``level`` ``(B,)``: noise sigma in 8-bit units per sample, so a blind model trains the
-        thresholds of each sample's nearest level (no estimate is needed); a level that is NaN (a task
-        without a noise level) falls back to ``sigma=None``.
+        ``level`` ``(B,)``: the trainer's degradation level per sample. A model with several threshold
+        sets (blind denoising) reads it as the noise sigma in 8-bit units and trains each sample's
+        nearest set (no estimate is needed), or estimates it where it is NaN (a task without a noise
+        level). A model with one set does not read it, so the JPEG quality that the trainer gives for
+        deblocking is never taken for a noise level. A demosaicking model (``mosaic``) applies its mask.
         """
-        if bool(torch.isfinite(level).all()):
+        if len(self.config.sigmas) > 1 and bool(torch.isfinite(level).all()):
             return self(y, sigma=level.detach().to(torch.float64) / GREY_LEVELS)
         return self(y)
 
@@ -283,6 +310,8 @@ class GroupSC(Restorer):
                 f"GroupSC needs images of at least {self.config.patch_size}x{self.config.patch_size} pixels, "
                 f"got {tuple(y.shape[-2:])}"
             )
+        if physics is None and self.config.mosaic is not None:
+            physics = BayerMosaic(self.config.mosaic)
         mask = _measurement_mask(y, physics)
         levels, estimated = self._levels(y, sigma, mask)
         thresholds = self.thresholds.abs()[levels]
@@ -329,35 +358,63 @@ class GroupSC(Restorer):
         return distance.argmin(dim=1).to(y.device), estimated
 
     def _restore_images(self, y: Tensor, mask: Tensor | None, thresholds: Tensor) -> tuple[Tensor, int]:
-        """Restore ``y`` ``(B, C, H, W)`` block by block; returns the image and the blocks per image."""
-        k = self.config.patch_size
+        """Restore ``y`` ``(B, C, H, W)``; returns the image and the blocks per image (1 for ``sc``)."""
+        border = self.config.patch_size - 1
         height, width = y.shape[-2:]
-        border = k - 1
         padded = F.pad(y, (border,) * 4, mode="reflect")
         padded_mask = None if mask is None else F.pad(mask, (border,) * 4, mode="reflect")
-        grid = _BlockGrid(padded.shape[-2], padded.shape[-1], self.config.block, self.config.stride, k)
-        window = None if self.config.penalty == "sc" else grid.window_mask(self.config.window).to(y.device)
-        chunk = max(1, _CHUNK_ELEMENTS // (grid.patches * max(grid.patches, self.config.atoms)))
-        jobs = [(image, row, col) for image in range(y.shape[0]) for row in grid.row_starts for col in grid.col_starts]
+        if self.config.penalty == "sc":
+            restored, blocks = self._restore_in_strips(padded, padded_mask, thresholds), 1
+        else:
+            restored, blocks = self._restore_in_blocks(padded, padded_mask, thresholds)
+        return restored[..., border : border + height, border : border + width], blocks
+
+    def _restore_in_strips(self, padded: Tensor, mask: Tensor | None, thresholds: Tensor) -> Tensor:
+        """``sc``: every patch of the whole padded image ``(B, C, H, W)`` coded once, a strip of patch
+        rows at a time (its patches are independent, so this is block processing without overlap)."""
+        k = self.config.patch_size
+        height, width = padded.shape[-2:]
+        rows, cols = height - k + 1, width - k + 1
+        patch_values = padded.shape[1] * k * k
+        per_row = padded.shape[0] * cols * max(self.config.atoms, patch_values)
+        per_strip = max(1, _chunk_elements(padded.device) // per_row)
+        total = torch.zeros_like(padded)
+        for top in range(0, rows, per_strip):
+            bottom = min(rows, top + per_strip) + k - 1
+            strip = padded[..., top:bottom, :]
+            strip_mask = None if mask is None else mask[..., top:bottom, :]
+            estimates = self._code_blocks(strip, strip_mask, thresholds, None, None)
+            total[..., top:bottom, :] += F.fold(estimates.transpose(1, 2), (bottom - top, width), k)
+        return total / _fold_ones(height, width, k).to(padded)
+
+    def _restore_in_blocks(self, padded: Tensor, mask: Tensor | None, thresholds: Tensor) -> tuple[Tensor, int]:
+        """``csr``, ``group``: the padded images ``(B, C, H, W)`` restored block by block (see the module
+        docstring); returns them and the blocks per image."""
+        config = self.config
+        grid = _BlockGrid(padded.shape[-2], padded.shape[-1], config.block, config.stride, config.patch_size)
+        window = grid.window_mask(config.window).to(padded.device)
+        chunk = max(1, _chunk_elements(padded.device) // (grid.patches * max(grid.patches, config.atoms)))
+        images = padded.shape[0]
+        jobs = [(image, row, col) for image in range(images) for row in grid.row_starts for col in grid.col_starts]
         total = padded.new_zeros(padded.numel())
         for first in range(0, len(jobs), chunk):
             part = jobs[first : first + chunk]
             blocks = grid.cut(padded, part)
-            masks = None if padded_mask is None else grid.cut(padded_mask, part)
+            masks = None if mask is None else grid.cut(mask, part)
             estimates = self._code_blocks(blocks, masks, thresholds[[image for image, _, _ in part]], grid, window)
             weights = torch.stack([grid.patch_weights(row, col) for _, row, col in part]).to(estimates)
             folded = grid.fold(estimates * weights[..., None])
-            total = total.index_add(0, grid.pixel_index(part, padded.shape).to(y.device), folded.flatten())
+            total = total.index_add(0, grid.pixel_index(part, padded.shape).to(padded.device), folded.flatten())
         restored = total.reshape(padded.shape) / grid.estimates_per_pixel().to(padded)
-        return restored[..., border : border + height, border : border + width], len(jobs) // y.shape[0]
+        return restored, len(jobs) // images
 
     def _code_blocks(
-        self, blocks: Tensor, masks: Tensor | None, thresholds: Tensor, grid: _BlockGrid, window: Tensor | None
+        self, blocks: Tensor, masks: Tensor | None, thresholds: Tensor, grid: _BlockGrid | None, window: Tensor | None
     ) -> Tensor:
         """Patch estimates ``W alpha_K + mu`` ``(b, n, m)`` of blocks ``(b, C, h, w)``.
 
-        ``masks``: 0/1 like ``blocks`` or ``None``; ``thresholds``: ``(b, K, p)``; ``window``: the
-        ``(n, n)`` search-window mask (``None`` for ``sc``).
+        ``masks``: 0/1 like ``blocks`` or ``None``; ``thresholds``: ``(b, K, p)``; ``grid`` and
+        ``window``, the ``(n, n)`` search-window mask: ``None`` for ``sc``.
         """
         config = self.config
         dtype = blocks.dtype
@@ -380,7 +437,7 @@ class GroupSC(Restorer):
         for step in range(config.steps):
             if similarity is not None and step > 0 and step % config.similarity_every == 0:
                 estimate = grid.average(codes @ decoder.T + means)
-                similarity = (1.0 - blend) * similarity + blend * self._similarity(estimate, means, window)
+                similarity = torch.lerp(similarity, self._similarity(estimate, means, window), blend)
             gradient_step = lista_step(codes, centred, encoder, dictionary, patch_masks)
             codes = self._prox(gradient_step, thresholds[:, step, None, :].to(dtype), similarity, codes)
         return codes @ decoder.T + means
@@ -474,6 +531,10 @@ class _BlockGrid:
         )
         starts = torch.tensor([image * channels * height * width + row * width + col for image, row, col in jobs])
         return (starts[:, None, None, None] + offsets_in_block[None]).flatten()
+
+
+def _chunk_elements(device: torch.device) -> int:
+    return _CPU_CHUNK_ELEMENTS if device.type == "cpu" else _DEVICE_CHUNK_ELEMENTS
 
 
 def _starts(length: int, block: int, stride: int) -> list[int]:

@@ -25,6 +25,9 @@ Threshold = float | Tensor
 # Floor on the row sums of the similarity matrix, so that a patch with no neighbours at all gets a
 # zero centre instead of a 0/0.
 _ROW_SUM_FLOOR = 1e-12
+# Cap on the squared distance in patch_similarity: exp(-80) = 1.8e-35 is lost to rounding next to the
+# unit diagonal, and larger arguments send exp down its much slower underflow path.
+_MAX_SQ_DISTANCE = 80.0
 
 
 def soft_threshold(alpha: Tensor, lam: Threshold) -> Tensor:
@@ -119,23 +122,28 @@ def patch_similarity(patches: Tensor, scale: Tensor, window_mask: Tensor | None 
             "patch_similarity needs patches (B, N, P) and scale (P,), "
             f"got {tuple(patches.shape)} and {tuple(scale.shape)}."
         )
-    scaled = patches * scale
-    sq_norms = scaled.square().sum(dim=-1)
-    # The Gram expansion avoids a (B, N, N, P) difference tensor; it is symmetrised and its diagonal
-    # zeroed so that rounding cannot break S = S^T or S_ii = 1.
-    sq_dist = sq_norms.unsqueeze(-1) + sq_norms.unsqueeze(-2) - 2.0 * scaled @ scaled.transpose(-1, -2)
-    off_diagonal = ~torch.eye(patches.shape[1], dtype=torch.bool, device=patches.device)
-    sq_dist = (0.5 * (sq_dist + sq_dist.transpose(-1, -2))).clamp_min(0.0) * off_diagonal
-    similarity = torch.exp(-sq_dist)
-    if window_mask is None:
-        return similarity
     n = patches.shape[1]
-    if window_mask.dtype != torch.bool or window_mask.shape != (n, n):
+    if window_mask is not None and (window_mask.dtype != torch.bool or window_mask.shape != (n, n)):
         raise ConfigError(
             f"window_mask must be a boolean ({n}, {n}) tensor, "
             f"got {window_mask.dtype} {tuple(window_mask.shape)}."
         )
-    return similarity * window_mask
+    scaled = patches * scale
+    sq_norms = scaled.square().sum(dim=-1, keepdim=True)
+    # One batched product gives every ||a_i||^2 + ||a_j||^2 - 2 <a_i, a_j> without a (B, N, N, P)
+    # difference tensor. Adding the transpose (twice the distance) makes S = S^T exact despite the
+    # product's rounding, and zeroing the diagonal makes S_ii = 1 exact. The in-place steps spare
+    # (B, N, N) temporaries, which dominate the cost of a block.
+    twice_sq_dist = torch.baddbmm(sq_norms + sq_norms.transpose(-1, -2), scaled, scaled.transpose(-1, -2), alpha=-2.0)
+    twice_sq_dist = twice_sq_dist + twice_sq_dist.transpose(-1, -2)
+    twice_sq_dist.diagonal(dim1=-2, dim2=-1).zero_()
+    similarity = torch.exp(twice_sq_dist.clamp_(0.0, 2.0 * _MAX_SQ_DISTANCE).mul_(-0.5))
+    if window_mask is None:
+        return similarity
+    if similarity.requires_grad:
+        # exp's backward needs its output as it was.
+        return similarity.masked_fill(~window_mask, 0.0)
+    return similarity.masked_fill_(~window_mask, 0.0)
 
 
 def _check_similarity(codes: Tensor, similarity: Tensor) -> None:

@@ -5,8 +5,9 @@ A run lives in one folder::
     run_dir/config.yaml       the config the run was started with (a resume must match it)
     run_dir/log.jsonl         one JSON object per line: training records {step, epoch, loss (mean since
                               the last record; a subclass may add other means), lr, seconds (time spent
-                              in training steps, summed over resumes)} and evaluation records
-                              {step, eval_bench, eval_images, eval_psnr}
+                              in training steps, summed over resumes)}, evaluation records
+                              {step, eval_bench, eval_images, eval_psnr} and, with backtracking,
+                              {step, backtrack, window_loss, snapshot_loss, lr_scale} when it reloads
     run_dir/checkpoint.pt     model, optimiser, schedule, RNG states and step (written atomically)
     run_dir/best.safetensors  the weights with the best evaluation PSNR so far (when evaluating)
     run_dir/model.safetensors + model.yaml   the exported model at the end
@@ -19,13 +20,15 @@ Each patch carries the degradation level that made it (noise sigma, JPEG quality
 tasks), and the model is fitted through ``model.training_forward(y, level)``. A fresh run first loads
 ``init_weights`` when the config names them, or else calls the model's
 ``initialise_from_data(images, generator)`` when it has one; a resumed run takes everything from its
-checkpoint. :class:`Trainer` is also the base of DURR's policy trainer (:mod:`converge.train.policy`),
+checkpoint (with backtracking also the snapshot, the loss window and the learning-rate scale).
+:class:`Trainer` is also the base of DURR's policy trainer (:mod:`converge.train.policy`),
 which overrides the hooks ``_trainable_parameters``, ``_prepare_training``, ``_train_step``,
 ``_extra_state`` and ``_load_extra_state``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -109,7 +112,13 @@ class Trainer:
         if not resuming:
             self._initialise_model()
         self.optimizer = _make_optimizer(self._trainable_parameters(), config)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(config, self.total_steps))
+        schedule = _lr_factor(config, self.total_steps)
+        # Backtracking lowers the learning rate for the rest of the run by this factor.
+        self.lr_scale = 1.0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self.lr_scale * schedule(step))
+        self._window_loss = 0.0
+        self._window_steps = 0
+        self._snapshot: dict[str, Any] | None = None
         self.step = 0
         self.seconds = 0.0
         self.best_psnr = -math.inf
@@ -148,6 +157,8 @@ class Trainer:
                             seconds=round(self.seconds, 3),
                         )
                         sums, summed_steps = {}, 0
+                    if self.config.backtrack is not None:
+                        self._watch_divergence(metrics["loss"])
                     evaluation = self.config.eval
                     if evaluation is not None and (self.step % evaluation.every == 0 or self.step == self.total_steps):
                         self._evaluate()
@@ -170,6 +181,56 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {"loss": float(loss.detach())}
+
+    def _watch_divergence(self, loss: float) -> None:
+        """Backtracking (``config.backtrack``): add this step's ``loss`` to the window; at the end of
+        a window, reload the snapshot and lower the learning rate if the window's mean loss jumped
+        above ``factor`` times the snapshot's or is not finite, else take a new snapshot."""
+        backtrack = self.config.backtrack
+        self._window_loss += loss
+        self._window_steps += 1
+        if self.step % backtrack.every != 0:
+            return
+        mean = self._window_loss / self._window_steps
+        self._window_loss, self._window_steps = 0.0, 0
+        diverged = not math.isfinite(mean) or (
+            self._snapshot is not None and mean > backtrack.factor * self._snapshot["loss"]
+        )
+        if diverged and self._snapshot is None:
+            return
+        if diverged:
+            self.model.load_state_dict(self._snapshot["model"])
+            self.optimizer.load_state_dict(copy.deepcopy(self._snapshot["optimizer"]))
+            self.lr_scale *= backtrack.lr_factor
+            rates = zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas)
+            for group, base, factor in rates:
+                group["lr"] = base * factor(self.scheduler.last_epoch)
+            self._log(
+                step=self.step,
+                backtrack="reloaded",
+                window_loss=mean,
+                snapshot_loss=self._snapshot["loss"],
+                lr_scale=self.lr_scale,
+            )
+            return
+        self._snapshot = {
+            "loss": mean,
+            "model": {name: value.detach().clone() for name, value in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    def _backtrack_state(self) -> dict[str, Any]:
+        """What a resumed run needs to backtrack as this one would: only when backtracking is on."""
+        if self.config.backtrack is None:
+            return {}
+        return {
+            "backtrack": {
+                "lr_scale": self.lr_scale,
+                "window_loss": self._window_loss,
+                "window_steps": self._window_steps,
+                "snapshot": self._snapshot,
+            }
+        }
 
     def _initialise_model(self) -> None:
         """Fresh start: load ``init_weights``, or else let the model initialise itself from the clean images."""
@@ -247,6 +308,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(),
+            **self._backtrack_state(),
             **self._extra_state(),
         }
         return write_atomic(self.run_dir / CHECKPOINT, lambda stream: torch.save(state, stream))
@@ -257,6 +319,11 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.config.backtrack is not None:
+                backtrack = state["backtrack"]
+                self.lr_scale = float(backtrack["lr_scale"])
+                self._window_loss, self._window_steps = float(backtrack["window_loss"]), int(backtrack["window_steps"])
+                self._snapshot = backtrack["snapshot"]
             self.scheduler.load_state_dict(state["scheduler"])
             self._load_extra_state(state)
         except (OSError, RuntimeError, KeyError, ValueError) as error:
@@ -402,9 +469,9 @@ def _training_degradation(config: TrainConfig) -> Degrade:
 def _make_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     optim = config.optim
     if optim.name == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+        return torch.optim.RMSprop(parameters, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optim.name]
-    return cls(parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    return cls(parameters, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
 
 
 def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:

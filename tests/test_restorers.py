@@ -1,0 +1,124 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from converge import baselines
+from converge.color import rgb_to_ycbcr, ycbcr_to_rgb
+from converge.errors import ConfigError
+from converge.models.durr import DURR, DURRConfig
+from converge.models.groupsc import GroupSC, GroupSCConfig
+from converge.physics.jpeg import JPEGCompression
+from converge.physics.mosaic import BayerMosaic
+from converge.physics.tasks import make_task
+from converge.restorers import make_restorer
+from converge.zoo import save_weights
+
+TINY_GROUPSC = {"patch_size": 5, "atoms": 16, "steps": 3, "window": 12, "similarity_every": 2, "stride": 8}
+
+
+def saved_groupsc(tmp_path: Path, task: str, **overrides) -> tuple[GroupSC, str]:
+    torch.manual_seed(0)
+    model = GroupSC(GroupSCConfig(**{**TINY_GROUPSC, **overrides})).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    path = save_weights(model, {"task": task}, tmp_path / f"groupsc-{task}.safetensors")
+    return model, str(path)
+
+
+def smooth_image(channels: int, seed: int = 0, size: int = 24) -> torch.Tensor:
+    """Ramps in a different direction per channel, with a little texture."""
+    generator = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.2, 0.8, size)
+    directions = (ramp.expand(size, size), ramp[:, None].expand(size, size), ramp.flip(0).expand(size, size))
+    image = torch.stack(directions[:channels])[None]
+    return (image + 0.05 * torch.rand(image.shape, generator=generator)).clamp(0, 1)
+
+
+def test_grey_model_deblocks_a_colour_jpeg_on_its_luma_and_keeps_its_chroma(tmp_path: Path) -> None:
+    model, path = saved_groupsc(tmp_path, "deblock")
+    task = make_task("deblock", quality=10)
+    observed, operator = task.degrade(smooth_image(3))
+    restored = make_restorer(path, task)(observed, operator)
+    ycbcr = rgb_to_ycbcr(observed)
+    luma, _ = model.restore(ycbcr[:, :1], physics=operator)
+    expected = ycbcr_to_rgb(torch.cat([luma, ycbcr[:, 1:]], dim=1)).clamp(0, 1)
+    assert torch.allclose(restored.image, expected, atol=1e-6)
+    # Not the channel-by-channel restoration a grey model gives a colour image elsewhere.
+    assert not torch.allclose(restored.image, model.restore(observed, physics=operator)[0], atol=1e-3)
+    assert restored.iterations == model.config.steps
+
+
+def test_grey_jpeg_is_restored_directly(tmp_path: Path) -> None:
+    model, path = saved_groupsc(tmp_path, "deblock")
+    task = make_task("deblock", quality=20)
+    observed, operator = task.degrade(smooth_image(1))
+    restored = make_restorer(path, task)(observed, operator)
+    assert isinstance(operator, JPEGCompression)
+    assert torch.equal(restored.image, model.restore(observed, physics=operator)[0])
+
+
+def test_demosaicking_passes_the_bayer_operator_and_accepts_a_raw_image(tmp_path: Path) -> None:
+    model, path = saved_groupsc(tmp_path, "demosaic", channels=3, similarity_every=3)
+    task = make_task("demosaic")
+    observed, operator = task.degrade(smooth_image(3))
+    assert isinstance(operator, BayerMosaic)
+    restorer = make_restorer(path, task)
+    expected, _ = model.restore(observed, physics=operator)
+    assert torch.equal(restorer(observed, operator).image, expected)
+    assert not torch.allclose(expected, model.restore(observed)[0], atol=1e-3)
+    assert torch.equal(restorer(operator.to_raw(observed), operator).image, expected)
+
+
+def test_blind_restoration_lets_the_model_estimate_the_noise_level(tmp_path: Path) -> None:
+    model, path = saved_groupsc(tmp_path, "denoise", sigmas=(5, 50))
+    task = make_task("denoise", sigma=5)
+    # Noise at sigma 50, told 5: only the blind restorer picks the sigma-50 thresholds.
+    noise = torch.randn(1, 1, 40, 40, generator=torch.Generator().manual_seed(1))
+    observed = smooth_image(1, size=40) + 50 / 255 * noise
+    blind = make_restorer(path, task, blind=True)(observed, task.operator)
+    told = make_restorer(path, task)(observed, task.operator)
+    estimated, info = model.restore(observed)
+    assert info.extra["sigma_used"] == [50.0]
+    assert torch.equal(blind.image, estimated)
+    assert torch.equal(told.image, model.restore(observed, sigma=5 / 255)[0])
+    assert not torch.allclose(blind.image, told.image, atol=1e-3)
+
+
+def test_blind_baseline_gets_the_estimated_noise_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    given = []
+
+    def recording_denoiser(y: torch.Tensor, sigma: float) -> torch.Tensor:
+        given.append(sigma)
+        return y
+
+    monkeypatch.setattr(baselines, "get_baseline", lambda name: recording_denoiser)
+    task = make_task("denoise", sigma=5)
+    noisy = 0.5 + 30 / 255 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(2))
+    make_restorer("tv", task)(noisy, task.operator)
+    make_restorer("tv", task, blind=True)(noisy, task.operator)
+    assert given[0] == pytest.approx(5 / 255)
+    assert abs(given[1] * 255 - 30) < 3
+
+
+def test_loops_reach_a_model_whose_restore_takes_them(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DURR(DURRConfig(features=4, bottom_convs=1, policy_features=4, policy_hidden=4)).eval()
+    path = str(save_weights(model, {"task": "denoise"}, tmp_path / "durr.safetensors"))
+    task = make_task("denoise", sigma=25)
+    noisy, _ = task.degrade(smooth_image(1), torch.Generator().manual_seed(0))
+    restored = make_restorer(path, task, loops=3)(noisy, task.operator)
+    assert restored.iterations == 3
+    assert torch.equal(restored.image, model.restore(noisy, loops=3)[0])
+
+
+def test_options_a_restorer_cannot_take_raise(tmp_path: Path) -> None:
+    _, path = saved_groupsc(tmp_path, "denoise")
+    task = make_task("denoise", sigma=25)
+    with pytest.raises(ConfigError, match="no loop count"):
+        make_restorer(path, task, loops=3)
+    with pytest.raises(ConfigError, match="no loops"):
+        make_restorer("tv", task, loops=3)
+    with pytest.raises(ConfigError, match="cannot be restored in tiles"):
+        make_restorer(path, task, tile=16)
