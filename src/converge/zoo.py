@@ -145,8 +145,6 @@ def load_weights(
     Raises :class:`WeightsError` for a missing or corrupt file, a config that builds no model, or
     tensors (names, shapes) or header metadata that do not match the config.
     """
-    from safetensors import SafetensorError, safe_open
-
     weights = Path(weights)
     config = weights.with_suffix(".yaml") if config is None else Path(config)
     spec = read_weights_config(config)
@@ -156,12 +154,7 @@ def load_weights(
         raise WeightsError(f"{config} does not describe a buildable model ({error}): fix or replace the file") from None
     if not weights.is_file():
         raise WeightsError(f"weights file {weights} is missing: reinstall the package or retrain the model")
-    try:
-        with safe_open(str(weights), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise WeightsError(f"{weights} is not a readable safetensors file ({error}): replace it") from None
+    metadata, tensors = read_safetensors(weights)
     expected_header = {"model": spec["model"], "params": _canonical(model_params(model))}
     found_header = {"model": metadata.get("model"), "params": metadata.get("params")}
     if found_header != expected_header:
@@ -177,6 +170,20 @@ def load_weights(
             f"{weights} does not fit the model of {config} ({first_line}): pair it with its own config"
         ) from None
     return model.to(device).eval()
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The header metadata and tensors of the safetensors file at ``path`` (never unpickles).
+
+    Raises :class:`WeightsError` when the file cannot be read as safetensors.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return handle.metadata() or {}, {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(f"{path} is not a readable safetensors file ({error}): replace it") from None
 
 
 def read_weights_config(path: str | Path) -> dict[str, Any]:

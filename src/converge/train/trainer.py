@@ -46,7 +46,7 @@ from converge.atomic import write_atomic, write_text_atomic
 from converge.data.patches import Degrade, PatchDataset
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator, seed_everything, stable_seed
-from converge.errors import ConfigError
+from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
 from converge.models import Restorer, build_model, model_name, model_params
 from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
@@ -400,17 +400,15 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
     describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`.
     """
-    from safetensors import SafetensorError, safe_open
+    from converge.zoo import read_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"init_weights {path} does not exist: train that model first or fix the path")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ConfigError(f"init_weights {path} is not a readable safetensors file ({error}): replace it") from None
+        metadata, tensors = read_safetensors(path)
+    except WeightsError as error:
+        raise ConfigError(f"init_weights: {error}") from None
     expected = (model_name(model), json.loads(json.dumps(model_params(model))))
     try:
         found = (metadata.get("model"), json.loads(metadata.get("params", "null")))
