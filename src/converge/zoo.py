@@ -155,7 +155,7 @@ def load_weights(
     if not weights.is_file():
         raise WeightsError(f"weights file {weights} is missing: reinstall the package or retrain the model")
     metadata, tensors = read_safetensors(weights)
-    expected_header = {"model": spec["model"], "params": _canonical(model_params(model))}
+    expected_header = weights_header(model)
     found_header = {"model": metadata.get("model"), "params": metadata.get("params")}
     if found_header != expected_header:
         raise WeightsError(
@@ -217,12 +217,17 @@ def save_weights(model: Restorer, config: Mapping[str, Any] | None, path: str | 
         raise ConfigError(f"config may not set {', '.join(reserved)}: they are taken from the model")
     name, params = model_name(model), model_params(model)
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    payload = save(tensors, metadata={"model": name, "params": _canonical(params)})
+    payload = save(tensors, metadata=weights_header(model))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda stream: stream.write(payload))
     spec = yaml.safe_dump({"model": name, "params": params, **extra}, sort_keys=False)
     write_text_atomic(path.with_suffix(".yaml"), spec)
     return path
+
+
+def weights_header(model: Restorer) -> dict[str, str]:
+    """The safetensors header that names ``model``: its registry name and canonical JSON parameters."""
+    return {"model": model_name(model), "params": _canonical(model_params(model))}
 
 
 def _canonical(params: Mapping[str, Any]) -> str:

@@ -48,7 +48,7 @@ from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator, seed_everything, stable_seed
 from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
-from converge.models import Restorer, build_model, model_name, model_params
+from converge.models import Restorer, build_model
 from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from converge.train.losses import get_loss
 
@@ -400,7 +400,7 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
     describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`.
     """
-    from converge.zoo import read_safetensors
+    from converge.zoo import read_safetensors, weights_header
 
     path = Path(path)
     if not path.is_file():
@@ -409,15 +409,12 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
         metadata, tensors = read_safetensors(path)
     except WeightsError as error:
         raise ConfigError(f"init_weights: {error}") from None
-    expected = (model_name(model), json.loads(json.dumps(model_params(model))))
-    try:
-        found = (metadata.get("model"), json.loads(metadata.get("params", "null")))
-    except json.JSONDecodeError:
-        found = (metadata.get("model"), metadata.get("params"))
+    expected = weights_header(model)
+    found = {"model": metadata.get("model"), "params": metadata.get("params")}
     if found != expected:
         raise ConfigError(
-            f"init_weights {path} were saved for {found[0]} {found[1]}, but this config builds {expected[0]} "
-            f"{expected[1]}: give the model the same parameters or start from other weights"
+            f"init_weights {path} were saved for {found['model']} {found['params']}, but this config builds "
+            f"{expected['model']} {expected['params']}: give the model the same parameters or start from other weights"
         )
     try:
         model.load_state_dict(tensors, strict=True)
