@@ -204,3 +204,27 @@ def test_eval_blind_names_its_report(tmp_path):
     assert_one_line_error(
         run_cli("eval", "-m", "input", "-b", "set12", "-t", "deblock", "--blind", "--out", str(tmp_path)), "--blind"
     )
+
+
+def test_train_in_two_segments_with_until_and_continue_from(tmp_path):
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "steps": 2, "log_every": 1, "checkpoint_every": 1, "loss": "noise_mse",
+        "model": {"name": "dncnn", "params": {"depth": 3, "features": 4}},
+        "data": {"train_set": "train400", "patch_size": 16, "patches_per_image": 1, "batch_size": 4,
+                 "task": "denoise", "task_params": {"sigma": 25}},
+    }))
+    first = run_cli("train", str(config), "--run-dir", str(tmp_path / "a"), "--until", "1")
+    assert first.returncode == 0, first.stderr
+    exported = tmp_path / "a" / "model.safetensors"
+    assert yaml.safe_load(exported.with_suffix(".yaml").read_text())["trained_steps"] == 1
+    second = run_cli("train", str(config), "--run-dir", str(tmp_path / "b"), "--continue-from", str(exported))
+    assert second.returncode == 0, second.stderr
+    assert yaml.safe_load((tmp_path / "b" / "model.yaml").read_text())["trained_steps"] == 2
+    assert_one_line_error(
+        run_cli("train", str(config), "--run-dir", str(tmp_path / "c"), "--set", "seed=5",
+                "--continue-from", str(exported)),
+        "not exported by a run of this config",
+    )

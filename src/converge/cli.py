@@ -282,11 +282,22 @@ def train(
         Optional[list[str]],
         typer.Option("--set", help="Override a config entry, e.g. --set data.task_params.sigma=15 (repeatable)."),
     ] = None,
+    until: Annotated[
+        Optional[int], typer.Option(help="Stop after this step and export the weights (train in segments).")
+    ] = None,
+    continue_from: Annotated[
+        Optional[Path],
+        typer.Option(help="Start a new run folder at the step of weights that --until exported from this config."),
+    ] = None,
 ) -> None:
-    """Train a model from a config; resumable from its run folder (resume with the same --set options)."""
+    """Train a model from a config; resumable from its run folder (resume with the same --set options),
+    or continued in a new run folder from the weights a segment exported (--until, --continue-from)."""
     from converge.train.trainer import train as run_training
 
-    exported = run_training(config, run_dir, resume=resume, threads=threads, overrides=overrides or ())
+    exported = run_training(
+        config, run_dir, resume=resume, threads=threads, overrides=overrides or (), until=until,
+        continue_from=continue_from,
+    )
     _say(f"trained weights: {exported}")
 
 

@@ -395,3 +395,62 @@ def test_checkpoints_without_backtracking_hold_no_backtracking_state(tmp_path: P
     Trainer(tiny_config(steps=2, eval=None), tmp_path, progress=False, train_images=crops).run()
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert set(state) == {"step", "seconds", "best_psnr", "model", "optimizer", "scheduler", "rng"}
+
+
+def seen_batches(trainer: Trainer) -> list[tuple[int, float, torch.Tensor]]:
+    """Record (step, learning rate, noisy batch) at every step the trainer takes."""
+    seen = []
+    original = trainer._train_step
+
+    def record(y, x, level):
+        seen.append((trainer.step + 1, trainer.optimizer.param_groups[0]["lr"], y.clone()))
+        return original(y, x, level)
+
+    trainer._train_step = record
+    return seen
+
+
+def test_until_stops_and_exports_and_a_resume_finishes_the_run(tmp_path: Path, crops) -> None:
+    config = tiny_config(steps=5, eval=None, checkpoint_every=10)
+    weights = Trainer(config, tmp_path, progress=False, train_images=crops, until=3).run()
+    spec = yaml.safe_load(weights.with_suffix(".yaml").read_text())
+    assert spec["trained_steps"] == 3 and torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 3
+    Trainer(config, tmp_path, resume=True, progress=False, train_images=crops).run()
+    assert [step for step, _ in train_losses(tmp_path)] == [1, 2, 3, 4, 5]
+    with pytest.raises(ConfigError, match="until must be a positive step"):
+        Trainer(config, tmp_path / "zero", progress=False, train_images=crops, until=0)
+
+
+def test_continue_from_sees_the_uninterrupted_runs_patches_and_learning_rates(tmp_path: Path, crops) -> None:
+    config = tiny_config(steps=6, eval=None, schedule={"name": "cosine"})
+    straight = Trainer(config, tmp_path / "straight", progress=False, train_images=crops)
+    straight_seen = seen_batches(straight)
+    straight.run()
+    segment = Trainer(config, tmp_path / "first", progress=False, train_images=crops, until=2).run()
+    continued = Trainer(config, tmp_path / "second", progress=False, train_images=crops, continue_from=segment)
+    for name, tensor in load_weights(segment).state_dict().items():
+        assert torch.equal(continued.model.state_dict()[name], tensor), name
+    continued_seen = seen_batches(continued)
+    continued.run()
+    assert [(step, lr) for step, lr, _ in continued_seen] == [(step, lr) for step, lr, _ in straight_seen[2:]]
+    for (_, _, batch), (_, _, expected) in zip(continued_seen, straight_seen[2:]):
+        assert torch.equal(batch, expected)
+    assert [step for step, _ in train_losses(tmp_path / "second")] == [3, 4, 5, 6]
+    assert yaml.safe_load((tmp_path / "second" / "model.yaml").read_text())["trained_steps"] == 6
+
+
+def test_continue_from_needs_weights_of_the_same_config_with_steps_left(tmp_path: Path, crops) -> None:
+    config = tiny_config(steps=4, eval=None)
+    segment = Trainer(config, tmp_path / "first", progress=False, train_images=crops, until=2).run()
+    with pytest.raises(ConfigError, match="not exported by a run of this config"):
+        Trainer(tiny_config(steps=4, eval=None, seed=9), tmp_path / "other", progress=False, train_images=crops,
+                continue_from=segment)
+    finished = Trainer(config, tmp_path / "whole", progress=False, train_images=crops).run()
+    with pytest.raises(ConfigError, match="nothing to continue"):
+        Trainer(config, tmp_path / "after", progress=False, train_images=crops, continue_from=finished)
+    segment.with_suffix(".yaml").unlink()
+    with pytest.raises(ConfigError, match="needs the model.yaml"):
+        Trainer(config, tmp_path / "bare", progress=False, train_images=crops, continue_from=segment)
+    with pytest.raises(ConfigError, match="continue_from .* does not exist"):
+        Trainer(config, tmp_path / "absent", progress=False, train_images=crops,
+                continue_from=tmp_path / "absent.safetensors")

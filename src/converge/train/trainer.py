@@ -10,7 +10,7 @@ A run lives in one folder::
                               {step, backtrack, window_loss, snapshot_loss, lr_scale} when it reloads
     run_dir/checkpoint.pt     model, optimiser, schedule, RNG states and step (written atomically)
     run_dir/best.safetensors  the weights with the best evaluation PSNR so far (when evaluating)
-    run_dir/model.safetensors + model.yaml   the exported model at the end
+    run_dir/model.safetensors + model.yaml   the exported model at the end (or at ``until``)
 
 Every random draw is a pure function of the seed and the step (patch crops and training noise come
 from ``PatchDataset``'s per-item generators, the batch order from a per-epoch permutation), so a run
@@ -21,6 +21,12 @@ tasks), and the model is fitted through ``model.training_forward(y, level)``. A 
 ``init_weights`` when the config names them, or else calls the model's
 ``initialise_from_data(images, generator)`` when it has one; a resumed run takes everything from its
 checkpoint (with backtracking also the snapshot, the loss window and the learning-rate scale).
+
+A long run can be trained in segments on machines that do not keep the run folder: ``until`` stops
+a run after that step and exports its weights (``model.yaml`` records ``trained_steps`` and the
+config's digest), and a new run folder given ``continue_from`` those weights starts at that step of
+the same config: the same patches, noise and learning rate from there on as the uninterrupted run,
+only the optimiser's moments (and a DQN trainer's replay memory) start afresh.
 :class:`Trainer` is also the base of DURR's policy trainer (:mod:`converge.train.policy`),
 which overrides the hooks ``_trainable_parameters``, ``_prepare_training``, ``_train_step``,
 ``_extra_state`` and ``_load_extra_state``.
@@ -49,7 +55,7 @@ from converge.data.seeding import evaluation_generator, seed_everything, stable_
 from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
 from converge.models import Restorer, build_model
-from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from converge.train.config import TrainConfig, config_digest, config_from_dict, config_to_dict, load_config
 from converge.train.losses import get_loss
 
 if TYPE_CHECKING:
@@ -66,7 +72,9 @@ class Trainer:
     """Runs one training config in ``run_dir``; :meth:`run` trains to the last step and exports the model.
 
     ``train_images`` replaces the config's training set (a sequence of ``(C, H, W)`` tensors in [0, 1],
-    for tests and small experiments); ``progress`` shows a rich progress bar.
+    for tests and small experiments); ``progress`` shows a rich progress bar. ``until`` stops (and
+    exports) after that step; ``continue_from`` starts a fresh ``run_dir`` from weights that a run
+    of this same config exported (see the module docstring).
     """
 
     kind = "supervised"
@@ -80,6 +88,8 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         train_images: Sequence[Tensor] | None = None,
+        until: int | None = None,
+        continue_from: str | Path | None = None,
     ) -> None:
         if config.trainer != self.kind:
             raise ConfigError(
@@ -107,9 +117,15 @@ class Trainer:
                 "raise patches_per_image or lower batch_size"
             )
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
+        if until is not None and until < 1:
+            raise ConfigError(f"until must be a positive step, got {until}")
+        self.stop_step = self.total_steps if until is None else min(until, self.total_steps)
         self.loss_fn = get_loss(config.loss)
         resuming = resume and (self.run_dir / CHECKPOINT).exists()
-        if not resuming:
+        start_step = 0
+        if not resuming and continue_from is not None:
+            start_step = self._continue_from(Path(continue_from))
+        elif not resuming:
             self._initialise_model()
         self.optimizer = _make_optimizer(self._trainable_parameters(), config)
         schedule = _lr_factor(config, self.total_steps)
@@ -120,6 +136,8 @@ class Trainer:
         self._window_steps = 0
         self._snapshot: dict[str, Any] | None = None
         self.step = 0
+        if start_step:
+            self._start_at(start_step)
         self.seconds = 0.0
         self.best_psnr = -math.inf
         self._eval_set: list[tuple[str, Tensor]] | None = None
@@ -130,13 +148,14 @@ class Trainer:
             self._truncate_log()
 
     def run(self) -> Path:
-        """Train until ``total_steps`` (continuing from the checkpoint, if resumed); return ``model.safetensors``."""
+        """Train until ``total_steps`` or ``until`` (continuing from the checkpoint, if resumed); return
+        ``model.safetensors``."""
         batch_size = self.config.data.batch_size
-        progress = _Progress(self.total_steps, self.step, enabled=self.progress)
+        progress = _Progress(self.stop_step, self.step, enabled=self.progress)
         sums: dict[str, float] = {}
         summed_steps = 0
         with progress:
-            while self.step < self.total_steps:
+            while self.step < self.stop_step:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 self.dataset.set_epoch(epoch)
                 batches = self._epoch_batches(epoch, offset, batch_size)
@@ -148,7 +167,8 @@ class Trainer:
                     sums = {key: sums.get(key, 0.0) + value for key, value in metrics.items()}
                     summed_steps += 1
                     progress.update(self.step, metrics["loss"])
-                    if self.step % self.config.log_every == 0 or self.step == self.total_steps:
+                    last = self.step == self.stop_step
+                    if self.step % self.config.log_every == 0 or last:
                         self._log(
                             step=self.step,
                             epoch=epoch,
@@ -160,11 +180,11 @@ class Trainer:
                     if self.config.backtrack is not None:
                         self._watch_divergence(metrics["loss"])
                     evaluation = self.config.eval
-                    if evaluation is not None and (self.step % evaluation.every == 0 or self.step == self.total_steps):
+                    if evaluation is not None and (self.step % evaluation.every == 0 or last):
                         self._evaluate()
-                    if self.step % self.config.checkpoint_every == 0 or self.step == self.total_steps:
+                    if self.step % self.config.checkpoint_every == 0 or last:
                         self.save_checkpoint()
-                    if self.step >= self.total_steps:
+                    if last:
                         break
         return self._export()
 
@@ -241,6 +261,34 @@ class Trainer:
         if callable(initialise):
             generator = torch.Generator().manual_seed(stable_seed("initialise-from-data", self.config.seed))
             initialise(self.dataset.clean_images(), generator)
+
+    def _continue_from(self, weights: Path) -> int:
+        """Load ``weights`` that a run of this config exported and return the step they were trained to."""
+        import yaml
+
+        load_init_weights(self.model, weights, role="continue_from")
+        try:
+            spec = yaml.safe_load(weights.with_suffix(".yaml").read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"continue_from needs the model.yaml exported beside {weights} ({error})") from None
+        if not isinstance(spec, dict) or spec.get("config_sha256") != config_digest(self.config):
+            raise ConfigError(
+                f"continue_from {weights} were not exported by a run of this config (its digest differs): "
+                "continue with the config and --set options that run used"
+            )
+        step = int(spec["trained_steps"])
+        if not 0 < step < self.total_steps:
+            raise ConfigError(f"continue_from {weights} were trained for {step} of {self.total_steps} steps: nothing to continue")
+        return step
+
+    def _start_at(self, step: int) -> None:
+        """Place the step counter, the learning-rate schedule and the global RNG at ``step``."""
+        self.step = step
+        self.scheduler.last_epoch = step
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(step)
+        seed_everything(stable_seed("continue", self.config.seed, step))
+        self._log(step=step, continued="fresh optimiser state")
 
     def _trainable_parameters(self) -> Iterable[torch.nn.Parameter]:
         """The parameters the optimiser updates (all of the model's here)."""
@@ -377,10 +425,13 @@ def train(
     resume: bool = False,
     threads: int | None = None,
     overrides: Sequence[str] = (),
+    until: int | None = None,
+    continue_from: str | Path | None = None,
 ) -> Path:
     """Train the YAML config at ``config_path`` (with ``dotted.key=value`` ``overrides``, see
     :func:`~converge.train.config.load_config`) in ``run_dir``, continuing it with ``resume``; return
-    the exported ``model.safetensors``. ``threads`` sets torch's intra-op thread count."""
+    the exported ``model.safetensors``. ``threads`` sets torch's intra-op thread count; ``until`` and
+    ``continue_from`` train in segments (:class:`Trainer`)."""
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads}")
@@ -391,35 +442,36 @@ def train(
         from converge.train.policy import PolicyTrainer
 
         trainer_class = PolicyTrainer
-    return trainer_class(config, run_dir, resume=resume).run()
+    return trainer_class(config, run_dir, resume=resume, until=until, continue_from=continue_from).run()
 
 
-def load_init_weights(model: Restorer, path: str | Path) -> None:
+def load_init_weights(model: Restorer, path: str | Path, role: str = "init_weights") -> None:
     """Load the safetensors file at ``path`` into ``model`` in place (strictly: every tensor, no extra).
 
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
-    describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`.
+    describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`
+    whose message starts with ``role`` (the option that named the file).
     """
     from converge.zoo import read_safetensors, weights_header
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"init_weights {path} does not exist: train that model first or fix the path")
+        raise ConfigError(f"{role} {path} does not exist: train that model first or fix the path")
     try:
         metadata, tensors = read_safetensors(path)
     except WeightsError as error:
-        raise ConfigError(f"init_weights: {error}") from None
+        raise ConfigError(f"{role}: {error}") from None
     expected = weights_header(model)
     found = {"model": metadata.get("model"), "params": metadata.get("params")}
     if found != expected:
         raise ConfigError(
-            f"init_weights {path} were saved for {found['model']} {found['params']}, but this config builds "
+            f"{role} {path} were saved for {found['model']} {found['params']}, but this config builds "
             f"{expected['model']} {expected['params']}: give the model the same parameters or start from other weights"
         )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        raise ConfigError(f"init_weights {path} do not fit the model ({error}): start from other weights") from None
+        raise ConfigError(f"{role} {path} do not fit the model ({error}): start from other weights") from None
 
 
 def task_level(task: Task) -> float:
@@ -498,6 +550,7 @@ def _weights_info(config: TrainConfig, step: int) -> dict[str, Any]:
         "task_params": dict(data.task_params),
         **{name: list(value) for name, value in ranges.items() if value is not None},
         "trained_steps": step,
+        "config_sha256": config_digest(config),
     }
 
 
