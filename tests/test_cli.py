@@ -188,6 +188,12 @@ def test_restore_loops_reach_durr_and_are_printed(tmp_path, clean_png):
     result = run_cli("restore", str(clean_png), str(output), "-m", str(weights), "--sigma", "25", "--loops", "3")
     assert result.returncode == 0, result.stderr
     assert "iterations 3," in result.stderr
+    evaluated = run_cli("eval", "-m", str(weights), "-b", "set12", "--sigma", "25", "--limit", "1", "--loops", "2",
+                        "--out", str(tmp_path))
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads((tmp_path / "durr-set12-denoise-sigma25-loops2.json").read_text())
+    assert [image["iterations"] for image in report["images"]] == [2]
+    assert_one_line_error(run_cli("eval", "-m", str(weights), "-b", "set12", "--loops", "-1"), "--loops must be")
     groupsc = GroupSC(GroupSCConfig(patch_size=5, atoms=8, steps=2, window=12, stride=8))
     other = save_weights(groupsc, {"task": "denoise"}, tmp_path / "groupsc.safetensors")
     assert_one_line_error(

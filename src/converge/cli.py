@@ -38,6 +38,9 @@ QualityOption = Annotated[Optional[int], typer.Option("--quality", "-q", help="d
 DropOption = Annotated[Optional[float], typer.Option("--drop", help="inpaint: fraction of pixels removed.")]
 BlurOption = Annotated[Optional[float], typer.Option("--blur-sigma", help="deblur: Gaussian kernel width (pixels).")]
 PatternOption = Annotated[Optional[str], typer.Option("--pattern", help="demosaic: Bayer pattern, e.g. RGGB.")]
+LoopsOption = Annotated[
+    Optional[int], typer.Option(help="Loops a model with a learned stopping policy (durr) runs instead.")
+]
 
 
 def _say(text: str) -> None:
@@ -108,9 +111,7 @@ def restore(
     pattern: PatternOption = None,
     mask: Annotated[Optional[Path], typer.Option(help="inpaint: mask PNG, white = kept pixel.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
-    loops: Annotated[
-        Optional[int], typer.Option(help="Loops a model with a learned stopping policy (durr) runs instead.")
-    ] = None,
+    loops: LoopsOption = None,
     bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
@@ -134,8 +135,7 @@ def restore(
     params = _task_params(sigma, factor, quality, None, None, pattern)
     if (task == "inpaint") != (mask is not None):
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
-    if loops is not None and loops < 0:
-        raise ConfigError(f"--loops must be a non-negative number of loops, got {loops}")
+    _check_loops(loops)
     blind = task == "denoise" and sigma is None
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
     pairs = _collect_inputs(source, target)
@@ -205,6 +205,11 @@ def degrade(
             advance()
 
 
+def _check_loops(loops: int | None) -> None:
+    if loops is not None and loops < 0:
+        raise ConfigError(f"--loops must be a non-negative number of loops, got {loops}")
+
+
 @app.command(name="eval")
 def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)],
@@ -225,6 +230,7 @@ def evaluate(
         bool,
         typer.Option("--blind", help="Do not tell the restorer the noise level: models and baselines estimate it."),
     ] = False,
+    loops: LoopsOption = None,
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
 ) -> None:
     """Score a restorer on a benchmark set: per-image and mean PSNR/SSIM, as Markdown and JSON."""
@@ -240,7 +246,8 @@ def evaluate(
     chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
-    restorer = make_restorer(model, chosen, tile=tile, blind=blind)
+    _check_loops(loops)
+    restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops)
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     with _progress(f"{label} on {bench}", None) as advance:
@@ -256,7 +263,8 @@ def evaluate(
             on_image=lambda name, total: advance(total),
             command=command,
         )
-    markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}" + ("-blind" if blind else ""))
+    suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
+    markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}{suffix}")
     summary = report.summary()
     table = Table(title=f"{label} on {bench}, {chosen.tag}")
     for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image"):
