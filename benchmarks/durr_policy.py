@@ -14,12 +14,15 @@ clamped estimate after every loop. Three stops are read off that one trajectory:
 
 The trajectory is followed until it has passed both the policy's stop and the schedule's loops and
 its PSNR has fallen ``--margin`` dB below the best so far (or ``max_loops``): DURR's unit gives
-PSNR curves that rise to one peak and then fall, so the oracle is the peak. Writes
-``durr_policy.{json,md}`` to ``--out-dir``.
+PSNR curves that rise to one peak and then fall, so the oracle is the peak. ``--stops oracle
+schedule`` leaves the policy out: the paper's Table 1 and Fig. 4 (peak PSNR and the loops at the
+peak) for a restoration unit whose policy is not trained (stage 1, or the naive-policy control).
+Writes ``NAME.{json,md}`` (``--name``, default ``durr_policy``) to ``--out-dir``.
 
 Usage:
     python benchmarks/durr_policy.py --weights RUN/model.safetensors [--bench bsd68] [--images 8]
-        [--sigmas 25 35 45 55 65 75] [--margin 1.0] [--threads 1] [--out-dir benchmarks/results]
+        [--sigmas 25 35 45 55 65 75] [--stops policy oracle schedule] [--margin 1.0] [--threads 1]
+        [--name durr_policy] [--out-dir benchmarks/results]
 """
 
 from __future__ import annotations
@@ -47,11 +50,14 @@ STOPS = ("policy", "oracle", "schedule")
 
 
 @torch.no_grad()
-def follow_trajectory(model: DURR, noisy: Tensor, clean: Tensor, sigma: float, margin: float) -> dict[str, Any]:
-    """PSNR (dB) of every loop of one ``(1, C, H, W)`` image's trajectory and the three stops on it."""
+def follow_trajectory(
+    model: DURR, noisy: Tensor, clean: Tensor, sigma: float, margin: float, stops: tuple[str, ...] = STOPS
+) -> dict[str, Any]:
+    """PSNR (dB) of every loop of one ``(1, C, H, W)`` image's trajectory and the ``stops`` on it."""
     config = model.config
     schedule = int(model.scheduled_loops(torch.tensor([sigma]))[0])
-    estimate, scores, policy_stop, hidden = noisy, [], None, None
+    with_policy = "policy" in stops
+    estimate, scores, policy_stop, hidden = noisy, [], None if with_policy else 0, None
     for n in range(config.max_loops + 1):
         scores.append(float(psnr(estimate.clamp(0.0, 1.0), clean)[0]))
         if policy_stop is None and n < config.max_loops:
@@ -64,21 +70,23 @@ def follow_trajectory(model: DURR, noisy: Tensor, clean: Tensor, sigma: float, m
         estimate = model.unit_step(estimate)
     policy_stop = config.max_loops if policy_stop is None else policy_stop
     oracle = max(range(len(scores)), key=scores.__getitem__)
-    loops = {"policy": policy_stop, "oracle": oracle, "schedule": min(schedule, len(scores) - 1)}
+    every = {"policy": policy_stop, "oracle": oracle, "schedule": min(schedule, len(scores) - 1)}
+    loops = {name: every[name] for name in stops}
     return {"psnr_by_loop": scores, "loops": loops, "psnr": {name: scores[n] for name, n in loops.items()}}
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means over images of PSNR and loops per stop, and the policy's gap to the oracle."""
+def summarise(records: list[dict[str, Any]], stops: tuple[str, ...] = STOPS) -> dict[str, Any]:
+    """Means over images of PSNR and loops per stop, each stop's gap to the oracle and the loops
+    each image stopped at."""
     summary = {
         f"{kind}_{name}": statistics.fmean(record[kind][name] for record in records)
         for kind in ("psnr", "loops")
-        for name in STOPS
+        for name in stops
     }
-    summary["policy_gap_db"] = summary["psnr_oracle"] - summary["psnr_policy"]
-    summary["schedule_gap_db"] = summary["psnr_oracle"] - summary["psnr_schedule"]
-    summary["policy_loops_each"] = [record["loops"]["policy"] for record in records]
-    summary["oracle_loops_each"] = [record["loops"]["oracle"] for record in records]
+    for name in stops:
+        if name != "oracle":
+            summary[f"{name}_gap_db"] = summary["psnr_oracle"] - summary[f"psnr_{name}"]
+        summary[f"{name}_loops_each"] = [record["loops"][name] for record in records]
     return summary
 
 
@@ -88,7 +96,9 @@ def main() -> None:
     parser.add_argument("--bench", default="bsd68")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[25, 35, 45, 55, 65, 75])
+    parser.add_argument("--stops", nargs="+", choices=STOPS, default=list(STOPS), help="oracle is always included")
     parser.add_argument("--margin", type=float, default=1.0, help="dB below the best PSNR that ends a trajectory")
+    parser.add_argument("--name", default="durr_policy", help="file name of the reports, without suffix")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -96,6 +106,7 @@ def main() -> None:
     model = load_weights(args.weights)
     if not isinstance(model, DURR):
         raise SystemExit(f"{args.weights} holds a {type(model).__name__}, not a DURR model")
+    stops = tuple(name for name in STOPS if name in args.stops or name == "oracle")
     images = list(load_images(args.bench, channels=model.config.channels))[: args.images]
     started, cpu_started = time.perf_counter(), time.process_time()
     levels: dict[str, Any] = {}
@@ -104,22 +115,23 @@ def main() -> None:
         records = []
         for name, clean in images:
             noisy, _ = task.degrade(clean, evaluation_generator(args.bench, name, task.tag))
-            record = follow_trajectory(model, noisy, clean, sigma, args.margin)
-            if not levels and not records:
+            record = follow_trajectory(model, noisy, clean, sigma, args.margin, stops)
+            if "policy" in stops and not levels and not records:
                 _, info = model.restore(noisy)
                 if info.iterations[0] != record["loops"]["policy"]:
                     raise SystemExit(f"restore took {info.iterations[0]} loops, the trajectory's policy stop is "
                                      f"{record['loops']['policy']}: the benchmark no longer follows DURR.restore")
             records.append({"image": name, **record})
-        levels[f"{sigma:g}"] = {"summary": summarise(records), "images": records}
+        levels[f"{sigma:g}"] = {"summary": summarise(records, stops), "images": records}
         summary = levels[f"{sigma:g}"]["summary"]
-        print(f"sigma {sigma:g}: policy {summary['psnr_policy']:.2f} dB / {summary['loops_policy']:.1f} loops, "
-              f"oracle {summary['psnr_oracle']:.2f} / {summary['loops_oracle']:.1f}", file=sys.stderr, flush=True)
+        said = ", ".join(f"{name} {summary[f'psnr_{name}']:.2f} dB / {summary[f'loops_{name}']:.1f} loops" for name in stops)
+        print(f"sigma {sigma:g}: {said}", file=sys.stderr, flush=True)
     payload = {
         "command": "python " + " ".join(sys.argv),
         "weights": args.weights,
         "model": dict(vars(model.config)),
         "bench": args.bench,
+        "stops": list(stops),
         "images": [name for name, _ in images],
         "margin_db": args.margin,
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}",
@@ -128,35 +140,37 @@ def main() -> None:
         "levels": levels,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "durr_policy.json").write_text(json.dumps(payload, indent=1))
-    (args.out_dir / "durr_policy.md").write_text(markdown(payload))
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(payload, indent=1))
+    (args.out_dir / f"{args.name}.md").write_text(markdown(payload))
     print(markdown(payload))
 
 
 def markdown(payload: dict[str, Any]) -> str:
     """The per-level table of the JSON payload."""
+    stops = payload["stops"]
+    gaps = [name for name in stops if name != "oracle"]
     lines = [
-        f"# DURR stopping policy vs the oracle stop ({payload['bench']}, first {len(payload['images'])} images)",
+        f"# DURR stops vs the oracle stop ({payload['bench']}, first {len(payload['images'])} images)",
         "",
         f"Command: `{payload['command']}`  ",
         f"Machine: {payload['machine']}; {payload['seconds']} s wall, {payload['cpu_seconds']} s CPU",
         "",
-        "Mean PSNR (dB) and mean loops at each stop; gap = oracle - policy.",
+        "Mean PSNR (dB) and mean loops at each stop; gap = oracle PSNR - that stop's PSNR.",
         "",
-        "| sigma | policy PSNR | oracle PSNR | schedule PSNR | gap | policy loops | oracle loops | schedule loops |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sigma | " + " | ".join(
+            [f"{name} PSNR" for name in stops] + [f"{name} gap" for name in gaps] + [f"{name} loops" for name in stops]
+        ) + " |",
+        "|---" * (1 + 2 * len(stops) + len(gaps)) + "|",
     ]
     for sigma, level in payload["levels"].items():
         s = level["summary"]
-        lines.append(
-            f"| {sigma} | {s['psnr_policy']:.2f} | {s['psnr_oracle']:.2f} | {s['psnr_schedule']:.2f} | "
-            f"{s['policy_gap_db']:.3f} | {s['loops_policy']:.1f} | {s['loops_oracle']:.1f} | "
-            f"{s['loops_schedule']:.1f} |"
-        )
-    lines += ["", "Loops per image (policy / oracle):", ""]
+        cells = [f"{s[f'psnr_{name}']:.2f}" for name in stops] + [f"{s[f'{name}_gap_db']:.3f}" for name in gaps]
+        cells += [f"{s[f'loops_{name}']:.1f}" for name in stops]
+        lines.append(f"| {sigma} | " + " | ".join(cells) + " |")
+    lines += ["", "Loops per image (" + " / ".join(stops) + "):", ""]
     for sigma, level in payload["levels"].items():
-        pairs = zip(level["summary"]["policy_loops_each"], level["summary"]["oracle_loops_each"], strict=True)
-        lines.append(f"- sigma {sigma}: " + ", ".join(f"{p}/{o}" for p, o in pairs))
+        each = zip(*(level["summary"][f"{name}_loops_each"] for name in stops), strict=True)
+        lines.append(f"- sigma {sigma}: " + ", ".join("/".join(str(n) for n in loops) for loops in each))
     return "\n".join(lines) + "\n"
 
 
