@@ -134,8 +134,8 @@ def test_shipped_default_model_denoises_a_real_crop() -> None:
 
 @pytest.fixture
 def family_zoo(monkeypatch: pytest.MonkeyPatch) -> dict[str, zoo.ZooEntry]:
-    def entry(name: str, task: str, sigma: float | None) -> zoo.ZooEntry:
-        return zoo.ZooEntry(name, "nerd", f"{name}.yaml", f"{name}.safetensors", task, sigma, name)
+    def entry(name: str, task: str, sigma: float | None, quality: int | None = None) -> zoo.ZooEntry:
+        return zoo.ZooEntry(name, "nerd", f"{name}.yaml", f"{name}.safetensors", task, sigma, name, quality)
 
     table = {
         e.name: e
@@ -165,4 +165,18 @@ def test_a_family_prefers_blind_weights_without_a_level_and_needs_one_otherwise(
         zoo.resolve_entry("nerd", "sr", None)
     with pytest.raises(ConfigError, match="unknown zoo model"):
         zoo.resolve_entry("groupsc", "denoise", 25.0)
+    assert zoo.resolve_entry("nerd", "deblock", None, quality=40).name == "nerd-q20"
     assert "nerd" in zoo.zoo_names() and "nerd-s15" in zoo.zoo_names()
+
+
+def test_a_family_picks_deblocking_weights_by_the_nearest_quality(family_zoo, monkeypatch) -> None:
+    table = {
+        name: zoo.ZooEntry(name, "groupsc", f"{name}.yaml", f"{name}.safetensors", "deblock", None, name, quality)
+        for name, quality in (("groupsc-q10", 10), ("groupsc-q20", 20), ("groupsc-q40", 40))
+    }
+    monkeypatch.setattr(zoo, "ZOO", table)
+    assert [zoo.resolve_entry("groupsc", "deblock", 25.0, q).name for q in (5, 14, 16, 30, 31, 90)] == [
+        "groupsc-q10", "groupsc-q10", "groupsc-q20", "groupsc-q20", "groupsc-q40", "groupsc-q40"
+    ]
+    with pytest.raises(ConfigError, match="one model per level \\(10, 20, 40\\): give --quality"):
+        zoo.resolve_entry("groupsc", "deblock", 25.0, None)

@@ -156,7 +156,11 @@ def restore(
             result = restorers[key](observed, known_mask or chosen.operator)
             write_image(out_path, result.image, bits=bits)
             counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
-            entry = resolve_entry(model_name, task, image_params.get("sigma")) if model_name in zoo_names() else None
+            entry = (
+                resolve_entry(model_name, task, image_params.get("sigma"), image_params.get("quality"))
+                if model_name in zoo_names()
+                else None
+            )
             used = model_name if entry is None else entry.name
             _say(f"{in_path} -> {out_path} [{used}{counted}, {result.seconds:.2f} s]{note}")
             trained_sigma = None if entry is None else entry.sigma

@@ -84,7 +84,7 @@ def make_restorer(
             raise ConfigError(f"baseline '{name}' has no loops to set: drop --loops")
         return _baseline_restorer(name, task, blind)
     if name in zoo.zoo_names():
-        entry = zoo.resolve_entry(name, task.name, task.params.get("sigma"))
+        entry = zoo.resolve_entry(name, task.name, task.params.get("sigma"), task.params.get("quality"))
         if entry.task != task.name:
             raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
         model = zoo.load_model(entry.name)

@@ -37,7 +37,8 @@ from converge.models import Restorer, build_model, model_class, model_name, mode
 class ZooEntry:
     """One shipped model: its registry name in ``converge.models`` (``model``), the YAML config and
     safetensors files inside ``converge/weights/``, the task and noise level (8-bit levels) it was
-    trained for, and a one-line description."""
+    trained for, a one-line description and, for JPEG deblocking, the quality it was trained for
+    (``None``: trained on a range of levels, or not a deblocking model)."""
 
     name: str
     model: str
@@ -46,6 +47,11 @@ class ZooEntry:
     task: str
     sigma: float | None
     description: str
+    quality: int | None = None
+
+    def level(self) -> float | None:
+        """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
+        return self.quality if self.task == "deblock" else self.sigma
 
     @property
     def model_class(self) -> type[Restorer]:
@@ -84,13 +90,14 @@ def get_entry(name: str) -> ZooEntry:
         raise ConfigError(f"unknown zoo model {name!r}: choose one of {', '.join(sorted(ZOO))}") from None
 
 
-def resolve_entry(name: str, task: str, sigma: float | None = None) -> ZooEntry:
-    """The zoo entry that ``name`` means for ``task`` at noise level ``sigma`` (8-bit levels).
+def resolve_entry(name: str, task: str, sigma: float | None = None, quality: int | None = None) -> ZooEntry:
+    """The zoo entry that ``name`` means for ``task`` at noise level ``sigma`` (8-bit levels) or, for
+    ``deblock``, at JPEG ``quality``.
 
     ``name`` is a zoo name (``nerd-s25``: that entry) or a model family (``nerd``: among the family's
-    entries for ``task``, a blind one when ``sigma`` is ``None``, else the one trained nearest to
-    ``sigma``, a blind one when none was trained for a level). Raises :class:`ConfigError` when
-    nothing fits.
+    entries for ``task``, a blind one when no level is given, else the one trained nearest to that
+    level, a blind one when none was trained for a level). Raises :class:`ConfigError` when nothing
+    fits.
     """
     if name in ZOO:
         return ZOO[name]
@@ -101,14 +108,15 @@ def resolve_entry(name: str, task: str, sigma: float | None = None) -> ZooEntry:
     if not for_task:
         tasks = ", ".join(sorted({entry.task for entry in family}))
         raise ConfigError(f"model family {name!r} has weights for task(s) {tasks}, not {task!r}")
-    blind = [entry for entry in for_task if entry.sigma is None]
-    levels = [entry for entry in for_task if entry.sigma is not None]
-    if blind and (sigma is None or not levels):
+    wanted, option = (quality, "--quality") if task == "deblock" else (sigma, "--sigma")
+    blind = [entry for entry in for_task if entry.level() is None]
+    levels = sorted((entry for entry in for_task if entry.level() is not None), key=ZooEntry.level)
+    if blind and (wanted is None or not levels):
         return min(blind, key=lambda entry: entry.name)
-    if sigma is None:
-        trained = ", ".join(f"{entry.sigma:g}" for entry in sorted(levels, key=lambda entry: entry.sigma))
-        raise ConfigError(f"model family {name!r} has one model per noise level ({trained}): give --sigma")
-    return min(levels, key=lambda entry: (abs(entry.sigma - sigma), entry.sigma))
+    if wanted is None:
+        trained = ", ".join(f"{entry.level():g}" for entry in levels)
+        raise ConfigError(f"model family {name!r} has one model per level ({trained}): give {option}")
+    return min(levels, key=lambda entry: (abs(entry.level() - wanted), entry.level()))
 
 
 def zoo_names() -> list[str]:
