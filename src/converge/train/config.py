@@ -182,9 +182,9 @@ class DQNSection:
     """Deep Q-learning of DURR's policy unit (``trainer: dqn``); the restoration unit stays frozen.
 
     Every training step plays one episode per patch of a data batch (epsilon-greedy, at most the
-    model's ``max_loops`` unit steps), stores its transitions in a replay buffer of
-    ``replay_capacity``, then makes ``updates_per_step`` optimiser updates on replay batches of
-    ``batch_size`` once the buffer holds that many. ``gamma``: discount; ``epsilon_start`` decays
+    model's ``max_loops`` unit steps), stores the episodes in a replay buffer of ``replay_capacity``
+    episodes, then makes ``updates_per_step`` optimiser updates, each on ``batch_size`` replayed
+    episodes, once the buffer holds that many. ``gamma``: discount; ``epsilon_start`` decays
     linearly to ``epsilon_end`` over the first ``epsilon_steps`` steps; ``target_every``: updates
     between copies of the policy into the target network; ``lam``: reward scale of
     ``lam (L(x_{n-1}) - L(x_n))``, ``L`` the per-patch MSE on the [0, 1] scale.

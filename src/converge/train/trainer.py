@@ -28,8 +28,8 @@ config's digest), and a new run folder given ``continue_from`` those weights sta
 the same config: the same patches, noise and learning rate from there on as the uninterrupted run,
 only the optimiser's moments (and a DQN trainer's replay memory) start afresh.
 :class:`Trainer` is also the base of DURR's policy trainer (:mod:`converge.train.policy`),
-which overrides the hooks ``_trainable_parameters``, ``_prepare_training``, ``_train_step``,
-``_extra_state`` and ``_load_extra_state``.
+which overrides the hooks ``_initialise_model``, ``_trainable_parameters``, ``_prepare_training``,
+``_train_step``, ``_extra_state`` and ``_load_extra_state``.
 """
 
 from __future__ import annotations
