@@ -1,0 +1,69 @@
+"""Plot DURR's loops against the noise level from ``benchmarks/durr_policy.py`` reports.
+
+The paper's Fig. 4 analogue: for each report (one restoration unit, e.g. trained with the refined
+or the naive policy), the mean number of loops at the peak PSNR (the oracle stop) per noise level,
+with the learnt policy's mean loops and the refined schedule when the report has them. A second
+panel shows the mean PSNR at each of those stops (the paper's Table 1 for the oracle). Needs
+matplotlib (the ``bench`` extra).
+
+Usage:
+    python benchmarks/durr_loops_plot.py REPORT.json [REPORT.json ...] [--labels refined naive]
+        --out docs/models/durr_loops.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+STYLES = {"oracle": "-o", "policy": "--s", "schedule": ":^"}
+NAMES = {"oracle": "peak PSNR (oracle stop)", "policy": "learnt policy", "schedule": "refined schedule"}
+
+
+def series(report: dict[str, Any], stop: str, kind: str) -> tuple[list[float], list[float]]:
+    """Noise levels and the mean ``kind`` (``loops`` or ``psnr``) at ``stop`` in one report."""
+    levels = sorted(report["levels"], key=float)
+    return [float(sigma) for sigma in levels], [report["levels"][sigma]["summary"][f"{kind}_{stop}"] for sigma in levels]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path)
+    parser.add_argument("--labels", nargs="+", help="one per report (default: the file names)")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    args = parser.parse_args()
+    labels = args.labels or [path.stem for path in args.reports]
+    if len(labels) != len(args.reports):
+        raise SystemExit(f"give one label per report: {len(args.reports)} reports, {len(labels)} labels")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loops_axis, psnr_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for path, label in zip(args.reports, labels):
+        report = json.loads(path.read_text())
+        stops = report.get("stops", list(STYLES))
+        for stop in stops:
+            if stop == "schedule" and path != args.reports[0]:
+                continue
+            name = f"{label}: {NAMES[stop]}" if stop != "schedule" else NAMES[stop]
+            loops_axis.plot(*series(report, stop, "loops"), STYLES[stop], label=name)
+            psnr_axis.plot(*series(report, stop, "psnr"), STYLES[stop], label=name)
+    bench = json.loads(args.reports[0].read_text())["bench"]
+    loops_axis.set(xlabel="noise sigma (8-bit levels)", ylabel="mean loops", title=f"loops per level ({bench})")
+    psnr_axis.set(xlabel="noise sigma (8-bit levels)", ylabel="mean PSNR (dB)", title=f"PSNR at each stop ({bench})")
+    for axis in (loops_axis, psnr_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
