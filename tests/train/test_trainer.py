@@ -454,3 +454,32 @@ def test_continue_from_needs_weights_of_the_same_config_with_steps_left(tmp_path
     with pytest.raises(ConfigError, match="continue_from .* does not exist"):
         Trainer(config, tmp_path / "absent", progress=False, train_images=crops,
                 continue_from=tmp_path / "absent.safetensors")
+
+
+def test_time_limit_stops_after_the_first_step_past_it_and_exports(tmp_path: Path, crops, monkeypatch) -> None:
+    clock = iter(range(0, 10_000, 25))
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: float(next(clock)))
+    config = tiny_config(steps=50, eval=None, checkpoint_every=100)
+    weights = Trainer(config, tmp_path, progress=False, train_images=crops, time_limit=1.0).run()
+    # The deadline is 60 s after the start (t = 0); the clock reads 25 s more at every step's check.
+    assert [step for step, _ in train_losses(tmp_path)] == [1, 2, 3]
+    assert yaml.safe_load(weights.with_suffix(".yaml").read_text())["trained_steps"] == 3
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 3
+    with pytest.raises(ConfigError, match="time_limit must be a positive number"):
+        Trainer(config, tmp_path / "b", progress=False, train_images=crops, time_limit=0)
+
+
+def test_device_is_checked_and_cpu_trains_as_the_default(tmp_path: Path, crops) -> None:
+    config = tiny_config(steps=2, eval=None)
+    Trainer(config, tmp_path / "default", progress=False, train_images=crops).run()
+    explicit = Trainer(config, tmp_path / "cpu", progress=False, train_images=crops, device="cpu")
+    assert explicit.device == torch.device("cpu")
+    explicit.run()
+    assert train_losses(tmp_path / "cpu") == train_losses(tmp_path / "default")
+    with pytest.raises(ConfigError, match="unknown device"):
+        Trainer(config, tmp_path / "a", progress=False, train_images=crops, device="gpu0")
+    with pytest.raises(ConfigError, match="trains on cpu or cuda"):
+        Trainer(config, tmp_path / "b", progress=False, train_images=crops, device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            Trainer(config, tmp_path / "c", progress=False, train_images=crops, device="cuda")

@@ -222,7 +222,8 @@ class PolicyTrainer(Trainer):
         return td_loss(self._durr().policy, self.target, episodes, self.config.dqn.gamma)
 
     def _update(self) -> float:
-        loss = self.td_loss(self.replay.sample(self.config.dqn.batch_size))
+        episodes = self.replay.sample(self.config.dqn.batch_size)
+        loss = self.td_loss(Episode._make(field.to(self.device) for field in episodes))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optim.grad_clip is not None:

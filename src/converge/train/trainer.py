@@ -74,7 +74,9 @@ class Trainer:
     ``train_images`` replaces the config's training set (a sequence of ``(C, H, W)`` tensors in [0, 1],
     for tests and small experiments); ``progress`` shows a rich progress bar. ``until`` stops (and
     exports) after that step; ``continue_from`` starts a fresh ``run_dir`` from weights that a run
-    of this same config exported (see the module docstring).
+    of this same config exported (see the module docstring); ``time_limit`` (minutes of wall time
+    from the start of :meth:`run`) stops and exports after the first step past it. ``device``: where
+    the model trains (``cpu``, ``cuda``, ``cuda:1``, ...); patches are drawn on the CPU and moved.
     """
 
     kind = "supervised"
@@ -90,6 +92,8 @@ class Trainer:
         train_images: Sequence[Tensor] | None = None,
         until: int | None = None,
         continue_from: str | Path | None = None,
+        time_limit: float | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
         if config.trainer != self.kind:
             raise ConfigError(
@@ -98,6 +102,10 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
+        self.device = _training_device(device)
+        if time_limit is not None and not time_limit > 0:
+            raise ConfigError(f"time_limit must be a positive number of minutes, got {time_limit}")
+        self.time_limit = time_limit
         self._prepare_run_dir(resume)
         seed_everything(config.seed)
         self.model = build_model(config.model.name, config.model.params)
@@ -127,6 +135,7 @@ class Trainer:
             start_step = self._continue_from(Path(continue_from))
         elif not resuming:
             self._initialise_model()
+        self.model.to(self.device)
         self.optimizer = _make_optimizer(self._trainable_parameters(), config)
         schedule = _lr_factor(config, self.total_steps)
         # Backtracking lowers the learning rate for the rest of the run by this factor.
@@ -154,6 +163,7 @@ class Trainer:
         progress = _Progress(self.stop_step, self.step, enabled=self.progress)
         sums: dict[str, float] = {}
         summed_steps = 0
+        deadline = None if self.time_limit is None else time.monotonic() + 60.0 * self.time_limit
         with progress:
             while self.step < self.stop_step:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
@@ -161,12 +171,15 @@ class Trainer:
                 batches = self._epoch_batches(epoch, offset, batch_size)
                 for y, x, level in DataLoader(self.dataset, batch_sampler=batches):
                     started = time.perf_counter()
+                    y, x, level = y.to(self.device), x.to(self.device), level.to(self.device)
                     metrics = self._train_step(y, x, level)
                     self.seconds += time.perf_counter() - started
                     self.step += 1
                     sums = {key: sums.get(key, 0.0) + value for key, value in metrics.items()}
                     summed_steps += 1
                     progress.update(self.step, metrics["loss"])
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.stop_step = self.step
                     last = self.step == self.stop_step
                     if self.step % self.config.log_every == 0 or last:
                         self._log(
@@ -327,8 +340,9 @@ class Trainer:
         self.model.eval()
         for name, clean in self._eval_set:
             observed, operator = task.degrade(clean, evaluation_generator(evaluation.bench, name, task.tag))
+            observed, operator, clean = observed.to(self.device), operator.to(self.device), clean.to(self.device)
             if evaluation.mode == "training":
-                level = torch.full((observed.shape[0],), task_level(task))
+                level = torch.full((observed.shape[0],), task_level(task), device=self.device)
                 with torch.no_grad():
                     restored = self.model.training_forward(observed, level).clamp(0.0, 1.0)
             else:
@@ -427,11 +441,13 @@ def train(
     overrides: Sequence[str] = (),
     until: int | None = None,
     continue_from: str | Path | None = None,
+    time_limit: float | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Train the YAML config at ``config_path`` (with ``dotted.key=value`` ``overrides``, see
     :func:`~converge.train.config.load_config`) in ``run_dir``, continuing it with ``resume``; return
-    the exported ``model.safetensors``. ``threads`` sets torch's intra-op thread count; ``until`` and
-    ``continue_from`` train in segments (:class:`Trainer`)."""
+    the exported ``model.safetensors``. ``threads`` sets torch's intra-op thread count; ``until``,
+    ``continue_from`` and ``time_limit`` train in segments, ``device`` picks where (:class:`Trainer`)."""
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads}")
@@ -442,7 +458,23 @@ def train(
         from converge.train.policy import PolicyTrainer
 
         trainer_class = PolicyTrainer
-    return trainer_class(config, run_dir, resume=resume, until=until, continue_from=continue_from).run()
+    trainer = trainer_class(
+        config, run_dir, resume=resume, until=until, continue_from=continue_from, time_limit=time_limit, device=device
+    )
+    return trainer.run()
+
+
+def _training_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has; otherwise :class:`ConfigError`."""
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"unknown device {device!r} ({error}): use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: this machine has no CUDA GPU (train on cpu)")
+    if chosen.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r}: converge trains on cpu or cuda")
+    return chosen
 
 
 def load_init_weights(model: Restorer, path: str | Path, role: str = "init_weights") -> None:
@@ -567,11 +599,14 @@ def _rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
         "python": random.getstate(),
+        **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
     }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     random.setstate(_as_tuples(state["python"]))
