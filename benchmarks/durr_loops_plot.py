@@ -25,7 +25,8 @@ NAMES = {"oracle": "peak PSNR (oracle stop)", "policy": "learnt policy", "schedu
 def series(report: dict[str, Any], stop: str, kind: str) -> tuple[list[float], list[float]]:
     """Noise levels and the mean ``kind`` (``loops`` or ``psnr``) at ``stop`` in one report."""
     levels = sorted(report["levels"], key=float)
-    return [float(sigma) for sigma in levels], [report["levels"][sigma]["summary"][f"{kind}_{stop}"] for sigma in levels]
+    values = [report["levels"][sigma]["summary"][f"{kind}_{stop}"] for sigma in levels]
+    return [float(sigma) for sigma in levels], values
 
 
 def main() -> None:

@@ -124,7 +124,9 @@ def main() -> None:
             records.append({"image": name, **record})
         levels[f"{sigma:g}"] = {"summary": summarise(records, stops), "images": records}
         summary = levels[f"{sigma:g}"]["summary"]
-        said = ", ".join(f"{name} {summary[f'psnr_{name}']:.2f} dB / {summary[f'loops_{name}']:.1f} loops" for name in stops)
+        said = ", ".join(
+            f"{name} {summary[f'psnr_{name}']:.2f} dB / {summary[f'loops_{name}']:.1f} loops" for name in stops
+        )
         print(f"sigma {sigma:g}: {said}", file=sys.stderr, flush=True)
     payload = {
         "command": "python " + " ".join(sys.argv),

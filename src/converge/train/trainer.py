@@ -291,7 +291,9 @@ class Trainer:
             )
         step = int(spec["trained_steps"])
         if not 0 < step < self.total_steps:
-            raise ConfigError(f"continue_from {weights} were trained for {step} of {self.total_steps} steps: nothing to continue")
+            raise ConfigError(
+                f"continue_from {weights} were trained for {step} of {self.total_steps} steps: nothing to continue"
+            )
         return step
 
     def _start_at(self, step: int) -> None:
