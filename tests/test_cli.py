@@ -234,3 +234,35 @@ def test_train_in_two_segments_with_until_and_continue_from(tmp_path):
                 "--continue-from", str(exported)),
         "not exported by a run of this config",
     )
+
+
+def test_stride_reaches_groupsc_and_is_checked(tmp_path, clean_png):
+    import torch
+
+    from converge.models.durr import DURR, DURRConfig
+    from converge.models.groupsc import GroupSC, GroupSCConfig
+    from converge.zoo import save_weights
+
+    torch.manual_seed(0)
+    groupsc = GroupSC(GroupSCConfig(patch_size=5, atoms=8, steps=2, window=12, stride=8))
+    weights = save_weights(groupsc, {"task": "denoise"}, tmp_path / "groupsc.safetensors")
+    output = tmp_path / "out.png"
+    result = run_cli("restore", str(clean_png), str(output), "-m", str(weights), "--sigma", "25", "--stride", "4")
+    assert result.returncode == 0, result.stderr
+    evaluated = run_cli("eval", "-m", str(weights), "-b", "set12", "--sigma", "25", "--limit", "1", "--stride", "8",
+                        "--out", str(tmp_path))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "groupsc-set12-denoise-sigma25-stride8.json").exists()
+    assert_one_line_error(
+        run_cli("restore", str(clean_png), str(output), "-m", str(weights), "--sigma", "25", "--stride", "9"),
+        "stride must be an integer from 1 to block - patch_size + 1 = 8",
+    )
+    durr = save_weights(DURR(DURRConfig(features=4, bottom_convs=1, policy_features=4, policy_hidden=4)),
+                        {"task": "denoise"}, tmp_path / "durr.safetensors")
+    assert_one_line_error(
+        run_cli("restore", str(clean_png), str(output), "-m", str(durr), "--stride", "4"), "no block stride to set"
+    )
+    assert_one_line_error(
+        run_cli("restore", str(clean_png), str(output), "-m", "bm3d", "--sigma", "25", "--stride", "4"),
+        "has no stride to set",
+    )

@@ -41,6 +41,9 @@ PatternOption = Annotated[Optional[str], typer.Option("--pattern", help="demosai
 LoopsOption = Annotated[
     Optional[int], typer.Option(help="Loops a model with a learned stopping policy (durr) runs instead.")
 ]
+StrideOption = Annotated[
+    Optional[int], typer.Option(help="Block stride in pixels of a block-wise model (groupsc): larger is faster.")
+]
 
 
 def _say(text: str) -> None:
@@ -112,6 +115,7 @@ def restore(
     mask: Annotated[Optional[Path], typer.Option(help="inpaint: mask PNG, white = kept pixel.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
     loops: LoopsOption = None,
+    stride: StrideOption = None,
     bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
@@ -152,7 +156,9 @@ def restore(
             chosen = make_task(task, **image_params)
             key = chosen.tag
             if key not in restorers:
-                restorers[key] = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops)
+                restorers[key] = make_restorer(
+                    model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride
+                )
             result = restorers[key](observed, known_mask or chosen.operator)
             write_image(out_path, result.image, bits=bits)
             counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
@@ -235,6 +241,7 @@ def evaluate(
         typer.Option("--blind", help="Do not tell the restorer the noise level: models and baselines estimate it."),
     ] = False,
     loops: LoopsOption = None,
+    stride: StrideOption = None,
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
 ) -> None:
     """Score a restorer on a benchmark set: per-image and mean PSNR/SSIM, as Markdown and JSON."""
@@ -251,7 +258,7 @@ def evaluate(
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
     _check_loops(loops)
-    restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops)
+    restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops, stride=stride)
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     with _progress(f"{label} on {bench}", None) as advance:
@@ -268,6 +275,7 @@ def evaluate(
             command=command,
         )
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
+    suffix += "" if stride is None else f"-stride{stride}"
     markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}{suffix}")
     summary = report.summary()
     table = Table(title=f"{label} on {bench}, {chosen.tag}")

@@ -24,6 +24,9 @@ from converge.physics.tasks import Task
 
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
 _TILEABLE_TASKS = ("denoise", "deblock")
+# Inference options a model's ``restore`` may take: what each sets, and the models that take it.
+_INFERENCE_OPTIONS = {"loops": "loop count", "stride": "block stride"}
+_OPTION_MODELS = {"loops": "durr", "stride": "groupsc (penalties csr and group)"}
 
 # Which task each classical baseline restores; "input" returns the observation unchanged.
 _BASELINE_TASKS = {
@@ -60,14 +63,21 @@ def restorer_names() -> dict[str, str]:
 
 
 def make_restorer(
-    name: str, task: Task, tile: int | None = None, *, blind: bool = False, loops: int | None = None
+    name: str,
+    task: Task,
+    tile: int | None = None,
+    *,
+    blind: bool = False,
+    loops: int | None = None,
+    stride: int | None = None,
 ) -> Restorer:
     """Resolve ``name`` for ``task``; ``tile`` (pixels) runs a learned model in overlapping tiles.
 
     ``blind``: the task's noise level is unknown to the restorer (the user gave none, or a blind
     benchmark): learned models get ``sigma=None`` and estimate it themselves when they use it,
     baselines get :func:`~converge.physics.noise.estimate_noise_sigma` of each image. ``loops``:
-    the number of loops a model whose ``restore`` takes ``loops`` (DURR) runs instead of choosing.
+    the number of loops a model whose ``restore`` takes ``loops`` (DURR) runs instead of choosing;
+    ``stride``: the block stride of a model whose ``restore`` takes one (GroupSC's csr and group).
 
     A grey model restores a colour JPEG (``deblock``) on the Y plane of its YCbCr (see
     :func:`~converge.color.rgb_to_ycbcr`) and keeps its chroma; a single-channel raw Bayer image
@@ -76,12 +86,13 @@ def make_restorer(
     """
     from converge import zoo
 
+    options = {key: value for key, value in (("loops", loops), ("stride", stride)) if value is not None}
     if name in _BASELINE_TASKS:
         if task.name not in _BASELINE_TASKS[name]:
             handled = ", ".join(_BASELINE_TASKS[name])
             raise ConfigError(f"baseline '{name}' restores task(s) {handled}, not '{task.name}'")
-        if loops is not None:
-            raise ConfigError(f"baseline '{name}' has no loops to set: drop --loops")
+        for option in options:
+            raise ConfigError(f"baseline '{name}' has no {option} to set: drop --{option}")
         return _baseline_restorer(name, task, blind)
     if name in zoo.zoo_names():
         entry = zoo.resolve_entry(name, task.name, task.params.get("sigma"), task.params.get("quality"))
@@ -100,9 +111,14 @@ def make_restorer(
             raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
         if not hasattr(model, "receptive_radius"):
             raise ConfigError(f"model '{name}' cannot be restored in tiles: drop --tile")
-    if loops is not None and "loops" not in inspect.signature(model.restore).parameters:
-        raise ConfigError(f"model '{name}' has no loop count to set: --loops applies to models such as durr")
-    return _model_restorer(model, task, tile, blind, loops)
+    accepted = inspect.signature(model.restore).parameters
+    for option in options:
+        if option not in accepted:
+            raise ConfigError(
+                f"model '{name}' has no {_INFERENCE_OPTIONS[option]} to set: --{option} applies to models such as "
+                f"{_OPTION_MODELS[option]}"
+            )
+    return _model_restorer(model, task, tile, blind, options)
 
 
 def _trained_model(weights: Path, task: Task) -> torch.nn.Module:
@@ -140,12 +156,11 @@ def _baseline_restorer(name: str, task: Task, blind: bool) -> Restorer:
 
 
 def _model_restorer(
-    model: torch.nn.Module, task: Task, tile: int | None, blind: bool, loops: int | None
+    model: torch.nn.Module, task: Task, tile: int | None, blind: bool, options: dict[str, int]
 ) -> Restorer:
     from converge.tiling import tiled_apply
 
     sigma = None if blind else _noise_sigma(task)
-    options = {} if loops is None else {"loops": loops}
     on_luma = task.name == "deblock" and getattr(model.config, "channels", None) == 1
 
     def restore_image(y: Tensor, operator: Operator) -> tuple[Tensor, int | list[int] | None]:
@@ -153,7 +168,7 @@ def _model_restorer(
             image, info = model.restore(y, physics=operator, sigma=sigma, **options)
             return image, info.iterations
         restored = tiled_apply(
-            lambda crop: model(crop, physics=operator, sigma=sigma, **options),
+            lambda crop: model(crop, physics=operator, sigma=sigma),
             y,
             tile=tile,
             halo=model.receptive_radius,

@@ -362,3 +362,22 @@ def test_a_model_with_one_threshold_set_does_not_read_the_training_level() -> No
         plain = model(y)
         for level in ([10.0, 40.0], [float("nan")] * 2):
             assert torch.equal(model.training_forward(y, torch.tensor(level)), plain)
+
+
+@pytest.mark.parametrize("penalty", ["csr", "group"])
+def test_restore_stride_equals_a_model_built_with_that_stride(penalty: str) -> None:
+    model = tiny(penalty=penalty, block=12, stride=8)
+    rebuilt = copy_of(model, stride=3)
+    y = noisy_image(height=30, width=35)
+    restored, info = model.restore(y, stride=3)
+    expected, expected_info = rebuilt.restore(y)
+    assert torch.equal(restored, expected) and info.extra["blocks"] == expected_info.extra["blocks"]
+    assert info.extra["blocks"] > model.restore(y)[1].extra["blocks"]
+    for bad in (0, 9, 2.5, True):
+        with pytest.raises(ConfigError, match="stride must be an integer from 1 to block - patch_size"):
+            model.restore(y, stride=bad)
+
+
+def test_restore_stride_is_refused_by_sc_which_has_no_blocks() -> None:
+    with pytest.raises(ConfigError, match="no block stride"):
+        tiny(penalty="sc").restore(noisy_image(), stride=4)

@@ -271,7 +271,7 @@ class GroupSC(Restorer):
         :class:`ConfigError`. ``sigma``: a float or ``(B,)`` on the [0, 1] scale, selecting the
         nearest trained threshold set (see the module docstring).
         """
-        return self._run(y, physics, sigma)[0]
+        return self._run(y, physics, sigma, self.config.stride)[0]
 
     def training_forward(self, y: Tensor, level: Tensor) -> Tensor:
         """The trainer's map: :meth:`forward` at the noise level each sample was made at.
@@ -287,22 +287,41 @@ class GroupSC(Restorer):
         return self(y)
 
     def restore(
-        self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None
+        self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None, stride: int | None = None
     ) -> tuple[Tensor, RestoreInfo]:
         """Inference: clamped estimate and a :class:`RestoreInfo` with ``K`` iterations per image.
 
+        ``stride``: block stride in pixels for this call instead of the config's (``csr`` and
+        ``group``; at most ``block - patch_size + 1``): larger is faster and truncates more windows.
         ``extra``: ``sigma_used``, the trained level (8-bit) whose thresholds restored each image;
         ``sigma_estimated``, the blind estimate per image (8-bit) or ``None`` when none was needed;
         ``penalty``; ``blocks``, the number of blocks per image.
         """
         start = time.perf_counter()
         with torch.no_grad():
-            x, extra = self._run(y, physics, sigma)
+            x, extra = self._run(y, physics, sigma, self._checked_stride(stride))
         return x.clamp(0.0, 1.0), RestoreInfo(
             iterations=[self.config.steps] * y.shape[0], seconds=time.perf_counter() - start, extra=extra
         )
 
-    def _run(self, y: Tensor, physics: Operator | None, sigma: Sigma | None) -> tuple[Tensor, dict[str, Any]]:
+    def _checked_stride(self, stride: int | None) -> int:
+        """The block stride to restore with: ``stride``, or the config's when ``None``."""
+        if stride is None:
+            return self.config.stride
+        config = self.config
+        if config.penalty == "sc":
+            raise ConfigError("a GroupSC with penalty sc codes whole images: it has no block stride to set")
+        largest = config.block - config.patch_size + 1
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= largest:
+            raise ConfigError(
+                f"GroupSC stride must be an integer from 1 to block - patch_size + 1 = {largest} "
+                f"(so that the blocks cover every patch), got {stride!r}"
+            )
+        return stride
+
+    def _run(
+        self, y: Tensor, physics: Operator | None, sigma: Sigma | None, stride: int
+    ) -> tuple[Tensor, dict[str, Any]]:
         if y.dim() != 4:
             raise ValueError(f"GroupSC expects (B, C, H, W) images, got shape {tuple(y.shape)}")
         if min(y.shape[-2:]) < self.config.patch_size:
@@ -321,7 +340,9 @@ class GroupSC(Restorer):
         def restore_images(images: Tensor) -> Tensor:
             per_image = images.shape[0] // batch
             masks = None if mask is None else mask.reshape(images.shape)
-            restored, count = self._restore_images(images, masks, thresholds.repeat_interleave(per_image, dim=0))
+            restored, count = self._restore_images(
+                images, masks, thresholds.repeat_interleave(per_image, dim=0), stride
+            )
             blocks.append(count)
             return restored
 
@@ -357,8 +378,9 @@ class GroupSC(Restorer):
         distance = (levels[:, None] * GREY_LEVELS - trained[None, :]).abs()
         return distance.argmin(dim=1).to(y.device), estimated
 
-    def _restore_images(self, y: Tensor, mask: Tensor | None, thresholds: Tensor) -> tuple[Tensor, int]:
-        """Restore ``y`` ``(B, C, H, W)``; returns the image and the blocks per image (1 for ``sc``)."""
+    def _restore_images(self, y: Tensor, mask: Tensor | None, thresholds: Tensor, stride: int) -> tuple[Tensor, int]:
+        """Restore ``y`` ``(B, C, H, W)`` with blocks ``stride`` pixels apart; returns the image and the
+        blocks per image (1 for ``sc``)."""
         border = self.config.patch_size - 1
         height, width = y.shape[-2:]
         padded = F.pad(y, (border,) * 4, mode="reflect")
@@ -366,7 +388,7 @@ class GroupSC(Restorer):
         if self.config.penalty == "sc":
             restored, blocks = self._restore_in_strips(padded, padded_mask, thresholds), 1
         else:
-            restored, blocks = self._restore_in_blocks(padded, padded_mask, thresholds)
+            restored, blocks = self._restore_in_blocks(padded, padded_mask, thresholds, stride)
         return restored[..., border : border + height, border : border + width], blocks
 
     def _restore_in_strips(self, padded: Tensor, mask: Tensor | None, thresholds: Tensor) -> Tensor:
@@ -387,11 +409,13 @@ class GroupSC(Restorer):
             total[..., top:bottom, :] += F.fold(estimates.transpose(1, 2), (bottom - top, width), k)
         return total / _fold_ones(height, width, k).to(padded)
 
-    def _restore_in_blocks(self, padded: Tensor, mask: Tensor | None, thresholds: Tensor) -> tuple[Tensor, int]:
-        """``csr``, ``group``: the padded images ``(B, C, H, W)`` restored block by block (see the module
-        docstring); returns them and the blocks per image."""
+    def _restore_in_blocks(
+        self, padded: Tensor, mask: Tensor | None, thresholds: Tensor, stride: int
+    ) -> tuple[Tensor, int]:
+        """``csr``, ``group``: the padded images ``(B, C, H, W)`` restored block by block, ``stride``
+        pixels apart (see the module docstring); returns them and the blocks per image."""
         config = self.config
-        grid = _BlockGrid(padded.shape[-2], padded.shape[-1], config.block, config.stride, config.patch_size)
+        grid = _BlockGrid(padded.shape[-2], padded.shape[-1], config.block, stride, config.patch_size)
         window = grid.window_mask(config.window).to(padded.device)
         chunk = max(1, _chunk_elements(padded.device) // (grid.patches * max(grid.patches, config.atoms)))
         images = padded.shape[0]
