@@ -26,13 +26,11 @@ def _check_groups(channels: int, groups: int) -> None:
         raise ConfigError(f"channels ({channels}) must be a multiple of the GroupNorm groups ({groups})")
 
 
-def _neighbour_mask(
-    query_start: int, query_stop: int, key_start: int, key_stop: int, radius: int, device: torch.device
-) -> Tensor:
-    """``(queries, keys)`` bool along one axis: key index within ``radius`` of query index."""
-    queries = torch.arange(query_start, query_stop, device=device)
-    keys = torch.arange(key_start, key_stop, device=device)
-    return (queries[:, None] - keys[None, :]).abs() <= radius
+def _neighbour_mask(offset: int, queries: int, keys: int, radius: int) -> Tensor:
+    """``(queries, keys)`` bool along one axis: key ``j`` within ``radius`` of query ``i``, the first
+    query lying ``offset`` positions after the first key."""
+    distance = torch.arange(queries)[:, None] + offset - torch.arange(keys)[None, :]
+    return distance.abs() <= radius
 
 
 class NeighbourhoodAttention(nn.Module):
@@ -52,8 +50,11 @@ class NeighbourhoodAttention(nn.Module):
     region (the tile grown by ``window // 2``, clipped to the image) under the neighbourhood mask, so
     no ``N x N`` matrix is ever formed and the working set is about
     ``B * heads * chunk^2 * (chunk + window - 1)^2`` scores. Larger chunks waste more masked work
-    but make fewer, larger matrix products. ``window`` may be changed at any time (for instance a
-    smaller one at inference). The receptive radius of one call is ``window // 2``.
+    but make fewer, larger matrix products. The mask is added to the scores as 0 / -inf; it depends
+    only on a tile's geometry relative to its key region, so the few distinct ones are built once
+    and cached. Every query sees at least itself, so no softmax row is fully masked. ``window`` may
+    be changed at any time (for instance a smaller one at inference). The receptive radius of one
+    call is ``window // 2``.
 
     Example: ``NeighbourhoodAttention(8, heads=2, window=5)(torch.rand(1, 8, 12, 12)).shape``
     is ``(1, 8, 12, 12)``.
@@ -73,6 +74,7 @@ class NeighbourhoodAttention(nn.Module):
         self.key = nn.Conv2d(channels, channels, 1)
         self.value = nn.Conv2d(channels, channels, 1)
         self.output = nn.Conv2d(channels, channels, 1)
+        self._masks: dict[tuple, Tensor] = {}
 
     @property
     def window(self) -> int:
@@ -99,33 +101,44 @@ class NeighbourhoodAttention(nn.Module):
         if channels != self.channels:
             raise ConfigError(f"expected {self.channels} feature channels, got {channels}")
         queries, keys, values = (self._split_heads(proj(x)) for proj in (self.query, self.key, self.value))
+        queries = queries * (self.channels // self.heads) ** -0.5
         radius = self.receptive_radius
         band_rows = []
         for row in range(0, height, self.chunk):
             row_stop = min(row + self.chunk, height)
             key_rows = (max(row - radius, 0), min(row_stop + radius, height))
-            row_mask = _neighbour_mask(row, row_stop, *key_rows, radius, x.device)
             tiles = []
             for col in range(0, width, self.chunk):
                 col_stop = min(col + self.chunk, width)
                 key_cols = (max(col - radius, 0), min(col_stop + radius, width))
-                col_mask = _neighbour_mask(col, col_stop, *key_cols, radius, x.device)
-                # (query row, query col, key row, key col) flattened to (queries, keys)
-                mask = (row_mask[:, None, :, None] & col_mask[None, :, None, :]).reshape(
-                    row_mask.shape[0] * col_mask.shape[0], row_mask.shape[1] * col_mask.shape[1]
+                bias = self._mask_bias(
+                    (row - key_rows[0], row_stop - row, key_rows[1] - key_rows[0]),
+                    (col - key_cols[0], col_stop - col, key_cols[1] - key_cols[0]),
+                    x,
                 )
-                tile_queries = queries[..., row:row_stop, col:col_stop]
-                tile_keys = keys[..., key_rows[0] : key_rows[1], key_cols[0] : key_cols[1]]
-                tile_values = values[..., key_rows[0] : key_rows[1], key_cols[0] : key_cols[1]]
-                attended = F.scaled_dot_product_attention(
-                    tile_queries.flatten(3).transpose(2, 3),
-                    tile_keys.flatten(3).transpose(2, 3),
-                    tile_values.flatten(3).transpose(2, 3),
-                    attn_mask=mask,
-                )
+                tile_queries = queries[..., row:row_stop, col:col_stop].flatten(3).transpose(2, 3)
+                tile_keys = keys[..., key_rows[0] : key_rows[1], key_cols[0] : key_cols[1]].flatten(3)
+                tile_values = values[..., key_rows[0] : key_rows[1], key_cols[0] : key_cols[1]].flatten(3)
+                weights = torch.softmax(torch.matmul(tile_queries, tile_keys) + bias, dim=-1)
+                attended = torch.matmul(weights, tile_values.transpose(2, 3))
                 tiles.append(attended.transpose(2, 3).reshape(batch, channels, row_stop - row, col_stop - col))
             band_rows.append(torch.cat(tiles, dim=3))
         return self.output(torch.cat(band_rows, dim=2))
+
+    def _mask_bias(self, rows: tuple[int, int, int], cols: tuple[int, int, int], like: Tensor) -> Tensor:
+        """The ``(queries, keys)`` additive mask (0 in the neighbourhood, -inf outside) of a tile whose
+        rows and columns are each ``(offset in the key region, query count, key count)``."""
+        key = (rows, cols, self.receptive_radius, like.device, like.dtype)
+        if key not in self._masks:
+            row_mask = _neighbour_mask(*rows, self.receptive_radius)
+            col_mask = _neighbour_mask(*cols, self.receptive_radius)
+            # (query row, query col, key row, key col) flattened to (queries, keys)
+            mask = (row_mask[:, None, :, None] & col_mask[None, :, None, :]).reshape(
+                rows[1] * cols[1], rows[2] * cols[2]
+            )
+            bias = torch.zeros(mask.shape, dtype=like.dtype).masked_fill_(~mask, float("-inf"))
+            self._masks[key] = bias.to(like.device)
+        return self._masks[key]
 
 
 class NonLocalBlock(nn.Module):
