@@ -305,22 +305,18 @@ def train(
     until: Annotated[
         Optional[int], typer.Option(help="Stop after this step and export the weights (train in segments).")
     ] = None,
-    continue_from: Annotated[
-        Optional[Path],
-        typer.Option(help="Start a new run folder at the step of weights that --until exported from this config."),
-    ] = None,
     time_limit: Annotated[
         Optional[float], typer.Option(help="Minutes of wall time after which the run stops and exports.")
     ] = None,
     device: Annotated[str, typer.Option(help="Where to train: cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Train a model from a config; resumable from its run folder (resume with the same --set options),
-    or continued in a new run folder from the weights a segment exported (--until, --continue-from)."""
+    also after stopping it early with --until or --time-limit."""
     from converge.train.trainer import train as run_training
 
     exported = run_training(
         config, run_dir, resume=resume, threads=threads, overrides=overrides or (), until=until,
-        continue_from=continue_from, time_limit=time_limit, device=device,
+        time_limit=time_limit, device=device,
     )
     _say(f"trained weights: {exported}")
 

@@ -397,19 +397,6 @@ def test_checkpoints_without_backtracking_hold_no_backtracking_state(tmp_path: P
     assert set(state) == {"step", "seconds", "best_psnr", "model", "optimizer", "scheduler", "rng"}
 
 
-def seen_batches(trainer: Trainer) -> list[tuple[int, float, torch.Tensor]]:
-    """Record (step, learning rate, noisy batch) at every step the trainer takes."""
-    seen = []
-    original = trainer._train_step
-
-    def record(y, x, level):
-        seen.append((trainer.step + 1, trainer.optimizer.param_groups[0]["lr"], y.clone()))
-        return original(y, x, level)
-
-    trainer._train_step = record
-    return seen
-
-
 def test_until_stops_and_exports_and_a_resume_finishes_the_run(tmp_path: Path, crops) -> None:
     config = tiny_config(steps=5, eval=None, checkpoint_every=10)
     weights = Trainer(config, tmp_path, progress=False, train_images=crops, until=3).run()
@@ -419,41 +406,6 @@ def test_until_stops_and_exports_and_a_resume_finishes_the_run(tmp_path: Path, c
     assert [step for step, _ in train_losses(tmp_path)] == [1, 2, 3, 4, 5]
     with pytest.raises(ConfigError, match="until must be a positive step"):
         Trainer(config, tmp_path / "zero", progress=False, train_images=crops, until=0)
-
-
-def test_continue_from_sees_the_uninterrupted_runs_patches_and_learning_rates(tmp_path: Path, crops) -> None:
-    config = tiny_config(steps=6, eval=None, schedule={"name": "cosine"})
-    straight = Trainer(config, tmp_path / "straight", progress=False, train_images=crops)
-    straight_seen = seen_batches(straight)
-    straight.run()
-    segment = Trainer(config, tmp_path / "first", progress=False, train_images=crops, until=2).run()
-    continued = Trainer(config, tmp_path / "second", progress=False, train_images=crops, continue_from=segment)
-    for name, tensor in load_weights(segment).state_dict().items():
-        assert torch.equal(continued.model.state_dict()[name], tensor), name
-    continued_seen = seen_batches(continued)
-    continued.run()
-    assert [(step, lr) for step, lr, _ in continued_seen] == [(step, lr) for step, lr, _ in straight_seen[2:]]
-    for (_, _, batch), (_, _, expected) in zip(continued_seen, straight_seen[2:]):
-        assert torch.equal(batch, expected)
-    assert [step for step, _ in train_losses(tmp_path / "second")] == [3, 4, 5, 6]
-    assert yaml.safe_load((tmp_path / "second" / "model.yaml").read_text())["trained_steps"] == 6
-
-
-def test_continue_from_needs_weights_of_the_same_config_with_steps_left(tmp_path: Path, crops) -> None:
-    config = tiny_config(steps=4, eval=None)
-    segment = Trainer(config, tmp_path / "first", progress=False, train_images=crops, until=2).run()
-    with pytest.raises(ConfigError, match="not exported by a run of this config"):
-        Trainer(tiny_config(steps=4, eval=None, seed=9), tmp_path / "other", progress=False, train_images=crops,
-                continue_from=segment)
-    finished = Trainer(config, tmp_path / "whole", progress=False, train_images=crops).run()
-    with pytest.raises(ConfigError, match="nothing to continue"):
-        Trainer(config, tmp_path / "after", progress=False, train_images=crops, continue_from=finished)
-    segment.with_suffix(".yaml").unlink()
-    with pytest.raises(ConfigError, match="needs the model.yaml"):
-        Trainer(config, tmp_path / "bare", progress=False, train_images=crops, continue_from=segment)
-    with pytest.raises(ConfigError, match="continue_from .* does not exist"):
-        Trainer(config, tmp_path / "absent", progress=False, train_images=crops,
-                continue_from=tmp_path / "absent.safetensors")
 
 
 def test_time_limit_stops_after_the_first_step_past_it_and_exports(tmp_path: Path, crops, monkeypatch) -> None:
@@ -483,3 +435,18 @@ def test_device_is_checked_and_cpu_trains_as_the_default(tmp_path: Path, crops) 
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             Trainer(config, tmp_path / "c", progress=False, train_images=crops, device="cuda")
+
+
+def test_a_copied_run_resumes_where_init_weights_lie_in_another_folder(tmp_path: Path, crops) -> None:
+    source = Trainer(tiny_config(steps=1, eval=None), tmp_path / "source", progress=False, train_images=crops).run()
+    moved = tmp_path / "elsewhere" / "model.safetensors"
+    moved.parent.mkdir()
+    moved.write_bytes(source.read_bytes())
+    config = tiny_config(steps=3, eval=None, checkpoint_every=1, init_weights=str(source))
+    Trainer(config, tmp_path / "run", progress=False, train_images=crops, until=1).run()
+    resumed = Trainer(tiny_config(steps=3, eval=None, checkpoint_every=1, init_weights=str(moved)), tmp_path / "run",
+                      resume=True, progress=False, train_images=crops)
+    assert resumed.step == 1
+    with pytest.raises(ConfigError, match="the config differs"):
+        Trainer(tiny_config(steps=4, eval=None, init_weights=str(moved)), tmp_path / "run", resume=True,
+                progress=False, train_images=crops)

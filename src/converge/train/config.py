@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -343,15 +341,6 @@ def config_from_dict(raw: object) -> TrainConfig:
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """Plain, YAML-safe data that :func:`config_from_dict` turns back into an equal config."""
     return _plain(dataclasses.asdict(config))
-
-
-def config_digest(config: TrainConfig) -> str:
-    """SHA-256 (hex) of the config's canonical JSON, ``init_weights`` left out: configs that train
-    alike share a digest wherever the checkout lies (``init_weights`` is an absolute path once loaded
-    and only seeds step 0, which a continued run does not take)."""
-    training = {key: value for key, value in config_to_dict(config).items() if key != "init_weights"}
-    canonical = json.dumps(training, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _build(cls: type, raw: object, where: str) -> Any:

@@ -22,11 +22,12 @@ tasks), and the model is fitted through ``model.training_forward(y, level)``. A 
 ``initialise_from_data(images, generator)`` when it has one; a resumed run takes everything from its
 checkpoint (with backtracking also the snapshot, the loss window and the learning-rate scale).
 
-A long run can be trained in segments on machines that do not keep the run folder: ``until`` stops
-a run after that step and exports its weights (``model.yaml`` records ``trained_steps`` and the
-config's digest), and a new run folder given ``continue_from`` those weights starts at that step of
-the same config: the same patches, noise and learning rate from there on as the uninterrupted run,
-only the optimiser's moments (and a DQN trainer's replay memory) start afresh.
+A run longer than one sitting stops early with ``until`` (a step) or ``time_limit`` (minutes of wall
+time): it checkpoints and exports the weights trained so far; a later ``resume`` of the same folder
+(or of a copy of its ``checkpoint.pt``, ``config.yaml`` and ``log.jsonl``) goes on exactly as if it
+had never stopped. (Restarting from the exported weights alone would not: Adam's first steps with
+fresh moments move every weight by the full learning rate, and two of them took a DURR unit at step
+750 from 27.3 to 22.4 dB.)
 :class:`Trainer` is also the base of DURR's policy trainer (:mod:`converge.train.policy`),
 which overrides the hooks ``_initialise_model``, ``_trainable_parameters``, ``_prepare_training``,
 ``_train_step``, ``_extra_state`` and ``_load_extra_state``.
@@ -35,6 +36,7 @@ which overrides the hooks ``_initialise_model``, ``_trainable_parameters``, ``_p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -55,7 +57,7 @@ from converge.data.seeding import evaluation_generator, seed_everything, stable_
 from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
 from converge.models import Restorer, build_model
-from converge.train.config import TrainConfig, config_digest, config_from_dict, config_to_dict, load_config
+from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from converge.train.losses import get_loss
 
 if TYPE_CHECKING:
@@ -73,10 +75,9 @@ class Trainer:
 
     ``train_images`` replaces the config's training set (a sequence of ``(C, H, W)`` tensors in [0, 1],
     for tests and small experiments); ``progress`` shows a rich progress bar. ``until`` stops (and
-    exports) after that step; ``continue_from`` starts a fresh ``run_dir`` from weights that a run
-    of this same config exported (see the module docstring); ``time_limit`` (minutes of wall time
-    from the start of :meth:`run`) stops and exports after the first step past it. ``device``: where
-    the model trains (``cpu``, ``cuda``, ``cuda:1``, ...); patches are drawn on the CPU and moved.
+    exports) after that step; ``time_limit`` (minutes of wall time from the start of :meth:`run`)
+    stops and exports after the first step past it. ``device``: where the model trains (``cpu``,
+    ``cuda``, ``cuda:1``, ...); patches are drawn on the CPU and moved.
     """
 
     kind = "supervised"
@@ -91,7 +92,6 @@ class Trainer:
         progress: bool = True,
         train_images: Sequence[Tensor] | None = None,
         until: int | None = None,
-        continue_from: str | Path | None = None,
         time_limit: float | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -130,10 +130,7 @@ class Trainer:
         self.stop_step = self.total_steps if until is None else min(until, self.total_steps)
         self.loss_fn = get_loss(config.loss)
         resuming = resume and (self.run_dir / CHECKPOINT).exists()
-        start_step = 0
-        if not resuming and continue_from is not None:
-            start_step = self._continue_from(Path(continue_from))
-        elif not resuming:
+        if not resuming:
             self._initialise_model()
         self.model.to(self.device)
         self.optimizer = _make_optimizer(self._trainable_parameters(), config)
@@ -145,8 +142,6 @@ class Trainer:
         self._window_steps = 0
         self._snapshot: dict[str, Any] | None = None
         self.step = 0
-        if start_step:
-            self._start_at(start_step)
         self.seconds = 0.0
         self.best_psnr = -math.inf
         self._eval_set: list[tuple[str, Tensor]] | None = None
@@ -275,36 +270,6 @@ class Trainer:
             generator = torch.Generator().manual_seed(stable_seed("initialise-from-data", self.config.seed))
             initialise(self.dataset.clean_images(), generator)
 
-    def _continue_from(self, weights: Path) -> int:
-        """Load ``weights`` that a run of this config exported and return the step they were trained to."""
-        import yaml
-
-        load_init_weights(self.model, weights, role="continue_from")
-        try:
-            spec = yaml.safe_load(weights.with_suffix(".yaml").read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"continue_from needs the model.yaml exported beside {weights} ({error})") from None
-        if not isinstance(spec, dict) or spec.get("config_sha256") != config_digest(self.config):
-            raise ConfigError(
-                f"continue_from {weights} were not exported by a run of this config (its digest differs): "
-                "continue with the config and --set options that run used"
-            )
-        step = int(spec["trained_steps"])
-        if not 0 < step < self.total_steps:
-            raise ConfigError(
-                f"continue_from {weights} were trained for {step} of {self.total_steps} steps: nothing to continue"
-            )
-        return step
-
-    def _start_at(self, step: int) -> None:
-        """Place the step counter, the learning-rate schedule and the global RNG at ``step``."""
-        self.step = step
-        self.scheduler.last_epoch = step
-        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
-            group["lr"] = base * factor(step)
-        seed_everything(stable_seed("continue", self.config.seed, step))
-        self._log(step=step, continued="fresh optimiser state")
-
     def _trainable_parameters(self) -> Iterable[torch.nn.Parameter]:
         """The parameters the optimiser updates (all of the model's here)."""
         return self.model.parameters()
@@ -418,7 +383,9 @@ class Trainer:
             raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new run directory")
         if resume and config_path.exists():
             saved = config_from_dict(yaml.safe_load(config_path.read_text()))
-            if saved != self.config:
+            # init_weights only seeds a fresh start, and its resolved path names the checkout that
+            # started the run: a copy of the run resumed elsewhere may read it from another folder.
+            if dataclasses.replace(saved, init_weights=None) != dataclasses.replace(self.config, init_weights=None):
                 raise ConfigError(
                     f"the config differs from the one {self.run_dir} was started with: resume with {config_path}"
                 )
@@ -442,14 +409,13 @@ def train(
     threads: int | None = None,
     overrides: Sequence[str] = (),
     until: int | None = None,
-    continue_from: str | Path | None = None,
     time_limit: float | None = None,
     device: str = "cpu",
 ) -> Path:
     """Train the YAML config at ``config_path`` (with ``dotted.key=value`` ``overrides``, see
     :func:`~converge.train.config.load_config`) in ``run_dir``, continuing it with ``resume``; return
-    the exported ``model.safetensors``. ``threads`` sets torch's intra-op thread count; ``until``,
-    ``continue_from`` and ``time_limit`` train in segments, ``device`` picks where (:class:`Trainer`)."""
+    the exported ``model.safetensors``. ``threads`` sets torch's intra-op thread count; ``until`` and
+    ``time_limit`` stop it early, ``device`` picks where it trains (:class:`Trainer`)."""
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"threads must be a positive integer, got {threads}")
@@ -460,9 +426,7 @@ def train(
         from converge.train.policy import PolicyTrainer
 
         trainer_class = PolicyTrainer
-    trainer = trainer_class(
-        config, run_dir, resume=resume, until=until, continue_from=continue_from, time_limit=time_limit, device=device
-    )
+    trainer = trainer_class(config, run_dir, resume=resume, until=until, time_limit=time_limit, device=device)
     return trainer.run()
 
 
@@ -479,33 +443,32 @@ def _training_device(device: str | torch.device) -> torch.device:
     return chosen
 
 
-def load_init_weights(model: Restorer, path: str | Path, role: str = "init_weights") -> None:
+def load_init_weights(model: Restorer, path: str | Path) -> None:
     """Load the safetensors file at ``path`` into ``model`` in place (strictly: every tensor, no extra).
 
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
-    describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`
-    whose message starts with ``role`` (the option that named the file).
+    describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`.
     """
     from converge.zoo import read_safetensors, weights_header
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{role} {path} does not exist: train that model first or fix the path")
+        raise ConfigError(f"init_weights {path} does not exist: train that model first or fix the path")
     try:
         metadata, tensors = read_safetensors(path)
     except WeightsError as error:
-        raise ConfigError(f"{role}: {error}") from None
+        raise ConfigError(f"init_weights: {error}") from None
     expected = weights_header(model)
     found = {"model": metadata.get("model"), "params": metadata.get("params")}
     if found != expected:
         raise ConfigError(
-            f"{role} {path} were saved for {found['model']} {found['params']}, but this config builds "
+            f"init_weights {path} were saved for {found['model']} {found['params']}, but this config builds "
             f"{expected['model']} {expected['params']}: give the model the same parameters or start from other weights"
         )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        raise ConfigError(f"{role} {path} do not fit the model ({error}): start from other weights") from None
+        raise ConfigError(f"init_weights {path} do not fit the model ({error}): start from other weights") from None
 
 
 def task_level(task: Task) -> float:
@@ -584,7 +547,6 @@ def _weights_info(config: TrainConfig, step: int) -> dict[str, Any]:
         "task_params": dict(data.task_params),
         **{name: list(value) for name, value in ranges.items() if value is not None},
         "trained_steps": step,
-        "config_sha256": config_digest(config),
     }
 
 
