@@ -24,9 +24,8 @@ from converge.physics.tasks import Task
 
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
 _TILEABLE_TASKS = ("denoise", "deblock")
-# Inference options a model's ``restore`` may take: what each sets, and the models that take it.
-_INFERENCE_OPTIONS = {"loops": "loop count", "stride": "block stride"}
-_OPTION_MODELS = {"loops": "durr", "stride": "groupsc (penalties csr and group)"}
+# Inference options a model's ``restore`` may take: (what each sets, the models that take it).
+_INFERENCE_OPTIONS = {"loops": ("loop count", "durr"), "stride": ("block stride", "groupsc (penalties csr and group)")}
 
 # Which task each classical baseline restores; "input" returns the observation unchanged.
 _BASELINE_TASKS = {
@@ -91,7 +90,8 @@ def make_restorer(
         if task.name not in _BASELINE_TASKS[name]:
             handled = ", ".join(_BASELINE_TASKS[name])
             raise ConfigError(f"baseline '{name}' restores task(s) {handled}, not '{task.name}'")
-        for option in options:
+        if options:
+            option = next(iter(options))
             raise ConfigError(f"baseline '{name}' has no {option} to set: drop --{option}")
         return _baseline_restorer(name, task, blind)
     if name in zoo.zoo_names():
@@ -114,10 +114,8 @@ def make_restorer(
     accepted = inspect.signature(model.restore).parameters
     for option in options:
         if option not in accepted:
-            raise ConfigError(
-                f"model '{name}' has no {_INFERENCE_OPTIONS[option]} to set: --{option} applies to models such as "
-                f"{_OPTION_MODELS[option]}"
-            )
+            sets, models = _INFERENCE_OPTIONS[option]
+            raise ConfigError(f"model '{name}' has no {sets} to set: --{option} applies to models such as {models}")
     return _model_restorer(model, task, tile, blind, options)
 
 
