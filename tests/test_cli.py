@@ -264,3 +264,23 @@ def test_stride_reaches_groupsc_and_is_checked(tmp_path, clean_png):
         run_cli("restore", str(clean_png), str(output), "-m", "bm3d", "--sigma", "25", "--stride", "4"),
         "has no stride to set",
     )
+
+
+def test_blind_restore_of_a_folder_builds_one_restorer(tmp_path, clean_png, monkeypatch):
+    from converge import cli, restorers
+
+    source = tmp_path / "noisy"
+    source.mkdir()
+    for sigma in ("10", "40"):
+        assert run_cli("degrade", str(clean_png), str(source / f"s{sigma}.png"), "--sigma", sigma).returncode == 0
+    built = []
+    real_make_restorer = restorers.make_restorer
+
+    def counting_make_restorer(name, task, **options):
+        built.append((name, task.tag))
+        return real_make_restorer(name, task, **options)
+
+    monkeypatch.setattr(restorers, "make_restorer", counting_make_restorer)
+    cli.restore(source, tmp_path / "restored", task="denoise", model="tv")
+    assert len(built) == 1 and built[0][0] == "tv"
+    assert sorted(path.name for path in (tmp_path / "restored").iterdir()) == ["s10.png", "s40.png"]

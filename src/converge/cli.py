@@ -149,25 +149,24 @@ def restore(
             observed = read_image(in_path)
             image_params = dict(params)
             note = ""
-            if task == "denoise" and sigma is None:
+            if blind:
                 estimate = 255.0 * float(estimate_noise_sigma(observed)[0])
                 image_params["sigma"] = round(estimate, 2)
                 note = f" (estimated noise level {estimate:.1f})"
             chosen = make_task(task, **image_params)
-            key = chosen.tag
-            if key not in restorers:
-                restorers[key] = make_restorer(
-                    model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride
-                )
-            result = restorers[key](observed, known_mask or chosen.operator)
-            write_image(out_path, result.image, bits=bits)
-            counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
             entry = (
                 resolve_entry(model_name, task, image_params.get("sigma"), image_params.get("quality"))
                 if model_name in zoo_names()
                 else None
             )
             used = model_name if entry is None else entry.name
+            # A blind restorer does not depend on the level estimated for each image: one per model.
+            key = used if blind else chosen.tag
+            if key not in restorers:
+                restorers[key] = make_restorer(used, chosen, tile=tile, blind=blind, loops=loops, stride=stride)
+            result = restorers[key](observed, known_mask or chosen.operator)
+            write_image(out_path, result.image, bits=bits)
+            counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
             _say(f"{in_path} -> {out_path} [{used}{counted}, {result.seconds:.2f} s]{note}")
             trained_sigma = None if entry is None else entry.sigma
             if task == "denoise" and trained_sigma is not None and abs(image_params["sigma"] - trained_sigma) > 5:
