@@ -122,3 +122,23 @@ def test_options_a_restorer_cannot_take_raise(tmp_path: Path) -> None:
         make_restorer("tv", task, loops=3)
     with pytest.raises(ConfigError, match="cannot be restored in tiles"):
         make_restorer(path, task, tile=16)
+
+
+def test_weights_digest_follows_the_weights_content(tmp_path):
+    import hashlib
+
+    from converge.models.backbones import DnCNN, DnCNNConfig
+    from converge.restorers import weights_digest
+    from converge.zoo import DEFAULT_MODEL, save_weights, weights_path
+
+    assert weights_digest("bm3d") is None
+    assert weights_digest(str(tmp_path / "absent.safetensors")) is None
+    shipped = hashlib.sha256(weights_path(DEFAULT_MODEL).read_bytes()).hexdigest()
+    assert weights_digest(DEFAULT_MODEL) == shipped
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), None, path)
+    first = weights_digest(str(path))
+    assert first == hashlib.sha256(path.read_bytes()).hexdigest()
+    save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), None, path)
+    assert weights_digest(str(path)) != first

@@ -249,7 +249,7 @@ def evaluate(
     from converge.eval.runner import COLOR_MODES
     from converge.eval.runner import evaluate as run_benchmark
     from converge.physics.tasks import make_task
-    from converge.restorers import make_restorer
+    from converge.restorers import make_restorer, weights_digest
 
     if color not in COLOR_MODES:
         raise ConfigError(f"--color must be one of {', '.join(COLOR_MODES)}, got '{color}'")
@@ -272,6 +272,7 @@ def evaluate(
             limit=limit,
             on_image=lambda name, total: advance(total),
             command=command,
+            weights_sha256=weights_digest(model),
         )
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"

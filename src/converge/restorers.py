@@ -7,6 +7,7 @@ it to a :class:`Restoration`. Baselines come from :mod:`converge.baselines`, lea
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import time
 from collections.abc import Callable
@@ -59,6 +60,27 @@ def restorer_names() -> dict[str, str]:
         members = ", ".join(sorted(entry.name for entry in zoo.ZOO.values() if entry.model == family))
         names[family] = f"the {family} weights that fit the task and noise level ({members})"
     return names
+
+
+def weights_digest(name: str) -> str | None:
+    """SHA-256 (hex) of the weights that model ``name`` restores with: a ``.safetensors`` file, or the
+    weights of a zoo entry or of every entry of a zoo family. ``None`` for a classical baseline or a
+    missing file. Evaluation reports carry it, so a report of older weights is never read as one of
+    the current weights."""
+    from converge import zoo
+
+    if name in zoo.zoo_names():
+        files = sorted(zoo.weights_path(entry.name) for entry in zoo.ZOO.values() if name in (entry.name, entry.model))
+    elif name.endswith(".safetensors"):
+        files = [Path(name)]
+    else:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        if not path.is_file():
+            return None
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def make_restorer(

@@ -34,10 +34,12 @@ def evaluate(
     limit: int | None = None,
     on_image: Callable[[str, int], None] | None = None,
     command: str = "",
+    weights_sha256: str | None = None,
 ) -> BenchmarkReport:
     """Restore every image of ``bench`` (or its first ``limit``) degraded by ``task``; return the scores.
 
-    ``on_image(name, total)`` is called after each image (for progress bars).
+    ``on_image(name, total)`` is called after each image (for progress bars). ``command`` and
+    ``weights_sha256`` (see :func:`converge.restorers.weights_digest`) are recorded in the report.
     """
     images = list(load_images(bench))
     if limit is not None:
@@ -53,6 +55,7 @@ def evaluate(
             "crop_border": crop_border,
             "noise_seed": f"sha256(bench/image/{task.tag})",
             "command": command,
+            "weights_sha256": weights_sha256,
         },
     )
     for name, clean in images:

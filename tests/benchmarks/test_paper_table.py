@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_table.py"
+
+
+def run_table(spec: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(spec), "--reuse", str(tmp_path / "results"),
+         "--out-dir", str(tmp_path / "results"), *extra],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def save_tiny_dncnn(path: Path, seed: int) -> Path:
+    import torch
+
+    from converge.models.backbones import DnCNN, DnCNNConfig
+    from converge.zoo import save_weights
+
+    torch.manual_seed(seed)
+    return save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), {"task": "denoise"}, path)
+
+
+def test_table_measures_cells_reuses_reports_and_notes_failures(tmp_path):
+    weights = save_tiny_dncnn(tmp_path / "tiny.safetensors", seed=0)
+    spec = tmp_path / "toy.yaml"
+    spec.write_text(yaml.safe_dump({
+        "title": "toy table",
+        "column": {"option": "--sigma", "header": "sigma", "values": [15, 25]},
+        "eval": ["--bench", "set12", "--limit", "1"],
+        "metrics": ["psnr", "ssim"],
+        "rows": [
+            {"label": "noisy input", "eval": ["--model", "input"], "paper": [24.61, None], "unseen": [25]},
+            {"label": "missing", "eval": ["--model", "no-such-model"]},
+            {"label": "tiny dncnn", "eval": ["--model", str(weights)]},
+            {"label": "quoted only", "paper": [30.0, 28.0]},
+        ],
+    }))
+    first = run_table(spec, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.count("running:") == 6
+    payload = json.loads((tmp_path / "results" / "toy.json").read_text())
+    measured = {(cell["row"], cell["column"]): cell for cell in payload["cells"]}
+    assert set(measured) == {(row, sigma) for row in ("noisy input", "tiny dncnn") for sigma in ("15", "25")}
+    report = json.loads(Path(measured[("noisy input", "25")]["report"]).read_text())
+    assert report["task_params"]["sigma"] == 25 and report["summary"]["images"] == 1
+    table = (tmp_path / "results" / "toy.md").read_text()
+    psnr15, psnr25 = (measured[("noisy input", s)]["psnr"] for s in ("15", "25"))
+    ssim25 = measured[("noisy input", "25")]["ssim"]
+    assert f"| noisy input, measured here | {psnr15:.2f} / " in table
+    assert f"{psnr25:.2f} / {ssim25:.4f}* |" in table
+    assert "| noisy input, paper | 24.61 | - |" in table
+    assert "| missing, measured here | - | - |" in table
+    assert "| quoted only, paper | 30.00 | 28.00 |" in table
+    reasons = {(cell["row"], cell["column"]): cell["reason"] for cell in payload["not_measured"]}
+    assert set(reasons) == {("missing", "15"), ("missing", "25")}
+    assert "unknown model 'no-such-model'" in reasons[("missing", "15")]
+    second = run_table(spec, tmp_path, "--dry-run")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("would run:") == 2 and "--model no-such-model --sigma 15" in second.stderr
+    save_tiny_dncnn(weights, seed=1)
+    retrained = run_table(spec, tmp_path, "--dry-run")
+    assert retrained.stderr.count("would run:") == 4 and f"--model {weights} --sigma 25" in retrained.stderr
+    assert "--model input" not in retrained.stderr
+
+
+def test_spec_with_a_short_paper_row_is_refused(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({
+        "title": "bad", "column": {"option": "--sigma", "header": "sigma", "values": [15, 25]},
+        "rows": [{"label": "short", "paper": [30.0]}],
+    }))
+    result = run_table(spec, tmp_path)
+    assert result.returncode != 0
+    assert "quotes 1 paper numbers for 2 columns" in result.stderr and "Traceback" not in result.stderr
