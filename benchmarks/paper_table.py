@@ -5,14 +5,15 @@ A table spec (YAML, ``benchmarks/tables/``) names the columns (one `converge eva
 options (none for a row that only quotes the paper) and the paper's numbers for it. Every measured
 cell is exactly one `converge eval` command. A cell whose report already exists anywhere under
 ``--reuse`` (default ``benchmarks/results``) with the same options (whatever its ``--out``) and
-the same weights (the SHA-256 that `converge eval` records) is read, not rerun; the others run (``--jobs`` at a time, one torch thread each when more than one) and write
-their reports to ``benchmarks/results/tables/NAME/ROW/``. A cell whose command fails, for example because
-its weights are not shipped yet, stays empty and its one-line error goes into the table's notes.
+the same weights (the SHA-256 that `converge eval` records) is read, not rerun; the others run
+(``--jobs`` at a time, one torch thread each when more than one; none with ``--no-run``) and write
+their reports to ``benchmarks/results/tables/NAME/ROW/``. A cell whose command fails, for example
+because its weights are not shipped yet, stays empty and its one-line error goes into the notes.
 
 Writes ``NAME.json`` and ``NAME.md`` (NAME: the spec's file name) to ``--out-dir``.
 
 Usage:
-    python benchmarks/paper_table.py benchmarks/tables/durr-table2.yaml [--jobs 2] [--dry-run]
+    python benchmarks/paper_table.py benchmarks/tables/durr-table2.yaml [--jobs 2] [--no-run]
         [--reuse benchmarks/results] [--out-dir benchmarks/results]
 
 Spec::
@@ -25,8 +26,9 @@ Spec::
     rows:
       - label: BM3D (sigma known)
         eval: [--model, bm3d]                   # leave out for a row that only quotes the paper
-        paper: [28.55, 27.07, 25.99, 25.26, 24.69, 22.63]   # null where the paper has no number
+        paper: [28.55, 27.07, 25.99, 25.26, 24.69, 22.63]   # null: no number; a string is quoted as is
         unseen: [65, 75]                        # column values marked * (not in the training data)
+        only: [25, 35]                          # the columns this row measures (default: all)
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def table_cells(spec: dict[str, Any]) -> list[Cell]:
     for row in spec["rows"]:
         if "eval" not in row:
             continue
-        for value in column["values"]:
+        for value in row.get("only", column["values"]):
             arguments = (*spec.get("eval", ()), *row["eval"], column["option"], str(value))
             cells.append(Cell(row["label"], str(value), tuple(str(argument) for argument in arguments)))
     return cells
@@ -135,28 +137,33 @@ def run_cell(cell: Cell, reports: Path, single_thread: bool) -> str | None:
 
 
 def measure(
-    spec: dict[str, Any], reuse: Path, reports: Path, jobs: int, dry_run: bool
+    spec: dict[str, Any], reuse: Path, reports: Path, jobs: int, run: bool
 ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], str]]:
-    """The scores of every cell (reused or measured now into ``reports``) and why the others have none."""
+    """The scores of every cell (reused, or measured now into ``reports`` when ``run``) and why the
+    others have none."""
     cells = table_cells(spec)
     known = {**index_reports(reports), **index_reports(reuse)}
-    missing = [cell for cell in cells if cell_key(cell.arguments) not in known]
-    for cell in missing:
-        print(f"{'would run' if dry_run else 'running'}: {cell.command}", file=sys.stderr, flush=True)
-    errors: dict[tuple[str, str], str] = {}
-    if not dry_run and missing:
+    missing: dict[ReportKey, Cell] = {}
+    for cell in cells:
+        key = cell_key(cell.arguments)
+        if key not in known and key not in missing:
+            missing[key] = cell
+            print(f"{'running' if run else 'not run'}: {cell.command}", file=sys.stderr, flush=True)
+    failures: dict[ReportKey, str] = {}
+    if run and missing:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            outcomes = pool.map(lambda cell: run_cell(cell, reports, jobs > 1), missing)
-            for cell, error in zip(missing, outcomes, strict=True):
+            outcomes = pool.map(lambda cell: run_cell(cell, reports, jobs > 1), missing.values())
+            for (key, cell), error in zip(missing.items(), outcomes, strict=True):
                 if error is not None:
-                    errors[(cell.row, cell.column)] = error
+                    failures[key] = error
                     print(f"failed: {cell.command}: {error}", file=sys.stderr, flush=True)
         known = {**index_reports(reports), **index_reports(reuse)}
-    scores = {}
+    scores, errors = {}, {}
     for cell in cells:
-        path = known.get(cell_key(cell.arguments))
+        key = cell_key(cell.arguments)
+        path = known.get(key)
         if path is None:
-            errors.setdefault((cell.row, cell.column), "not run yet")
+            errors[(cell.row, cell.column)] = failures.get(key, "not run yet")
             continue
         payload = json.loads(path.read_text(encoding="utf-8"))
         scores[(cell.row, cell.column)] = {
@@ -199,8 +206,8 @@ def markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
                 cells.append(text + (star[value] if cell is not None else ""))
             lines.append(f"| {row['label']}, measured here | " + " | ".join(cells) + " |")
         if row.get("paper") is not None:
-            quoted = ["-" if number is None else f"{number:.2f}{star[value]}" for value, number in zip(
-                values, row["paper"], strict=True)]
+            quoted = [_quoted(number) + ("" if number is None else star[value])
+                      for value, number in zip(values, row["paper"], strict=True)]
             lines.append(f"| {row.get('paper_label', row['label'])}, paper | " + " | ".join(quoted) + " |")
     lines += ["", "## Commands", ""]
     for cell in payload["cells"]:
@@ -210,6 +217,13 @@ def markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
         for cell in payload["not_measured"]:
             lines.append(f"- {cell['row']}, {column['header']} {cell['column']}: {cell['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _quoted(number: float | str | None) -> str:
+    """A paper's number as the table shows it: two decimals, a string as is, - when there is none."""
+    if number is None:
+        return "-"
+    return number if isinstance(number, str) else f"{number:.2f}"
 
 
 def _format(metric: str, value: float) -> str:
@@ -223,7 +237,9 @@ def load_spec(path: Path) -> dict[str, Any]:
     for row in spec["rows"]:
         paper = row.get("paper")
         if paper is not None and len(paper) != len(values):
-            raise SystemExit(f"{path}: row '{row['label']}' quotes {len(paper)} paper numbers for {len(values)} columns")
+            raise SystemExit(
+                f"{path}: row '{row['label']}' quotes {len(paper)} paper numbers for {len(values)} columns"
+            )
         if "eval" not in row and paper is None:
             raise SystemExit(f"{path}: row '{row['label']}' has neither eval options nor paper numbers")
     unknown = set(spec.get("metrics", ["psnr"])) - set(METRICS)
@@ -236,7 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="a table spec (YAML), e.g. benchmarks/tables/durr-table2.yaml")
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once (one torch thread each when > 1)")
-    parser.add_argument("--dry-run", action="store_true", help="list the commands of the cells still to measure")
+    parser.add_argument("--no-run", action="store_true", help="lay out the table from existing reports only")
     parser.add_argument("--reuse", type=Path, default=Path("benchmarks/results"), help="reports found here are reused")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -244,9 +260,7 @@ def main() -> None:
     name = args.spec.stem
     reports = args.out_dir / "tables" / name
     started = time.perf_counter()
-    scores, errors = measure(spec, args.reuse, reports, args.jobs, args.dry_run)
-    if args.dry_run:
-        return
+    scores, errors = measure(spec, args.reuse, reports, args.jobs, run=not args.no_run)
     import torch
 
     payload = {

@@ -142,3 +142,57 @@ def test_weights_digest_follows_the_weights_content(tmp_path):
     assert first == hashlib.sha256(path.read_bytes()).hexdigest()
     save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), None, path)
     assert weights_digest(str(path)) != first
+
+
+@pytest.fixture
+def toy_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A zoo family 'dncnn' of tiny DnCNNs: grey at sigma 10 and 40, colour at sigma 10."""
+    from converge import zoo
+    from converge.models.backbones import DnCNN, DnCNNConfig
+
+    def entry(name: str, sigma: float | None, channels: int = 1) -> zoo.ZooEntry:
+        torch.manual_seed(len(name))
+        save_weights(DnCNN(DnCNNConfig(channels=channels, depth=3, features=4)), None, tmp_path / f"{name}.safetensors")
+        return zoo.ZooEntry(name, "dncnn", f"{name}.yaml", f"{name}.safetensors", "denoise", sigma, name,
+                            channels=channels)
+
+    table = {e.name: e for e in (entry("toy-s10", 10.0), entry("toy-s40", 40.0), entry("toy-rgb-s10", 10.0, 3))}
+    monkeypatch.setattr(zoo, "ZOO", table)
+    monkeypatch.setattr(zoo, "_package_file", lambda name: tmp_path / name)
+    return table
+
+
+def noisy_image(channels: int, sigma: float) -> torch.Tensor:
+    noise = torch.randn(1, channels, 64, 64, generator=torch.Generator().manual_seed(3))
+    return smooth_image(channels, size=64) + sigma / 255 * noise
+
+
+def test_a_family_picks_its_entry_per_image_by_channels_and_level(toy_family) -> None:
+    told = make_restorer("dncnn", make_task("denoise", sigma=40))
+    operator = make_task("denoise", sigma=40).operator
+    assert told(noisy_image(1, 10), operator).model == "toy-s40"
+    assert told(noisy_image(3, 40), operator).model == "toy-rgb-s10"
+    blind = make_restorer("dncnn", make_task("denoise", sigma=40), blind=True)
+    assert blind(noisy_image(1, 10), operator).model == "toy-s10"
+    assert blind(noisy_image(1, 40), operator).model == "toy-s40"
+
+
+def test_a_blind_family_entry_is_used_without_estimating(toy_family, tmp_path, monkeypatch) -> None:
+    from converge import zoo
+    from converge.models.backbones import DnCNN, DnCNNConfig
+    from converge.physics import noise
+
+    save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), None, tmp_path / "toy-blind.safetensors")
+    blind_entry = zoo.ZooEntry("toy-blind", "dncnn", "toy-blind.yaml", "toy-blind.safetensors", "denoise", None, "b")
+    monkeypatch.setitem(zoo.ZOO, "toy-blind", blind_entry)
+
+    def refuse(y: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the noise level was estimated")
+
+    monkeypatch.setattr(noise, "estimate_noise_sigma", refuse)
+    task = make_task("denoise", sigma=25)
+    restorer = make_restorer("dncnn", task, blind=True)
+    assert restorer(noisy_image(1, 40), task.operator).model == "toy-blind"
+    assert make_restorer("dncnn", make_task("denoise", sigma=35))(noisy_image(1, 40), task.operator).model == "toy-s40"
+    with pytest.raises(AssertionError, match="estimated"):
+        restorer(noisy_image(3, 40), task.operator)

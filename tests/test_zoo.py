@@ -180,3 +180,18 @@ def test_a_family_picks_deblocking_weights_by_the_nearest_quality(family_zoo, mo
     ]
     with pytest.raises(ConfigError, match="one model per level \\(10, 20, 40\\): give --quality"):
         zoo.resolve_entry("groupsc", "deblock", 25.0, None)
+
+
+def test_a_family_prefers_entries_for_the_image_channels_and_blind_ones_when_blind(family_zoo, monkeypatch) -> None:
+    colour = zoo.ZooEntry("nerd-rgb-s25", "nerd", "c.yaml", "c.safetensors", "denoise", 25.0, "c", channels=3)
+    monkeypatch.setitem(zoo.ZOO, colour.name, colour)
+    assert zoo.resolve_entry("nerd", "denoise", 50.0, channels=3).name == "nerd-rgb-s25"
+    assert zoo.resolve_entry("nerd", "denoise", 50.0, channels=1).name == "nerd-s50"
+    assert zoo.resolve_entry("nerd", "deblock", None, channels=3).name == "nerd-q20"
+    assert zoo.needs_level("nerd", "denoise") and not zoo.needs_level("nerd", "deblock")
+    assert not zoo.needs_level("nerd-s25", "denoise")
+    blind = zoo.ZooEntry("nerd-blind", "nerd", "b.yaml", "b.safetensors", "denoise", None, "b")
+    monkeypatch.setitem(zoo.ZOO, blind.name, blind)
+    assert zoo.resolve_entry("nerd", "denoise", 50.0, channels=1).name == "nerd-s50"
+    assert zoo.resolve_entry("nerd", "denoise", 50.0, channels=1, blind=True).name == "nerd-blind"
+    assert not zoo.needs_level("nerd", "denoise", channels=1) and zoo.needs_level("nerd", "denoise", channels=3)

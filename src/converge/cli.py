@@ -133,7 +133,7 @@ def restore(
     from converge.physics.noise import estimate_noise_sigma
     from converge.physics.tasks import make_task
     from converge.restorers import make_restorer
-    from converge.zoo import DEFAULT_MODEL, resolve_entry, zoo_names
+    from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
     params = _task_params(sigma, factor, quality, None, None, pattern)
@@ -141,9 +141,9 @@ def restore(
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
     _check_loops(loops)
     blind = task == "denoise" and sigma is None
+    restorer = make_restorer(model_name, make_task(task, **params), tile=tile, blind=blind, loops=loops, stride=stride)
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
     pairs = _collect_inputs(source, target)
-    restorers = {}
     with _progress("restoring", len(pairs), enabled=len(pairs) > 1) as advance:
         for in_path, out_path in pairs:
             observed = read_image(in_path)
@@ -154,24 +154,14 @@ def restore(
                 image_params["sigma"] = round(estimate, 2)
                 note = f" (estimated noise level {estimate:.1f})"
             chosen = make_task(task, **image_params)
-            entry = (
-                resolve_entry(model_name, task, image_params.get("sigma"), image_params.get("quality"))
-                if model_name in zoo_names()
-                else None
-            )
-            used = model_name if entry is None else entry.name
-            # A blind restorer does not depend on the level estimated for each image: one per model.
-            key = used if blind else chosen.tag
-            if key not in restorers:
-                restorers[key] = make_restorer(used, chosen, tile=tile, blind=blind, loops=loops, stride=stride)
-            result = restorers[key](observed, known_mask or chosen.operator)
+            result = restorer(observed, known_mask or chosen.operator)
             write_image(out_path, result.image, bits=bits)
             counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
-            _say(f"{in_path} -> {out_path} [{used}{counted}, {result.seconds:.2f} s]{note}")
-            trained_sigma = None if entry is None else entry.sigma
+            _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
+            trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None
             if task == "denoise" and trained_sigma is not None and abs(image_params["sigma"] - trained_sigma) > 5:
                 _say(
-                    f"warning: {used} was trained for noise level {trained_sigma:g}, "
+                    f"warning: {result.model} was trained for noise level {trained_sigma:g}, "
                     f"not {image_params['sigma']:g}: expect a weaker result"
                 )
             advance()

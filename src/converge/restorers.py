@@ -40,11 +40,14 @@ _BASELINE_TASKS = {
 
 @dataclass(frozen=True)
 class Restoration:
-    """A restored image ``(1, C, H, W)`` in [0, 1], with the loop count (when the model has one) and time."""
+    """A restored image ``(1, C, H, W)`` in [0, 1], with the loop count (when the model has one), the
+    restorer's time and what restored it: the baseline, the zoo entry (for a family, the one picked
+    for this image) or the weights file."""
 
     image: Tensor
     seconds: float
     iterations: float | None = None
+    model: str | None = None
 
 
 Restorer = Callable[[Tensor, Operator], Restoration]
@@ -96,7 +99,8 @@ def make_restorer(
 
     ``blind``: the task's noise level is unknown to the restorer (the user gave none, or a blind
     benchmark): learned models get ``sigma=None`` and estimate it themselves when they use it,
-    baselines get :func:`~converge.physics.noise.estimate_noise_sigma` of each image. ``loops``:
+    baselines get :func:`~converge.physics.noise.estimate_noise_sigma` of each image, and a zoo model
+    family picks, for each image, its blind entry or else the one nearest that estimate. ``loops``:
     the number of loops a model whose ``restore`` takes ``loops`` (DURR) runs instead of choosing;
     ``stride``: the block stride of a model whose ``restore`` takes one (GroupSC's csr and group).
 
@@ -105,8 +109,6 @@ def make_restorer(
     (``demosaic``) is spread onto its three channels first. Raises :class:`ConfigError` for an
     unknown name or a restorer that does not handle the task or the options.
     """
-    from converge import zoo
-
     options = {key: value for key, value in (("loops", loops), ("stride", stride)) if value is not None}
     if name in _BASELINE_TASKS:
         if task.name not in _BASELINE_TASKS[name]:
@@ -116,29 +118,65 @@ def make_restorer(
             option = next(iter(options))
             raise ConfigError(f"baseline '{name}' has no {option} to set: drop --{option}")
         return _baseline_restorer(name, task, blind)
+    from converge import zoo
+
     if name in zoo.zoo_names():
-        entry = zoo.resolve_entry(name, task.name, task.params.get("sigma"), task.params.get("quality"))
-        if entry.task != task.name:
-            raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
-        model = zoo.load_model(entry.name)
-    elif name.endswith(".safetensors"):
-        model = _trained_model(Path(name), task)
-    else:
-        valid = ", ".join(sorted(restorer_names()))
-        raise ConfigError(
-            f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`"
-        )
+        return _zoo_restorer(name, task, tile, blind, options)
+    if name.endswith(".safetensors"):
+        return _checked_model_restorer(name, _trained_model(Path(name), task), task, tile, blind, options)
+    valid = ", ".join(sorted(restorer_names()))
+    raise ConfigError(f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`")
+
+
+def _zoo_restorer(name: str, task: Task, tile: int | None, blind: bool, options: dict[str, int]) -> Restorer:
+    """The restorer of zoo entry ``name`` or, for a model family, one that picks the family's entry for
+    each image: by its channels and the task's level or, ``blind``, the family's blind entry or else
+    the entry nearest to the noise level estimated from the image. The entry for the task's own level
+    is loaded and checked at once, so a bad name or option fails before any image is restored."""
+    from converge import zoo
+    from converge.physics.noise import estimate_noise_sigma
+
+    built: dict[str, Restorer] = {}
+    quality = task.params.get("quality")
+
+    def entry_restorer(entry: zoo.ZooEntry) -> Restorer:
+        if entry.name not in built:
+            if entry.task != task.name:
+                raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
+            model = zoo.load_model(entry.name)
+            built[entry.name] = _checked_model_restorer(entry.name, model, task, tile, blind, options)
+        return built[entry.name]
+
+    first = entry_restorer(zoo.resolve_entry(name, task.name, task.params.get("sigma"), quality, blind=blind))
+    if name in zoo.ZOO:
+        return first
+
+    def restore(y: Tensor, operator: Operator) -> Restoration:
+        sigma = task.params.get("sigma")
+        if blind:
+            estimated = zoo.needs_level(name, task.name, channels=y.shape[1])
+            sigma = 255.0 * float(estimate_noise_sigma(y)[0]) if estimated else None
+        entry = zoo.resolve_entry(name, task.name, sigma, quality, channels=y.shape[1], blind=blind)
+        return entry_restorer(entry)(y, operator)
+
+    return restore
+
+
+def _checked_model_restorer(
+    label: str, model: torch.nn.Module, task: Task, tile: int | None, blind: bool, options: dict[str, int]
+) -> Restorer:
+    """``model``'s restorer once ``tile`` and the inference ``options`` are checked against it."""
     if tile is not None:
         if task.name not in _TILEABLE_TASKS:
             raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
         if not hasattr(model, "receptive_radius"):
-            raise ConfigError(f"model '{name}' cannot be restored in tiles: drop --tile")
+            raise ConfigError(f"model '{label}' cannot be restored in tiles: drop --tile")
     accepted = inspect.signature(model.restore).parameters
     for option in options:
         if option not in accepted:
             sets, models = _INFERENCE_OPTIONS[option]
-            raise ConfigError(f"model '{name}' has no {sets} to set: --{option} applies to models such as {models}")
-    return _model_restorer(model, task, tile, blind, options)
+            raise ConfigError(f"model '{label}' has no {sets} to set: --{option} applies to models such as {models}")
+    return _model_restorer(label, model, task, tile, blind, options)
 
 
 def _trained_model(weights: Path, task: Task) -> torch.nn.Module:
@@ -162,21 +200,21 @@ def _baseline_restorer(name: str, task: Task, blind: bool) -> Restorer:
     from converge import baselines
 
     if name == "input":
-        return _timed(lambda y, operator: y)
+        return _timed(name, lambda y, operator: y)
     if name == "bicubic":
         factor = int(task.params["factor"])
-        return _timed(lambda y, operator: baselines.bicubic_upsample(y, factor))
+        return _timed(name, lambda y, operator: baselines.bicubic_upsample(y, factor))
     denoiser = baselines.get_baseline(name)
     if blind:
         from converge.physics.noise import estimate_noise_sigma
 
-        return _timed(lambda y, operator: denoiser(y, sigma=float(estimate_noise_sigma(y)[0])))
+        return _timed(name, lambda y, operator: denoiser(y, sigma=float(estimate_noise_sigma(y)[0])))
     sigma = _noise_sigma(task)
-    return _timed(lambda y, operator: denoiser(y, sigma=sigma))
+    return _timed(name, lambda y, operator: denoiser(y, sigma=sigma))
 
 
 def _model_restorer(
-    model: torch.nn.Module, task: Task, tile: int | None, blind: bool, options: dict[str, int]
+    label: str, model: torch.nn.Module, task: Task, tile: int | None, blind: bool, options: dict[str, int]
 ) -> Restorer:
     from converge.tiling import tiled_apply
 
@@ -206,7 +244,8 @@ def _model_restorer(
                 image = ycbcr_to_rgb(torch.cat([luma, ycbcr[:, 1:]], dim=1))
             else:
                 image, iterations = restore_image(y, operator)
-        return Restoration(image.clamp(0.0, 1.0), time.perf_counter() - start, _mean_iterations(iterations))
+        seconds = time.perf_counter() - start
+        return Restoration(image.clamp(0.0, 1.0), seconds, _mean_iterations(iterations), label)
 
     return restore
 
@@ -217,10 +256,10 @@ def _mean_iterations(iterations: int | float | list | Tensor | None) -> float | 
     return float(torch.as_tensor(iterations, dtype=torch.float64).mean())
 
 
-def _timed(function: Callable[[Tensor, Operator], Tensor]) -> Restorer:
+def _timed(name: str, function: Callable[[Tensor, Operator], Tensor]) -> Restorer:
     def restore(y: Tensor, operator: Operator) -> Restoration:
         start = time.perf_counter()
         image = function(y, operator)
-        return Restoration(image.clamp(0.0, 1.0), time.perf_counter() - start)
+        return Restoration(image.clamp(0.0, 1.0), time.perf_counter() - start, model=name)
 
     return restore

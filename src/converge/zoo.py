@@ -37,8 +37,9 @@ from converge.models import Restorer, build_model, model_class, model_name, mode
 class ZooEntry:
     """One shipped model: its registry name in ``converge.models`` (``model``), the YAML config and
     safetensors files inside ``converge/weights/``, the task and noise level (8-bit levels) it was
-    trained for, a one-line description and, for JPEG deblocking, the quality it was trained for
-    (``None``: trained on a range of levels, or not a deblocking model)."""
+    trained for, a one-line description, for JPEG deblocking the quality it was trained for
+    (``None``: trained on a range of levels, or not a deblocking model), and the image channels it
+    restores (1 grey, 3 RGB)."""
 
     name: str
     model: str
@@ -48,6 +49,7 @@ class ZooEntry:
     sigma: float | None
     description: str
     quality: int | None = None
+    channels: int = 1
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
@@ -90,17 +92,48 @@ def get_entry(name: str) -> ZooEntry:
         raise ConfigError(f"unknown zoo model {name!r}: choose one of {', '.join(sorted(ZOO))}") from None
 
 
-def resolve_entry(name: str, task: str, sigma: float | None = None, quality: int | None = None) -> ZooEntry:
+def resolve_entry(
+    name: str,
+    task: str,
+    sigma: float | None = None,
+    quality: int | None = None,
+    *,
+    channels: int | None = None,
+    blind: bool = False,
+) -> ZooEntry:
     """The zoo entry that ``name`` means for ``task`` at noise level ``sigma`` (8-bit levels) or, for
-    ``deblock``, at JPEG ``quality``.
+    ``deblock``, at JPEG ``quality``, for images of ``channels`` channels.
 
     ``name`` is a zoo name (``nerd-s25``: that entry) or a model family (``nerd``: among the family's
-    entries for ``task``, a blind one when no level is given, else the one trained nearest to that
-    level, a blind one when none was trained for a level). Raises :class:`ConfigError` when nothing
-    fits.
+    entries for ``task``, those for ``channels`` when it has any (a grey deblocker also restores the
+    luma of a colour JPEG), then a blind one when no level is given or ``blind`` (the level was
+    estimated, not given), else the one trained nearest to that level, a blind one when none was
+    trained for a level). Raises :class:`ConfigError` when nothing fits.
     """
     if name in ZOO:
         return ZOO[name]
+    candidates = _family_entries(name, task, channels)
+    wanted, option = (quality, "--quality") if task == "deblock" else (sigma, "--sigma")
+    blind_entries = [entry for entry in candidates if entry.level() is None]
+    levels = sorted((entry for entry in candidates if entry.level() is not None), key=ZooEntry.level)
+    if blind_entries and (blind or wanted is None or not levels):
+        return min(blind_entries, key=lambda entry: entry.name)
+    if wanted is None:
+        trained = ", ".join(f"{entry.level():g}" for entry in levels)
+        raise ConfigError(f"model family {name!r} has one model per level ({trained}): give {option}")
+    return min(levels, key=lambda entry: (abs(entry.level() - wanted), entry.level()))
+
+
+def needs_level(name: str, task: str, channels: int | None = None) -> bool:
+    """Whether :func:`resolve_entry` needs a level to resolve ``name`` for ``task``: a model family
+    with no blind entry for it (so a blind caller has to estimate the noise level first)."""
+    if name in ZOO:
+        return False
+    return all(entry.level() is not None for entry in _family_entries(name, task, channels))
+
+
+def _family_entries(name: str, task: str, channels: int | None) -> list[ZooEntry]:
+    """The entries of model family ``name`` for ``task``, those for ``channels`` when there are any."""
     family = [entry for entry in ZOO.values() if entry.model == name]
     if not family:
         raise ConfigError(f"unknown zoo model {name!r}: choose one of {', '.join(sorted(zoo_names()))}")
@@ -108,15 +141,8 @@ def resolve_entry(name: str, task: str, sigma: float | None = None, quality: int
     if not for_task:
         tasks = ", ".join(sorted({entry.task for entry in family}))
         raise ConfigError(f"model family {name!r} has weights for task(s) {tasks}, not {task!r}")
-    wanted, option = (quality, "--quality") if task == "deblock" else (sigma, "--sigma")
-    blind = [entry for entry in for_task if entry.level() is None]
-    levels = sorted((entry for entry in for_task if entry.level() is not None), key=ZooEntry.level)
-    if blind and (wanted is None or not levels):
-        return min(blind, key=lambda entry: entry.name)
-    if wanted is None:
-        trained = ", ".join(f"{entry.level():g}" for entry in levels)
-        raise ConfigError(f"model family {name!r} has one model per level ({trained}): give {option}")
-    return min(levels, key=lambda entry: (abs(entry.level() - wanted), entry.level()))
+    for_channels = [entry for entry in for_task if entry.channels == channels]
+    return for_channels or for_task
 
 
 def zoo_names() -> list[str]:

@@ -38,7 +38,8 @@ def test_table_measures_cells_reuses_reports_and_notes_failures(tmp_path):
             {"label": "noisy input", "eval": ["--model", "input"], "paper": [24.61, None], "unseen": [25]},
             {"label": "missing", "eval": ["--model", "no-such-model"]},
             {"label": "tiny dncnn", "eval": ["--model", str(weights)]},
-            {"label": "quoted only", "paper": [30.0, 28.0]},
+            {"label": "quoted only", "paper": [30.0, "28.00/0.7700"]},
+            {"label": "one level", "eval": ["--model", "input"], "only": [25]},
         ],
     }))
     first = run_table(spec, tmp_path)
@@ -46,7 +47,8 @@ def test_table_measures_cells_reuses_reports_and_notes_failures(tmp_path):
     assert first.stderr.count("running:") == 6
     payload = json.loads((tmp_path / "results" / "toy.json").read_text())
     measured = {(cell["row"], cell["column"]): cell for cell in payload["cells"]}
-    assert set(measured) == {(row, sigma) for row in ("noisy input", "tiny dncnn") for sigma in ("15", "25")}
+    assert set(measured) == {(row, sigma) for row in ("noisy input", "tiny dncnn") for sigma in ("15", "25")} | {
+        ("one level", "25")}
     report = json.loads(Path(measured[("noisy input", "25")]["report"]).read_text())
     assert report["task_params"]["sigma"] == 25 and report["summary"]["images"] == 1
     table = (tmp_path / "results" / "toy.md").read_text()
@@ -56,17 +58,20 @@ def test_table_measures_cells_reuses_reports_and_notes_failures(tmp_path):
     assert f"{psnr25:.2f} / {ssim25:.4f}* |" in table
     assert "| noisy input, paper | 24.61 | - |" in table
     assert "| missing, measured here | - | - |" in table
-    assert "| quoted only, paper | 30.00 | 28.00 |" in table
+    assert "| quoted only, paper | 30.00 | 28.00/0.7700 |" in table
+    assert f"| one level, measured here | - | {psnr25:.2f} / {ssim25:.4f} |" in table
     reasons = {(cell["row"], cell["column"]): cell["reason"] for cell in payload["not_measured"]}
     assert set(reasons) == {("missing", "15"), ("missing", "25")}
     assert "unknown model 'no-such-model'" in reasons[("missing", "15")]
-    second = run_table(spec, tmp_path, "--dry-run")
+    second = run_table(spec, tmp_path, "--no-run")
     assert second.returncode == 0, second.stderr
-    assert second.stderr.count("would run:") == 2 and "--model no-such-model --sigma 15" in second.stderr
+    assert second.stderr.count("not run:") == 2 and "--model no-such-model --sigma 15" in second.stderr
     save_tiny_dncnn(weights, seed=1)
-    retrained = run_table(spec, tmp_path, "--dry-run")
-    assert retrained.stderr.count("would run:") == 4 and f"--model {weights} --sigma 25" in retrained.stderr
+    retrained = run_table(spec, tmp_path, "--no-run")
+    assert retrained.stderr.count("not run:") == 4 and f"--model {weights} --sigma 25" in retrained.stderr
     assert "--model input" not in retrained.stderr
+    payload = json.loads((tmp_path / "results" / "toy.json").read_text())
+    assert {cell["row"] for cell in payload["cells"]} == {"noisy input", "one level"}
 
 
 def test_spec_with_a_short_paper_row_is_refused(tmp_path):
