@@ -191,7 +191,7 @@ def markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
         "see in training; -: not measured (see the notes) or not in the paper.",
         "",
         f"| {' / '.join(metric.upper() for metric in metrics)} | "
-        + " | ".join(f"{column['header']} {value}" for value in values)
+        + " | ".join(_column_name(column, value) for value in values)
         + " |",
         "|---" + "|---:" * len(values) + "|",
     ]
@@ -211,12 +211,17 @@ def markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
             lines.append(f"| {row.get('paper_label', row['label'])}, paper | " + " | ".join(quoted) + " |")
     lines += ["", "## Commands", ""]
     for cell in payload["cells"]:
-        lines.append(f"- {cell['row']}, {column['header']} {cell['column']}: `{cell['command']}` ({cell['report']})")
+        lines.append(f"- {cell['row']}, {_column_name(column, cell['column'])}: `{cell['command']}` ({cell['report']})")
     if payload["not_measured"]:
         lines += ["", "## Notes: cells not measured", ""]
         for cell in payload["not_measured"]:
-            lines.append(f"- {cell['row']}, {column['header']} {cell['column']}: {cell['reason']}")
+            lines.append(f"- {cell['row']}, {_column_name(column, cell['column'])}: {cell['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _column_name(column: dict[str, Any], value: object) -> str:
+    """A column's heading: the spec's header and the option's value (``sigma 25``, or ``kodak24`` alone)."""
+    return f"{column.get('header', '')} {value}".strip()
 
 
 def _quoted(number: float | str | None) -> str:
