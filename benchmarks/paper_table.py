@@ -97,10 +97,9 @@ def index_reports(folder: Path) -> dict[ReportKey, Path]:
     for path in sorted(folder.rglob("*.json")) if folder.is_dir() else ():
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            words = shlex.split(payload["protocol"]["command"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        command = payload.get("protocol", {}).get("command", "") if isinstance(payload, dict) else ""
-        words = shlex.split(command)
         if words[:2] == ["converge", "eval"] and "summary" in payload:
             found.setdefault((eval_options(words[2:]), payload["protocol"].get("weights_sha256")), path)
     return found
