@@ -23,7 +23,7 @@ deadline=$(($(date +%s) + minutes * 60))
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 mkdir -p "$runs"
 
-if ! python3 -m converge train configs/dncnn-denoise-compact.yaml --run-dir "$runs/smoke" --until 2 \
+if ! python3 -m converge train configs/dncnn-blind-compact.yaml --run-dir "$runs/smoke" --until 2 \
     --device "$device" --threads "$threads" > "$runs/smoke.out" 2>&1; then
     echo "smoke check failed on $device:"
     tail -n 20 "$runs/smoke.out"
