@@ -115,6 +115,20 @@ def test_registry_lists_the_default_model() -> None:
         zoo.load_model("no-such-model")
 
 
+def test_every_shipped_entry_loads_with_the_channels_it_declares() -> None:
+    for entry in zoo.list_models():
+        assert zoo.load_model(entry.name).config.channels == entry.channels
+
+
+def test_an_entry_whose_channels_disagree_with_its_config_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    wrong = replace(zoo.ZOO[zoo.DEFAULT_MODEL], channels=3)
+    monkeypatch.setitem(zoo.ZOO, zoo.DEFAULT_MODEL, wrong)
+    with pytest.raises(WeightsError, match="1-channel model but zoo entry"):
+        zoo.load_model(zoo.DEFAULT_MODEL)
+
+
 @pytest.mark.skipif(not zoo.weights_path(zoo.DEFAULT_MODEL).exists(), reason="default weights not trained yet")
 def test_shipped_default_model_denoises_a_real_crop() -> None:
     from converge.data.registry import load_images

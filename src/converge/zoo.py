@@ -167,6 +167,12 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu") ->
             f"{entry.config_file} builds a {model_name(model)!r} model but zoo entry {name!r} expects {entry.model!r}: "
             "reinstall the package"
         )
+    channels = getattr(model.config, "channels", None)
+    if channels is not None and channels != entry.channels:
+        raise WeightsError(
+            f"{entry.config_file} builds a {channels}-channel model but zoo entry {name!r} says {entry.channels}: "
+            "reinstall the package"
+        )
     return model
 
 
