@@ -35,7 +35,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) ->
 def test_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("restore", "degrade", "eval", "train", "zoo", "demo"):
+    for command in ("restore", "degrade", "eval", "bench", "train", "zoo", "demo"):
         assert command in result.stdout
 
 

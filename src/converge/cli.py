@@ -1,4 +1,4 @@
-"""The ``converge`` command line: restore, degrade, eval, train, zoo, demo.
+"""The ``converge`` command line: restore, degrade, eval, bench, train, zoo, demo.
 
 Every user error (bad file, unknown option, missing data) ends as one line on stderr and exit code 2.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -280,6 +281,58 @@ def evaluate(
     )
     Console().print(table)
     _say(f"reports: {markdown} and {payload}")
+
+
+@app.command()
+def bench(
+    table: Annotated[
+        Optional[str],
+        typer.Argument(help="A paper's table shipped with converge (durr-table2, ...) or a YAML table spec."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the table (NAME.md, NAME.json) and its cells' reports.")] = Path(
+        "results"
+    ),
+    reuse: Annotated[
+        Optional[Path], typer.Option(help="Reports found under this folder are reused (default: --out).")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Cells measured at once (one torch thread each when more than one).")] = 1,
+    no_run: Annotated[bool, typer.Option("--no-run", help="Lay out the table from existing reports only.")] = False,
+) -> None:
+    """Measure a paper's results table here, one `converge eval` per cell, beside the paper's numbers.
+
+    Without TABLE, lists the shipped tables. A report under --reuse with the same eval options and the
+    same weights is read instead of rerun; a cell that fails (weights not shipped yet) is noted.
+    """
+    from rich.table import Table
+
+    from converge.eval import table as tables
+
+    if table is None:
+        listing = Table(title="paper tables (converge bench NAME)")
+        listing.add_column("name")
+        listing.add_column("title")
+        for name, title in tables.shipped_tables().items():
+            listing.add_row(name, title)
+        Console().print(listing)
+        return
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    name, spec = tables.load_spec(table)
+    scores, errors = tables.measure(
+        spec, _eval_options, reuse or out, out / "tables" / name, jobs=jobs, run=not no_run, say=_say
+    )
+    command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    markdown, payload = tables.write_table(name, spec, scores, errors, out, command)
+    _say(f"{len(scores)} cells measured, {len(errors)} not; table: {markdown} and {payload}")
+
+
+def _eval_options(arguments: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The options `converge eval` parses from ``arguments``, defaults filled in and --out left out."""
+    import typer.main
+
+    command = typer.main.get_command(app).commands["eval"]
+    context = command.make_context("eval", list(arguments), resilient_parsing=True)
+    return tuple(sorted((name, str(value)) for name, value in context.params.items() if name != "out"))
 
 
 @app.command()

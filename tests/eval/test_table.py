@@ -5,13 +5,9 @@ from pathlib import Path
 
 import yaml
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_table.py"
-
-
 def run_table(spec: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), str(spec), "--reuse", str(tmp_path / "results"),
-         "--out-dir", str(tmp_path / "results"), *extra],
+        [sys.executable, "-m", "converge", "bench", str(spec), "--out", str(tmp_path / "results"), *extra],
         capture_output=True, text=True, timeout=600,
     )
 
@@ -81,5 +77,23 @@ def test_spec_with_a_short_paper_row_is_refused(tmp_path):
         "rows": [{"label": "short", "paper": [30.0]}],
     }))
     result = run_table(spec, tmp_path)
-    assert result.returncode != 0
-    assert "quotes 1 paper numbers for 2 columns" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "quotes 1 paper numbers for 2 columns" in result.stderr
+    assert "Traceback" not in result.stderr
+    unknown = subprocess.run([sys.executable, "-m", "converge", "bench", "no-such"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "unknown table 'no-such'" in unknown.stderr
+
+
+def test_every_shipped_table_loads_and_its_cells_parse_as_eval_options() -> None:
+    from converge.cli import _eval_options
+    from converge.eval.table import load_spec, shipped_tables, table_cells
+
+    names = shipped_tables()
+    assert {"durr-table2", "durr-table3", "nerd-table1-bsd68", "groupsc-table4-bsd68"} <= set(names)
+    for name in names:
+        _, spec = load_spec(name)
+        for cell in table_cells(spec):
+            options = dict(_eval_options(cell.arguments))
+            assert options["model"] != "None" and options["bench"] != "None", cell.command
+            parsed = options[spec["column"]["option"].lstrip("-").replace("-", "_")]
+            assert parsed == cell.column or float(parsed) == float(cell.column), cell.command

@@ -1,0 +1,308 @@
+"""A paper's results table measured here: one `converge eval` command per cell, beside the paper's numbers.
+
+A table spec (YAML; the papers' tables ship in ``converge/eval/paper_tables/``) names the columns (one
+`converge eval` option such as ``--sigma`` and its values), the eval options every cell shares, and
+the rows: each row's own eval options (none for a row that only quotes the paper), the columns it
+measures and the paper's numbers. Every measured cell is exactly one `converge eval` command. A cell
+whose report already exists under the reuse folder with the same options (whatever its ``--out``) and
+the same weights (the SHA-256 each report records) is read, not rerun; the others run, several at a
+time if asked, and write their reports under ``OUT/tables/NAME/ROW/``. A cell whose command fails,
+for example because its weights are not shipped yet, stays empty and its one-line error goes into
+the table's notes.
+
+Spec::
+
+    title: "DURR, Table 2: blind gray denoising on BSD68, PSNR (dB)"
+    note: "free text printed under the title"
+    column: {option: --sigma, header: sigma, values: [25, 35, 45, 55, 65, 75]}
+    eval: [--bench, bsd68, --task, denoise]     # options every cell shares
+    metrics: [psnr]                             # psnr and/or ssim, shown as PSNR / SSIM
+    rows:
+      - label: BM3D (sigma known)
+        eval: [--model, bm3d]                   # leave out for a row that only quotes the paper
+        paper: [28.55, 27.07, 25.99, 25.26, 24.69, 22.63]   # null: no number; a string is quoted as is
+        paper_label: BM3D                       # the paper's name for the row (default: label)
+        unseen: [65, 75]                        # column values marked * (not in the training data)
+        only: [25, 35]                          # the columns this row measures (default: all)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from converge.atomic import write_text_atomic
+from converge.errors import ConfigError
+
+METRICS = ("psnr", "ssim")
+
+# What `converge eval` would parse from a list of arguments, defaults filled in and --out left out,
+# as sorted (name, value) pairs: two argument lists that measure the same thing give the same options.
+EvalOptions = tuple[tuple[str, str], ...]
+OptionsParser = Callable[[Sequence[str]], EvalOptions]
+# A measurement: its eval options and the SHA-256 of the weights it restores with (None: no weights).
+ReportKey = tuple[EvalOptions, str | None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measured cell: its row and column and the `converge eval` arguments that measure it."""
+
+    row: str
+    column: str
+    arguments: tuple[str, ...]
+
+    @property
+    def command(self) -> str:
+        return "converge eval " + " ".join(shlex.quote(argument) for argument in self.arguments)
+
+
+def shipped_tables() -> dict[str, str]:
+    """The papers' tables that ship with converge: name -> title."""
+    folder = resources.files("converge") / "eval" / "paper_tables"
+    specs = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    return {name.removesuffix(".yaml"): _read_spec(folder / name, name)["title"] for name in specs}
+
+
+def load_spec(table: str) -> tuple[str, dict[str, Any]]:
+    """The name and checked spec of a shipped table (``durr-table2``) or of a YAML file.
+
+    Raises :class:`ConfigError` for an unknown name, an unreadable file or a spec whose rows do not
+    fit its columns.
+    """
+    path = Path(table)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"table spec {path} does not exist")
+        return path.stem, _checked(_read_spec(path, str(path)), str(path))
+    shipped = resources.files("converge") / "eval" / "paper_tables" / f"{table}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(shipped_tables())
+        raise ConfigError(f"unknown table {table!r}: choose one of {names}, or give a .yaml spec")
+    return table, _checked(_read_spec(shipped, table), table)
+
+
+def _read_spec(source: Any, name: str) -> dict[str, Any]:
+    try:
+        spec = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"table spec {name} cannot be read ({error})") from None
+    if not isinstance(spec, dict) or not {"title", "column", "rows"} <= set(spec):
+        raise ConfigError(f"table spec {name} needs a title, a column and rows")
+    return spec
+
+
+def _checked(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    values = spec["column"]["values"]
+    for row in spec["rows"]:
+        paper = row.get("paper")
+        if paper is not None and len(paper) != len(values):
+            raise ConfigError(
+                f"{name}: row '{row['label']}' quotes {len(paper)} paper numbers for {len(values)} columns"
+            )
+        if "eval" not in row and paper is None:
+            raise ConfigError(f"{name}: row '{row['label']}' has neither eval options nor paper numbers")
+        unknown = {str(value) for value in row.get("only", ())} - {str(value) for value in values}
+        if unknown:
+            raise ConfigError(f"{name}: row '{row['label']}' measures columns {sorted(unknown)} not in the table")
+    unknown = set(spec.get("metrics", ["psnr"])) - set(METRICS)
+    if unknown:
+        raise ConfigError(f"{name}: unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
+    return spec
+
+
+def table_cells(spec: dict[str, Any]) -> list[Cell]:
+    """The measured cells of a spec, row by row."""
+    column = spec["column"]
+    cells = []
+    for row in spec["rows"]:
+        if "eval" not in row:
+            continue
+        for value in row.get("only", column["values"]):
+            arguments = (*spec.get("eval", ()), *row["eval"], column["option"], str(value))
+            cells.append(Cell(row["label"], str(value), tuple(str(argument) for argument in arguments)))
+    return cells
+
+
+def cell_key(arguments: Sequence[str], options_of: OptionsParser) -> ReportKey:
+    """What identifies a measurement: the eval options and the digest of the weights they name now."""
+    from converge.restorers import weights_digest
+
+    options = options_of(arguments)
+    return options, weights_digest(dict(options).get("model", ""))
+
+
+def index_reports(folder: Path, options_of: OptionsParser) -> dict[ReportKey, Path]:
+    """Every `converge eval` JSON report under ``folder``, keyed by the options of its command and
+    the digest of the weights it was measured with."""
+    found: dict[ReportKey, Path] = {}
+    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else ():
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            words = shlex.split(payload["protocol"]["command"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if words[:2] == ["converge", "eval"] and "summary" in payload:
+            found.setdefault((options_of(words[2:]), payload["protocol"].get("weights_sha256")), path)
+    return found
+
+
+def measure(
+    spec: dict[str, Any],
+    options_of: OptionsParser,
+    reuse: Path,
+    reports: Path,
+    jobs: int = 1,
+    run: bool = True,
+    say: Callable[[str], None] = print,
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], str]]:
+    """The scores of every cell, keyed by (row, column): reused from reports under ``reuse`` or
+    ``reports``, or measured now into ``reports`` when ``run``; and why the other cells have none."""
+    cells = table_cells(spec)
+    known = {**index_reports(reports, options_of), **index_reports(reuse, options_of)}
+    missing: dict[ReportKey, Cell] = {}
+    for cell in cells:
+        key = cell_key(cell.arguments, options_of)
+        if key not in known and key not in missing:
+            missing[key] = cell
+            say(f"{'running' if run else 'not run'}: {cell.command}")
+    failures: dict[ReportKey, str] = {}
+    if run and missing:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            outcomes = pool.map(lambda cell: _run_cell(cell, reports, jobs > 1), missing.values())
+            for (key, cell), error in zip(missing.items(), outcomes, strict=True):
+                if error is not None:
+                    failures[key] = error
+                    say(f"failed: {cell.command}: {error}")
+        known = {**index_reports(reports, options_of), **index_reports(reuse, options_of)}
+    scores, errors = {}, {}
+    for cell in cells:
+        key = cell_key(cell.arguments, options_of)
+        path = known.get(key)
+        if path is None:
+            errors[(cell.row, cell.column)] = failures.get(key, "not run yet")
+            continue
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        scores[(cell.row, cell.column)] = {
+            **{metric: payload["summary"][metric] for metric in METRICS},
+            "images": payload["summary"]["images"],
+            "seconds_per_image": payload["summary"]["seconds"],
+            "command": payload["protocol"]["command"],
+            "report": str(path),
+        }
+    return scores, errors
+
+
+def _run_cell(cell: Cell, reports: Path, single_thread: bool) -> str | None:
+    """Run one cell's command, its reports into a folder of ``reports`` named after its row (report
+    names come from the model, which two rows may share); the error line when it fails."""
+    environment = dict(os.environ, **({"OMP_NUM_THREADS": "1"} if single_thread else {}))
+    folder = reports / re.sub(r"[^a-z0-9]+", "-", cell.row.lower()).strip("-")
+    result = subprocess.run(
+        [sys.executable, "-m", "converge", "eval", *cell.arguments, "--out", str(folder)],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    if result.returncode == 0:
+        return None
+    lines = result.stderr.strip().splitlines()
+    return lines[-1].removeprefix("error: ") if lines else f"exit code {result.returncode}"
+
+
+def write_table(
+    name: str,
+    spec: dict[str, Any],
+    scores: dict[tuple[str, str], dict[str, Any]],
+    errors: dict[tuple[str, str], str],
+    out: Path,
+    command: str,
+) -> tuple[Path, Path]:
+    """Write ``NAME.md`` and ``NAME.json`` into ``out``, atomically; returns their paths."""
+    import torch
+
+    payload = {
+        "command": command,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "spec": spec,
+        "cells": [{"row": row, "column": column, **score} for (row, column), score in scores.items()],
+        "not_measured": [{"row": row, "column": column, "reason": reason} for (row, column), reason in errors.items()],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = write_text_atomic(out / f"{name}.md", to_markdown(spec, payload))
+    payload_path = write_text_atomic(out / f"{name}.json", json.dumps(payload, indent=1))
+    return markdown, payload_path
+
+
+def to_markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
+    """The table: for each row the measured line (when it has eval options) and the paper's line."""
+    column = spec["column"]
+    values = [str(value) for value in column["values"]]
+    metrics = spec.get("metrics", ["psnr"])
+    measured = {(cell["row"], cell["column"]): cell for cell in payload["cells"]}
+    lines = [f"# {spec['title']}", ""]
+    if spec.get("note"):
+        lines += [spec["note"].strip(), ""]
+    lines += [
+        f"Made by `{payload['command']}` ({payload['machine']}). Each measured cell is the mean of one "
+        "`converge eval` command over the set (commands and reports below); *: a level the model did not "
+        "see in training; -: not measured (see the notes) or not in the paper.",
+        "",
+        f"| {' / '.join(metric.upper() for metric in metrics)} | "
+        + " | ".join(_column_name(column, value) for value in values)
+        + " |",
+        "|---" + "|---:" * len(values) + "|",
+    ]
+    for row in spec["rows"]:
+        unseen = {str(value) for value in row.get("unseen", ())}
+        star = {value: "*" if value in unseen else "" for value in values}
+        if "eval" in row:
+            cells = []
+            for value in values:
+                cell = measured.get((row["label"], value))
+                text = "-" if cell is None else " / ".join(_format(metric, cell[metric]) for metric in metrics)
+                cells.append(text + (star[value] if cell is not None else ""))
+            lines.append(f"| {row['label']}, measured here | " + " | ".join(cells) + " |")
+        if row.get("paper") is not None:
+            quoted = [
+                _quoted(number) + ("" if number is None else star[value])
+                for value, number in zip(values, row["paper"], strict=True)
+            ]
+            lines.append(f"| {row.get('paper_label', row['label'])}, paper | " + " | ".join(quoted) + " |")
+    lines += ["", "## Commands", ""]
+    for cell in payload["cells"]:
+        lines.append(f"- {cell['row']}, {_column_name(column, cell['column'])}: `{cell['command']}` ({cell['report']})")
+    if payload["not_measured"]:
+        lines += ["", "## Notes: cells not measured", ""]
+        for cell in payload["not_measured"]:
+            lines.append(f"- {cell['row']}, {_column_name(column, cell['column'])}: {cell['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _column_name(column: dict[str, Any], value: object) -> str:
+    """A column's heading: the spec's header and the option's value (``sigma 25``, or ``kodak24`` alone)."""
+    return f"{column.get('header', '')} {value}".strip()
+
+
+def _quoted(number: float | str | None) -> str:
+    """A paper's number as the table shows it: two decimals, a string as is, - when there is none."""
+    if number is None:
+        return "-"
+    return number if isinstance(number, str) else f"{number:.2f}"
+
+
+def _format(metric: str, value: float) -> str:
+    return f"{value:.4f}" if metric == "ssim" else f"{value:.2f}"
