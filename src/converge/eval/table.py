@@ -171,11 +171,10 @@ def measure(
 ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], str]]:
     """The scores of every cell, keyed by (row, column): reused from reports under ``reuse`` or
     ``reports``, or measured now into ``reports`` when ``run``; and why the other cells have none."""
-    cells = table_cells(spec)
+    keyed = [(cell, cell_key(cell.arguments, options_of)) for cell in table_cells(spec)]
     known = {**index_reports(reports, options_of), **index_reports(reuse, options_of)}
     missing: dict[ReportKey, Cell] = {}
-    for cell in cells:
-        key = cell_key(cell.arguments, options_of)
+    for cell, key in keyed:
         if key not in known and key not in missing:
             missing[key] = cell
             say(f"{'running' if run else 'not run'}: {cell.command}")
@@ -189,8 +188,7 @@ def measure(
                     say(f"failed: {cell.command}: {error}")
         known = {**index_reports(reports, options_of), **index_reports(reuse, options_of)}
     scores, errors = {}, {}
-    for cell in cells:
-        key = cell_key(cell.arguments, options_of)
+    for cell, key in keyed:
         path = known.get(key)
         if path is None:
             errors[(cell.row, cell.column)] = failures.get(key, "not run yet")
