@@ -72,7 +72,7 @@ class Cell:
 
 def shipped_tables() -> dict[str, str]:
     """The papers' tables that ship with converge: name -> title."""
-    folder = resources.files("converge") / "eval" / "paper_tables"
+    folder = _shipped_folder()
     specs = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".yaml"))
     return {name.removesuffix(".yaml"): _read_spec(folder / name, name)["title"] for name in specs}
 
@@ -88,11 +88,15 @@ def load_spec(table: str) -> tuple[str, dict[str, Any]]:
         if not path.is_file():
             raise ConfigError(f"table spec {path} does not exist")
         return path.stem, _checked(_read_spec(path, str(path)), str(path))
-    shipped = resources.files("converge") / "eval" / "paper_tables" / f"{table}.yaml"
+    shipped = _shipped_folder() / f"{table}.yaml"
     if not shipped.is_file():
         names = ", ".join(shipped_tables())
         raise ConfigError(f"unknown table {table!r}: choose one of {names}, or give a .yaml spec")
     return table, _checked(_read_spec(shipped, table), table)
+
+
+def _shipped_folder() -> Any:
+    return resources.files("converge") / "eval" / "paper_tables"
 
 
 def _read_spec(source: Any, name: str) -> dict[str, Any]:
@@ -172,7 +176,13 @@ def measure(
     """The scores of every cell, keyed by (row, column): reused from reports under ``reuse`` or
     ``reports``, or measured now into ``reports`` when ``run``; and why the other cells have none."""
     keyed = [(cell, cell_key(cell.arguments, options_of)) for cell in table_cells(spec)]
-    known = {**index_reports(reports, options_of), **index_reports(reuse, options_of)}
+    # The reports folder usually lies inside the reuse folder (the CLI's default): index it once.
+    folders = [reuse] if reports.resolve().is_relative_to(reuse.resolve()) else [reports, reuse]
+
+    def index() -> dict[ReportKey, Path]:
+        return {key: path for folder in folders for key, path in index_reports(folder, options_of).items()}
+
+    known = index()
     missing: dict[ReportKey, Cell] = {}
     for cell, key in keyed:
         if key not in known and key not in missing:
@@ -186,7 +196,7 @@ def measure(
                 if error is not None:
                     failures[key] = error
                     say(f"failed: {cell.command}: {error}")
-        known = {**index_reports(reports, options_of), **index_reports(reuse, options_of)}
+        known = index()
     scores, errors = {}, {}
     for cell, key in keyed:
         path = known.get(key)
