@@ -85,6 +85,23 @@ def test_restore_estimates_sigma_when_not_given(tmp_path, clean_png):
     assert "estimated noise level" in result.stderr
 
 
+@pytest.mark.parametrize("model", ["tv", "dncnn-s25"])
+def test_restore_estimates_the_noise_level_once_per_image(tmp_path, clean_png, monkeypatch, model):
+    from typer.testing import CliRunner
+
+    from converge import cli
+    from converge.physics import noise
+
+    noisy = tmp_path / "n.png"
+    run_cli("degrade", str(clean_png), str(noisy), "--sigma", "20")
+    estimates = []
+    estimate = noise.estimate_noise_sigma
+    monkeypatch.setattr(noise, "estimate_noise_sigma", lambda y: estimates.append(y) or estimate(y))
+    result = CliRunner().invoke(cli.app, ["restore", str(noisy), str(tmp_path / "r.png"), "--model", model])
+    assert result.exit_code == 0, result.output
+    assert len(estimates) == 1
+
+
 def test_folder_in_folder_out(tmp_path, clean_png):
     source = tmp_path / "in"
     source.mkdir()

@@ -81,6 +81,8 @@ def test_blind_restoration_lets_the_model_estimate_the_noise_level(tmp_path: Pat
     told = make_restorer(path, task)(observed, task.operator)
     estimated, info = model.restore(observed)
     assert info.extra["sigma_used"] == [50.0]
+    assert blind.noise_level == pytest.approx(info.extra["sigma_estimated"][0])
+    assert told.noise_level is None
     assert torch.equal(blind.image, estimated)
     assert torch.equal(told.image, model.restore(observed, sigma=5 / 255)[0])
     assert not torch.allclose(blind.image, told.image, atol=1e-3)
@@ -96,10 +98,11 @@ def test_blind_baseline_gets_the_estimated_noise_level(monkeypatch: pytest.Monke
     monkeypatch.setattr(baselines, "get_baseline", lambda name: recording_denoiser)
     task = make_task("denoise", sigma=5)
     noisy = 0.5 + 30 / 255 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(2))
-    make_restorer("tv", task)(noisy, task.operator)
-    make_restorer("tv", task, blind=True)(noisy, task.operator)
+    assert make_restorer("tv", task)(noisy, task.operator).noise_level is None
+    blind = make_restorer("tv", task, blind=True)(noisy, task.operator)
     assert given[0] == pytest.approx(5 / 255)
     assert abs(given[1] * 255 - 30) < 3
+    assert blind.noise_level == pytest.approx(given[1] * 255)
 
 
 def test_loops_reach_a_model_whose_restore_takes_them(tmp_path: Path) -> None:
@@ -172,9 +175,11 @@ def test_a_family_picks_its_entry_per_image_by_channels_and_level(toy_family) ->
     operator = make_task("denoise", sigma=40).operator
     assert told(noisy_image(1, 10), operator).model == "toy-s40"
     assert told(noisy_image(3, 40), operator).model == "toy-rgb-s10"
+    assert told(noisy_image(1, 10), operator).noise_level is None
     blind = make_restorer("dncnn", make_task("denoise", sigma=40), blind=True)
-    assert blind(noisy_image(1, 10), operator).model == "toy-s10"
-    assert blind(noisy_image(1, 40), operator).model == "toy-s40"
+    low, high = blind(noisy_image(1, 10), operator), blind(noisy_image(1, 40), operator)
+    assert (low.model, high.model) == ("toy-s10", "toy-s40")
+    assert abs(low.noise_level - 10) < 3 and abs(high.noise_level - 40) < 4
 
 
 def test_a_blind_family_entry_is_used_without_estimating(toy_family, tmp_path, monkeypatch) -> None:

@@ -121,8 +121,8 @@ def restore(
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
 
-    For denoising without --sigma, the noise level is estimated from each image to choose the weights;
-    models that use it (blind GroupSC) estimate it themselves.
+    For denoising without --sigma, the noise level is estimated from each image (once) to choose the
+    weights of a model family or the level a baseline or blind GroupSC works at, and reported.
 
     A grey model restores a colour JPEG (deblock) on its luma; demosaicking takes the three-channel
     mosaic that `converge degrade` writes or a one-channel raw Bayer image.
@@ -142,28 +142,29 @@ def restore(
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
     _check_loops(loops)
     blind = task == "denoise" and sigma is None
-    restorer = make_restorer(model_name, make_task(task, **params), tile=tile, blind=blind, loops=loops, stride=stride)
+    chosen = make_task(task, **params)
+    restorer = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride)
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
+    operator = known_mask or chosen.operator
     pairs = _collect_inputs(source, target)
     with _progress("restoring", len(pairs), enabled=len(pairs) > 1) as advance:
         for in_path, out_path in pairs:
             observed = read_image(in_path)
-            image_params = dict(params)
-            note = ""
-            if blind:
-                estimate = 255.0 * float(estimate_noise_sigma(observed)[0])
-                image_params["sigma"] = round(estimate, 2)
-                note = f" (estimated noise level {estimate:.1f})"
-            chosen = make_task(task, **image_params)
-            result = restorer(observed, known_mask or chosen.operator)
+            result = restorer(observed, operator)
             write_image(out_path, result.image, bits=bits)
+            level, note = sigma, ""
+            if blind:
+                level = result.noise_level
+                if level is None:
+                    level = 255.0 * float(estimate_noise_sigma(observed)[0])
+                note = f" (estimated noise level {level:.1f})"
             counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
             _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
             trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None
-            if task == "denoise" and trained_sigma is not None and abs(image_params["sigma"] - trained_sigma) > 5:
+            if task == "denoise" and trained_sigma is not None and abs(level - trained_sigma) > 5:
                 _say(
                     f"warning: {result.model} was trained for noise level {trained_sigma:g}, "
-                    f"not {image_params['sigma']:g}: expect a weaker result"
+                    f"not {level:.3g}: expect a weaker result"
                 )
             advance()
 

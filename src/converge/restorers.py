@@ -11,7 +11,7 @@ import hashlib
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from torch import Tensor
 
 from converge.color import rgb_to_ycbcr, ycbcr_to_rgb
 from converge.errors import ConfigError
+from converge.models.base import RestoreInfo
 from converge.physics.base import Operator
 from converge.physics.mosaic import BayerMosaic
 from converge.physics.tasks import Task
@@ -41,13 +42,15 @@ _BASELINE_TASKS = {
 @dataclass(frozen=True)
 class Restoration:
     """A restored image ``(1, C, H, W)`` in [0, 1], with the loop count (when the model has one), the
-    restorer's time and what restored it: the baseline, the zoo entry (for a family, the one picked
-    for this image) or the weights file."""
+    restorer's time, what restored it (the baseline, the zoo entry (for a family, the one picked for
+    this image) or the weights file) and, when the restorer estimated the image's noise level (blind),
+    that estimate in 8-bit levels."""
 
     image: Tensor
     seconds: float
     iterations: float | None = None
     model: str | None = None
+    noise_level: float | None = None
 
 
 Restorer = Callable[[Tensor, Operator], Restoration]
@@ -157,7 +160,10 @@ def _zoo_restorer(name: str, task: Task, tile: int | None, blind: bool, options:
             estimated = zoo.needs_level(name, task.name, channels=y.shape[1])
             sigma = 255.0 * float(estimate_noise_sigma(y)[0]) if estimated else None
         entry = zoo.resolve_entry(name, task.name, sigma, quality, channels=y.shape[1], blind=blind)
-        return entry_restorer(entry)(y, operator)
+        result = entry_restorer(entry)(y, operator)
+        if blind and sigma is not None and result.noise_level is None:
+            return replace(result, noise_level=sigma)
+        return result
 
     return restore
 
@@ -208,7 +214,13 @@ def _baseline_restorer(name: str, task: Task, blind: bool) -> Restorer:
     if blind:
         from converge.physics.noise import estimate_noise_sigma
 
-        return _timed(name, lambda y, operator: denoiser(y, sigma=float(estimate_noise_sigma(y)[0])))
+        def restore_blind(y: Tensor, operator: Operator) -> Restoration:
+            start = time.perf_counter()
+            sigma = float(estimate_noise_sigma(y)[0])
+            image = denoiser(y, sigma=sigma).clamp(0.0, 1.0)
+            return Restoration(image, time.perf_counter() - start, model=name, noise_level=255.0 * sigma)
+
+        return restore_blind
     sigma = _noise_sigma(task)
     return _timed(name, lambda y, operator: denoiser(y, sigma=sigma))
 
@@ -221,10 +233,9 @@ def _model_restorer(
     sigma = None if blind else _noise_sigma(task)
     on_luma = task.name == "deblock" and getattr(model.config, "channels", None) == 1
 
-    def restore_image(y: Tensor, operator: Operator) -> tuple[Tensor, int | list[int] | None]:
+    def restore_image(y: Tensor, operator: Operator) -> tuple[Tensor, RestoreInfo | None]:
         if tile is None:
-            image, info = model.restore(y, physics=operator, sigma=sigma, **options)
-            return image, info.iterations
+            return model.restore(y, physics=operator, sigma=sigma, **options)
         restored = tiled_apply(
             lambda crop: model(crop, physics=operator, sigma=sigma),
             y,
@@ -240,20 +251,24 @@ def _model_restorer(
                 y = operator.from_raw(y)
             if on_luma and y.shape[1] == 3:
                 ycbcr = rgb_to_ycbcr(y)
-                luma, iterations = restore_image(ycbcr[:, :1], operator)
+                luma, info = restore_image(ycbcr[:, :1], operator)
                 image = ycbcr_to_rgb(torch.cat([luma, ycbcr[:, 1:]], dim=1))
             else:
-                image, iterations = restore_image(y, operator)
+                image, info = restore_image(y, operator)
         seconds = time.perf_counter() - start
-        return Restoration(image.clamp(0.0, 1.0), seconds, _mean_iterations(iterations), label)
+        if info is None:
+            return Restoration(image.clamp(0.0, 1.0), seconds, model=label)
+        iterations = _mean(info.iterations)
+        return Restoration(image.clamp(0.0, 1.0), seconds, iterations, label, _mean(info.extra.get("sigma_estimated")))
 
     return restore
 
 
-def _mean_iterations(iterations: int | float | list | Tensor | None) -> float | None:
-    if iterations is None:
+def _mean(values: int | float | list | Tensor | None) -> float | None:
+    """The mean of a per-image count or level (``None`` stays ``None``)."""
+    if values is None:
         return None
-    return float(torch.as_tensor(iterations, dtype=torch.float64).mean())
+    return float(torch.as_tensor(values, dtype=torch.float64).mean())
 
 
 def _timed(name: str, function: Callable[[Tensor, Operator], Tensor]) -> Restorer:
