@@ -102,6 +102,26 @@ def test_restore_estimates_the_noise_level_once_per_image(tmp_path, clean_png, m
     assert len(estimates) == 1
 
 
+def test_torchrun_processes_share_a_folder(tmp_path, clean_png, monkeypatch):
+    from typer.testing import CliRunner
+
+    from converge import cli
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (source / name).write_bytes(clean_png.read_bytes())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    written = []
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        target = tmp_path / f"out{rank}"
+        result = CliRunner().invoke(cli.app, ["restore", str(source), str(target), "--model", "input", "--sigma", "25"])
+        assert result.exit_code == 0, result.output
+        written.append(sorted(path.name for path in target.iterdir()))
+    assert written == [["b.png"], ["a.png", "c.png"]]
+
+
 def test_folder_in_folder_out(tmp_path, clean_png):
     source = tmp_path / "in"
     source.mkdir()

@@ -128,7 +128,10 @@ def restore(
     mosaic that `converge degrade` writes or a one-channel raw Bayer image.
 
     Inpainting needs the mask that `converge degrade --task inpaint` wrote beside its output.
+
+    Under `torchrun --nproc-per-node N -m converge restore ...` the N processes share a folder's images.
     """
+    from converge.distributed import workers
     from converge.imageio import read_image, write_image
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
@@ -146,8 +149,9 @@ def restore(
     restorer = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride)
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
     operator = known_mask or chosen.operator
-    pairs = _collect_inputs(source, target)
-    with _progress("restoring", len(pairs), enabled=len(pairs) > 1) as advance:
+    place = workers()
+    pairs = place.share(_collect_inputs(source, target))
+    with _progress("restoring", len(pairs), enabled=len(pairs) > 1 and place.is_main) as advance:
         for in_path, out_path in pairs:
             observed = read_image(in_path)
             result = restorer(observed, operator)
@@ -355,14 +359,17 @@ def train(
     device: Annotated[str, typer.Option(help="Where to train: cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Train a model from a config; resumable from its run folder (resume with the same --set options),
-    also after stopping it early with --until or --time-limit."""
+    also after stopping it early with --until or --time-limit. Under `torchrun --nproc-per-node N -m
+    converge train ...` N processes share every batch (DistributedDataParallel)."""
+    from converge.distributed import workers
     from converge.train.trainer import train as run_training
 
     exported = run_training(
         config, run_dir, resume=resume, threads=threads, overrides=overrides or (), until=until,
         time_limit=time_limit, device=device,
     )
-    _say(f"trained weights: {exported}")
+    if workers().is_main:
+        _say(f"trained weights: {exported}")
 
 
 @app.command()

@@ -261,6 +261,8 @@ def test_training_forward_takes_exactly_the_scheduled_loops_per_sample() -> None
             assert torch.allclose(x[index : index + 1], manual, atol=1e-6)
     x.square().mean().backward()
     assert model.unit.output.weight.grad.abs().sum() > 0
+    untouched = {name.split(".")[0] for name, parameter in model.named_parameters() if parameter.grad is None}
+    assert untouched == {"policy"} and model.training_skips_parameters
 
 
 def test_training_forward_needs_a_schedule_and_levels() -> None:

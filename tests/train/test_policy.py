@@ -55,6 +55,13 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / LOG).read_text().splitlines()]
 
 
+def test_the_policy_trainer_refuses_to_run_under_torchrun(tmp_path: Path, crops, stage_one: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="without torchrun"):
+        PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
+
+
 def test_only_the_lstm_and_head_learn_and_the_export_is_the_whole_durr(tmp_path: Path, crops, stage_one: Path) -> None:
     trainer = PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
     start = load_weights(stage_one)

@@ -1,5 +1,7 @@
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -450,3 +452,52 @@ def test_a_copied_run_resumes_where_init_weights_lie_in_another_folder(tmp_path:
     with pytest.raises(ConfigError, match="the config differs"):
         Trainer(tiny_config(steps=4, eval=None, init_weights=str(moved)), tmp_path / "run", resume=True,
                 progress=False, train_images=crops)
+
+
+def torchrun_train(config_path: Path, run_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    """``converge train`` in two gloo processes under torchrun."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "converge", "train", str(config_path), "--run-dir", str(run_dir), "--threads", "1", *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_train_like_one_and_resume(tmp_path: Path) -> None:
+    """DistributedDataParallel over two processes, each with half of every batch of 4, follows the
+    single-process run (no BatchNorm), through a stop at step 2 and a resume."""
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {"seed": 5, "steps": 4, "log_every": 1, "checkpoint_every": 2, "loss": "noise_mse",
+             "model": {"name": "dncnn", "params": {"depth": 3, "features": 4, "batchnorm": False}},
+             "data": {"train_set": "train400", "patch_size": 16, "patches_per_image": 1, "batch_size": 4,
+                      "task": "denoise", "task_params": {"sigma": 25}},
+             "eval": {"bench": "set12", "task": "denoise", "task_params": {"sigma": 25}, "every": 2, "max_images": 1}}
+        )
+    )
+    train(config_path, tmp_path / "one", threads=1)
+    first = torchrun_train(config_path, tmp_path / "two", "--until", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = torchrun_train(config_path, tmp_path / "two", "--resume")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stderr.count("trained weights: ") == 1
+
+    one, two = records(tmp_path / "one"), records(tmp_path / "two")
+    assert [sorted(r) for r in one] == [sorted(r) for r in two]
+    for single, parallel in zip(one, two, strict=True):
+        for key in ("loss", "eval_psnr"):
+            if key in single:
+                assert parallel[key] == pytest.approx(single[key], rel=1e-5, abs=1e-4), (single, parallel)
+    single_model = load_weights(tmp_path / "one" / "model.safetensors").state_dict()
+    parallel_model = load_weights(tmp_path / "two" / "model.safetensors").state_dict()
+    for name, tensor in single_model.items():
+        assert torch.allclose(parallel_model[name], tensor, atol=1e-6), name
+    state = torch.load(tmp_path / "two" / CHECKPOINT, weights_only=True)
+    assert state["step"] == 4 and len(state["worker_rng"]) == 2
+
+
+def test_torchrun_needs_a_batch_that_splits_evenly(tmp_path: Path, crops, monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match="multiple of --nproc-per-node"):
+        Trainer(tiny_config(), tmp_path, progress=False, train_images=crops)
+    assert not (tmp_path / "config.yaml").exists()

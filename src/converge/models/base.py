@@ -42,6 +42,10 @@ class RestoreInfo:
 class Restorer(nn.Module, metaclass=ABCMeta):
     """Base of every model: ``forward(y, physics, sigma) -> x`` plus a timed, gradient-free ``restore``."""
 
+    training_skips_parameters = False
+    """Whether :meth:`training_forward` leaves some parameters out (DURR's policy unit), which
+    distributed training must then look for at every step."""
+
     @abstractmethod
     def forward(self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None) -> Tensor:
         """Estimate ``x`` ``(B, C, H, W)`` from ``y``; differentiable, output not clamped."""

@@ -297,6 +297,8 @@ class DURR(Restorer):
     """
 
     config_class = DURRConfig
+    # Supervised training unfolds the restoration unit only; the policy unit learns in a later stage.
+    training_skips_parameters = True
 
     def __init__(self, config: DURRConfig | None = None) -> None:
         super().__init__()

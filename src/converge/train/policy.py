@@ -107,6 +107,8 @@ class PolicyTrainer(Trainer):
     """
 
     kind = "dqn"
+    # Episodes, the replay buffer and the target network live in one process.
+    data_parallel = False
 
     def _trainable_parameters(self) -> Iterable[nn.Parameter]:
         policy = self._durr().policy

@@ -22,6 +22,14 @@ tasks), and the model is fitted through ``model.training_forward(y, level)``. A 
 ``initialise_from_data(images, generator)`` when it has one; a resumed run takes everything from its
 checkpoint (with backtracking also the snapshot, the loss window and the learning-rate scale).
 
+Under ``torchrun --nproc-per-node N`` (:mod:`converge.distributed`) N processes train one model
+with DistributedDataParallel: each takes every N-th patch of the same global batch (``batch_size``,
+which N must divide) and the gradients are averaged, so the run follows the single-process one
+(exactly, up to float rounding, for models without BatchNorm; on CUDA BatchNorm is synchronised
+across processes, on CPU each process normalises its own share). The first process logs, evaluates,
+checkpoints and exports; the checkpoint keeps every process's random state, and a run resumes with
+any number of processes (exactly with the same number).
+
 A run longer than one sitting stops early with ``until`` (a step) or ``time_limit`` (minutes of wall
 time): it checkpoints and exports the weights trained so far; a later ``resume`` of the same folder
 (or of a copy of its ``checkpoint.pt``, ``config.yaml`` and ``log.jsonl``) goes on exactly as if it
@@ -50,6 +58,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from converge import distributed
 from converge.atomic import write_atomic, write_text_atomic
 from converge.data.patches import Degrade, PatchDataset
 from converge.data.registry import load_images
@@ -82,6 +91,8 @@ class Trainer:
 
     kind = "supervised"
     """The config's ``trainer`` value this class runs."""
+    data_parallel = True
+    """Whether several ``torchrun`` processes can share this trainer's batches."""
 
     def __init__(
         self,
@@ -102,9 +113,19 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.device = _training_device(device)
+        self.workers = distributed.workers()
+        self.device = _training_device(device, self.workers)
         if time_limit is not None and not time_limit > 0:
             raise ConfigError(f"time_limit must be a positive number of minutes, got {time_limit}")
+        if self.workers.parallel:
+            if not self.data_parallel:
+                raise ConfigError(f"the {self.kind} trainer runs in one process: start it without torchrun")
+            if config.data.batch_size % self.workers.world_size:
+                raise ConfigError(
+                    f"data.batch_size {config.data.batch_size} does not split evenly among "
+                    f"{self.workers.world_size} processes: make it a multiple of --nproc-per-node"
+                )
+            distributed.join(self.device)
         self.time_limit = time_limit
         self._prepare_run_dir(resume)
         seed_everything(config.seed)
@@ -133,6 +154,8 @@ class Trainer:
         if not resuming:
             self._initialise_model()
         self.model.to(self.device)
+        if self.workers.parallel and self.device.type == "cuda":
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = _make_optimizer(self._trainable_parameters(), config)
         schedule = _lr_factor(config, self.total_steps)
         # Backtracking lowers the learning rate for the rest of the run by this factor.
@@ -146,16 +169,27 @@ class Trainer:
         self.best_psnr = -math.inf
         self._eval_set: list[tuple[str, Tensor]] | None = None
         self._prepare_training()
+        if self.workers.parallel:
+            seed_everything(stable_seed("worker", config.seed, self.workers.rank))
         if resume:
             if resuming:
                 self._load_checkpoint()
             self._truncate_log()
+        self._replica = None
+        if self.workers.parallel:
+            from torch.nn.parallel import DistributedDataParallel
+
+            gpu = [self.device.index] if self.device.type == "cuda" else None
+            skips = self.model.training_skips_parameters
+            self._replica = DistributedDataParallel(
+                _TrainingForward(self.model), device_ids=gpu, find_unused_parameters=skips
+            )
 
     def run(self) -> Path:
         """Train until ``total_steps`` or ``until`` (continuing from the checkpoint, if resumed); return
         ``model.safetensors``."""
         batch_size = self.config.data.batch_size
-        progress = _Progress(self.stop_step, self.step, enabled=self.progress)
+        progress = _Progress(self.stop_step, self.step, enabled=self.progress and self.workers.is_main)
         sums: dict[str, float] = {}
         summed_steps = 0
         deadline = None if self.time_limit is None else time.monotonic() + 60.0 * self.time_limit
@@ -163,7 +197,7 @@ class Trainer:
             while self.step < self.stop_step:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 self.dataset.set_epoch(epoch)
-                batches = self._epoch_batches(epoch, offset, batch_size)
+                batches = [self.workers.share(batch) for batch in self._epoch_batches(epoch, offset, batch_size)]
                 for y, x, level in DataLoader(self.dataset, batch_sampler=batches):
                     started = time.perf_counter()
                     y, x, level = y.to(self.device), x.to(self.device), level.to(self.device)
@@ -173,7 +207,7 @@ class Trainer:
                     sums = {key: sums.get(key, 0.0) + value for key, value in metrics.items()}
                     summed_steps += 1
                     progress.update(self.step, metrics["loss"])
-                    if deadline is not None and time.monotonic() >= deadline:
+                    if deadline is not None and distributed.any_of(time.monotonic() >= deadline):
                         self.stop_step = self.step
                     last = self.step == self.stop_step
                     if self.step % self.config.log_every == 0 or last:
@@ -188,19 +222,24 @@ class Trainer:
                     if self.config.backtrack is not None:
                         self._watch_divergence(metrics["loss"])
                     evaluation = self.config.eval
-                    if evaluation is not None and (self.step % evaluation.every == 0 or last):
+                    if evaluation is not None and (self.step % evaluation.every == 0 or last) and self.workers.is_main:
                         self._evaluate()
                     if self.step % self.config.checkpoint_every == 0 or last:
                         self.save_checkpoint()
                     if last:
                         break
-        return self._export()
+        exported = self._export() if self.workers.is_main else self.run_dir / MODEL_WEIGHTS
+        distributed.wait_for_all()
+        return exported
 
     def _train_step(self, y: Tensor, x: Tensor, level: Tensor) -> dict[str, float]:
         """One optimiser step on a batch: ``y``, ``x`` ``(B, C, p, p)``, ``level`` ``(B,)``; returns
         the metrics to average into the log (``loss`` at least)."""
         self.model.train()
-        x_hat = self.model.training_forward(y, level)
+        if self._replica is None:
+            x_hat = self.model.training_forward(y, level)
+        else:
+            x_hat = self._replica(y, level)
         loss = self.loss_fn(x_hat, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -208,7 +247,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": distributed.mean_of(float(loss.detach()))}
 
     def _watch_divergence(self, loss: float) -> None:
         """Backtracking (``config.backtrack``): add this step's ``loss`` to the window; at the end of
@@ -328,7 +367,12 @@ class Trainer:
             save_weights(self.model, _weights_info(self.config, self.step), self.run_dir / BEST_WEIGHTS)
 
     def save_checkpoint(self) -> Path:
-        """Write model, optimiser, schedule, RNG states, step and best PSNR to ``checkpoint.pt`` atomically."""
+        """Write model, optimiser, schedule, RNG states, step and best PSNR to ``checkpoint.pt`` atomically
+        (the first process writes; every process takes part, to hand over its RNG state)."""
+        rng_states = distributed.gathered(_rng_state())
+        path = self.run_dir / CHECKPOINT
+        if not self.workers.is_main:
+            return path
         state = {
             "step": self.step,
             "seconds": self.seconds,
@@ -336,11 +380,12 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_states[0],
+            **({"worker_rng": rng_states} if self.workers.parallel else {}),
             **self._backtrack_state(),
             **self._extra_state(),
         }
-        return write_atomic(self.run_dir / CHECKPOINT, lambda stream: torch.save(state, stream))
+        return write_atomic(path, lambda stream: torch.save(state, stream))
 
     def _load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT
@@ -358,18 +403,24 @@ class Trainer:
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise ConfigError(f"cannot resume from {path} ({error}): start a new run directory") from None
         self.step, self.seconds, self.best_psnr = int(state["step"]), float(state["seconds"]), float(state["best_psnr"])
-        _set_rng_state(state["rng"])
+        rng_states = state.get("worker_rng", [state["rng"]])
+        if len(rng_states) == self.workers.world_size:
+            _set_rng_state(rng_states[self.workers.rank])
+        else:
+            seed_everything(stable_seed("worker", self.config.seed, self.workers.rank, self.step))
 
     def _truncate_log(self) -> None:
         """Drop log records written after the checkpoint (a crash between the two), so steps never repeat."""
         path = self.run_dir / LOG
-        if not path.exists():
+        if not (path.exists() and self.workers.is_main):
             return
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         kept = [line for line in lines if json.loads(line)["step"] <= self.step]
         write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def _log(self, **record: Any) -> None:
+        if not self.workers.is_main:
+            return
         with (self.run_dir / LOG).open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
 
@@ -389,7 +440,9 @@ class Trainer:
                 raise ConfigError(
                     f"the config differs from the one {self.run_dir} was started with: resume with {config_path}"
                 )
-        write_text_atomic(config_path, yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+        distributed.wait_for_all()
+        if self.workers.is_main:
+            write_text_atomic(config_path, yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
 
     def _export(self) -> Path:
         """Write ``model.safetensors`` + ``model.yaml``: the final weights, or the best evaluated ones."""
@@ -426,12 +479,16 @@ def train(
         from converge.train.policy import PolicyTrainer
 
         trainer_class = PolicyTrainer
-    trainer = trainer_class(config, run_dir, resume=resume, until=until, time_limit=time_limit, device=device)
-    return trainer.run()
+    try:
+        trainer = trainer_class(config, run_dir, resume=resume, until=until, time_limit=time_limit, device=device)
+        return trainer.run()
+    finally:
+        distributed.leave()
 
 
-def _training_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device` this machine has; otherwise :class:`ConfigError`."""
+def _training_device(device: str | torch.device, workers: distributed.Workers) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has (under ``torchrun``, ``cuda`` is the
+    GPU of the process's local rank); otherwise :class:`ConfigError`."""
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -440,6 +497,10 @@ def _training_device(device: str | torch.device) -> torch.device:
         raise ConfigError(f"device {device!r}: this machine has no CUDA GPU (train on cpu)")
     if chosen.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {device!r}: converge trains on cpu or cuda")
+    if chosen.type == "cuda" and workers.parallel:
+        if chosen.index is not None:
+            raise ConfigError(f"device {device!r}: under torchrun each process takes its own GPU, pass --device cuda")
+        return torch.device("cuda", workers.local_rank)
     return chosen
 
 
@@ -578,6 +639,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(item) for item in value) if isinstance(value, list | tuple) else value
+
+
+class _TrainingForward(torch.nn.Module):
+    """``model.training_forward`` as a module's ``forward``, which DistributedDataParallel wraps."""
+
+    def __init__(self, model: Restorer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, y: Tensor, level: Tensor) -> Tensor:
+        return self.model.training_forward(y, level)
 
 
 class _Progress:
