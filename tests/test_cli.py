@@ -116,7 +116,8 @@ def test_torchrun_processes_share_a_folder(tmp_path, clean_png, monkeypatch):
     for rank in ("1", "0"):
         monkeypatch.setenv("RANK", rank)
         target = tmp_path / f"out{rank}"
-        result = CliRunner().invoke(cli.app, ["restore", str(source), str(target), "--model", "input", "--sigma", "25"])
+        command = ["restore", str(source), str(target), "--model", "input", "--sigma", "25"]
+        result = CliRunner().invoke(cli.app, command)
         assert result.exit_code == 0, result.output
         written.append(sorted(path.name for path in target.iterdir()))
     assert written == [["b.png"], ["a.png", "c.png"]]
