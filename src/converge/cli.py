@@ -275,7 +275,9 @@ def evaluate(
     markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}{suffix}")
     summary = report.summary()
     table = Table(title=f"{label} on {bench}, {chosen.tag}")
-    for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image"):
+    reported = {"iterations": "iterations", "noise_level": "est. sigma"}
+    shown = [key for key in reported if key in summary]
+    for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image", *(reported[key] for key in shown)):
         table.add_column(column, justify="right")
     table.add_row(
         str(summary["images"]),
@@ -283,6 +285,7 @@ def evaluate(
         f"{summary['psnr']:.2f}",
         f"{summary['ssim']:.4f}",
         f"{summary['seconds']:.2f}",
+        *(f"{summary[key]:.3g}" for key in shown),
     )
     Console().print(table)
     _say(f"reports: {markdown} and {payload}")

@@ -48,3 +48,35 @@ def test_report_round_trip(tmp_path):
     assert data["summary"]["images"] == 1
     assert data["images"][0]["psnr"] == report.rows[0].psnr
     assert "converge eval x" in markdown.read_text()
+
+
+def test_loops_estimated_levels_and_picked_entries_reach_the_report(tmp_path):
+    import json
+
+    import torch
+
+    from converge.restorers import Restoration
+
+    def looping(y: torch.Tensor, operator) -> Restoration:
+        level = 20.0 + y.shape[-1] % 7
+        return Restoration(y, 0.1, iterations=4.0, model=f"family-s{level:g}", noise_level=level)
+
+    task = make_task("denoise", sigma=25)
+    report = evaluate(looping, "family", "set12", task, limit=2)
+    assert [row.iterations for row in report.rows] == [4.0, 4.0]
+    summary = report.summary()
+    assert summary["iterations"] == 4.0
+    assert summary["noise_level"] == pytest.approx(sum(row.noise_level for row in report.rows) / 2)
+    markdown, payload = report.write(tmp_path, "r")
+    header, rule, first = markdown.read_text().splitlines()[4:7]
+    assert header == "| image | input PSNR | PSNR | SSIM | seconds | iterations | estimated sigma | model |"
+    assert rule.count("|") == header.count("|") and first.endswith(f"| 4 | {report.rows[0].noise_level:.3g} | "
+                                                                  f"{report.rows[0].model} |")
+    assert json.loads(payload.read_text())["images"][0]["model"] == report.rows[0].model
+
+
+def test_a_report_shows_only_what_the_restorer_reported():
+    task = make_task("denoise", sigma=25)
+    report = evaluate(make_restorer("input", task), "input", "set12", task, limit=1)
+    assert set(report.summary()) == {"images", "psnr", "ssim", "input_psnr", "seconds"}
+    assert "| image | input PSNR | PSNR | SSIM | seconds |" in report.to_markdown()

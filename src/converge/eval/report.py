@@ -9,9 +9,15 @@ from pathlib import Path
 from converge.atomic import write_text_atomic
 
 
+# Per-image values a restorer may report, with their column headers.
+_REPORTED = {"iterations": "iterations", "noise_level": "estimated sigma"}
+
+
 @dataclass(frozen=True)
 class ImageScore:
-    """Scores of one restored image (PSNR in dB, SSIM in [0, 1], wall seconds of the restorer)."""
+    """Scores of one restored image (PSNR in dB, SSIM in [0, 1], wall seconds of the restorer), with
+    the loops the restorer ran (``iterations``, when it has a loop), what restored it (``model``: for
+    a model family, the entry it picked) and the noise level it estimated when blind (8-bit levels)."""
 
     image: str
     psnr: float
@@ -19,6 +25,8 @@ class ImageScore:
     input_psnr: float
     seconds: float
     iterations: float | None = None
+    model: str | None = None
+    noise_level: float | None = None
 
 
 @dataclass
@@ -38,14 +46,27 @@ class BenchmarkReport:
         return sum(values) / len(values) if values else float("nan")
 
     def summary(self) -> dict:
-        """The mean scores, as written to JSON and printed by the CLI."""
-        return {
+        """The mean scores, as written to JSON and printed by the CLI; the mean ``iterations`` and
+        estimated ``noise_level`` too when the restorer reported them."""
+        means = {
             "images": len(self.rows),
             "psnr": self.mean("psnr"),
             "ssim": self.mean("ssim"),
             "input_psnr": self.mean("input_psnr"),
             "seconds": self.mean("seconds"),
         }
+        for key in _REPORTED:
+            if self._reported(key):
+                means[key] = self.mean(key)
+        return means
+
+    def _reported(self, key: str) -> bool:
+        return any(getattr(row, key) is not None for row in self.rows)
+
+    def _picked_models(self) -> bool:
+        """Whether some image was restored by something other than the model the report names (an
+        entry a model family picked)."""
+        return any(row.model not in (None, self.model) for row in self.rows)
 
     def to_json(self) -> str:
         payload = {
@@ -66,18 +87,23 @@ class BenchmarkReport:
             "",
             f"Command: `{self.protocol.get('command', '')}`",
             "",
-            "| image | input PSNR | PSNR | SSIM | seconds |",
-            "|---|---:|---:|---:|---:|",
         ]
+        extra = [key for key in _REPORTED if self._reported(key)]
+        picked = self._picked_models()
+        header = ["image", "input PSNR", "PSNR", "SSIM", "seconds", *(_REPORTED[key] for key in extra)]
+        header += ["model"] if picked else []
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|---" + "|---:" * (len(header) - 1 - picked) + ("|---" if picked else "") + "|")
         for row in self.rows:
-            lines.append(
-                f"| {row.image} | {row.input_psnr:.2f} | {row.psnr:.2f} | {row.ssim:.4f} | {row.seconds:.2f} |"
-            )
+            cells = [row.image, f"{row.input_psnr:.2f}", f"{row.psnr:.2f}", f"{row.ssim:.4f}", f"{row.seconds:.2f}"]
+            cells += [_number(getattr(row, key)) for key in extra]
+            cells += [row.model or ""] if picked else []
+            lines.append("| " + " | ".join(cells) + " |")
         mean = self.summary()
-        lines.append(
-            f"| **mean** | {mean['input_psnr']:.2f} | **{mean['psnr']:.2f}** | **{mean['ssim']:.4f}** "
-            f"| {mean['seconds']:.2f} |"
-        )
+        cells = ["**mean**", f"{mean['input_psnr']:.2f}", f"**{mean['psnr']:.2f}**", f"**{mean['ssim']:.4f}**"]
+        cells += [f"{mean['seconds']:.2f}", *(_number(mean[key]) for key in extra)]
+        cells += [""] if picked else []
+        lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def write(self, folder: Path, stem: str) -> tuple[Path, Path]:
@@ -86,3 +112,7 @@ class BenchmarkReport:
         markdown = write_text_atomic(folder / f"{stem}.md", self.to_markdown())
         payload = write_text_atomic(folder / f"{stem}.json", self.to_json())
         return markdown, payload
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"

@@ -74,6 +74,8 @@ def evaluate(
                 else float(psnr(scored_input, clean, crop_border=crop_border, y_channel=y_channel)[0]),
                 seconds=restored.seconds,
                 iterations=restored.iterations,
+                model=restored.model,
+                noise_level=restored.noise_level,
             )
         )
         if on_image is not None:
