@@ -194,22 +194,30 @@ def load_weights(
         raise WeightsError(f"{config} does not describe a buildable model ({error}): fix or replace the file") from None
     if not weights.is_file():
         raise WeightsError(f"weights file {weights} is missing: reinstall the package or retrain the model")
+    load_tensors(model, weights, str(config), "pair each weights file with its own config")
+    return model.to(device).eval()
+
+
+def load_tensors(model: Restorer, weights: Path, described_by: str, remedy: str) -> None:
+    """Load the safetensors file ``weights`` into ``model`` in place, strictly (every tensor, no
+    extra), once its header names ``model``'s registry name and parameters exactly.
+
+    Raises :class:`WeightsError` for an unreadable file, a header for another model or tensors that
+    do not fit; the messages name ``described_by`` (what built ``model``) and end with ``remedy``.
+    """
     metadata, tensors = read_safetensors(weights)
-    expected_header = weights_header(model)
-    found_header = {"model": metadata.get("model"), "params": metadata.get("params")}
-    if found_header != expected_header:
+    expected = weights_header(model)
+    found = {"model": metadata.get("model"), "params": metadata.get("params")}
+    if found != expected:
         raise WeightsError(
-            f"{weights} was saved for {found_header['model']} {found_header['params']} but {config} asks for "
-            f"{expected_header['model']} {expected_header['params']}: pair each weights file with its own config"
+            f"{weights} was saved for {found['model']} {found['params']} but {described_by} asks for "
+            f"{expected['model']} {expected['params']}: {remedy}"
         )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
         first_line = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise WeightsError(
-            f"{weights} does not fit the model of {config} ({first_line}): pair it with its own config"
-        ) from None
-    return model.to(device).eval()
+        raise WeightsError(f"{weights} does not fit the model of {described_by} ({first_line}): {remedy}") from None
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -510,26 +510,15 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
     describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`.
     """
-    from converge.zoo import read_safetensors, weights_header
+    from converge.zoo import load_tensors
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"init_weights {path} does not exist: train that model first or fix the path")
     try:
-        metadata, tensors = read_safetensors(path)
+        load_tensors(model, path, "this config", "give the model the same parameters or start from other weights")
     except WeightsError as error:
         raise ConfigError(f"init_weights: {error}") from None
-    expected = weights_header(model)
-    found = {"model": metadata.get("model"), "params": metadata.get("params")}
-    if found != expected:
-        raise ConfigError(
-            f"init_weights {path} were saved for {found['model']} {found['params']}, but this config builds "
-            f"{expected['model']} {expected['params']}: give the model the same parameters or start from other weights"
-        )
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        raise ConfigError(f"init_weights {path} do not fit the model ({error}): start from other weights") from None
 
 
 def task_level(task: Task) -> float:
