@@ -123,6 +123,27 @@ def test_torchrun_processes_share_a_folder(tmp_path, clean_png, monkeypatch):
     assert written == [["b.png"], ["a.png", "c.png"]]
 
 
+def test_restore_and_eval_check_the_device(tmp_path, clean_png):
+    import torch
+
+    result = run_cli("restore", str(clean_png), str(tmp_path / "r.png"), "--sigma", "25", "--device", "tpu")
+    assert_one_line_error(result, "unknown device")
+    assert not (tmp_path / "r.png").exists()
+    assert run_cli("restore", str(clean_png), str(tmp_path / "r.png"), "--sigma", "25", "--device", "cpu").returncode == 0
+    if not torch.cuda.is_available():
+        evaluation = run_cli("eval", "--model", "dncnn-s25", "--bench", "set12", "--limit", "1", "--device", "cuda",
+                             "--out", str(tmp_path / "results"))
+        assert_one_line_error(evaluation, "no CUDA GPU")
+
+
+def test_where_eval_runs_or_writes_is_not_part_of_its_options():
+    from converge import cli
+
+    base = ["--model", "dncnn-s25", "--bench", "set12", "--sigma", "25"]
+    assert cli._eval_options([*base, "--device", "cuda:1", "--out", "elsewhere"]) == cli._eval_options(base)
+    assert cli._eval_options([*base, "--blind"]) != cli._eval_options(base)
+
+
 def test_folder_in_folder_out(tmp_path, clean_png):
     source = tmp_path / "in"
     source.mkdir()

@@ -201,3 +201,15 @@ def test_a_blind_family_entry_is_used_without_estimating(toy_family, tmp_path, m
     assert make_restorer("dncnn", make_task("denoise", sigma=35))(noisy_image(1, 40), task.operator).model == "toy-s40"
     with pytest.raises(AssertionError, match="estimated"):
         restorer(noisy_image(3, 40), task.operator)
+
+
+def test_the_device_is_checked_before_anything_loads() -> None:
+    task = make_task("denoise", sigma=25)
+    with pytest.raises(ConfigError, match="unknown device"):
+        make_restorer("dncnn-s25", task, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            make_restorer("dncnn-s25", task, device="cuda")
+    noisy = smooth_image(1) + 0.1
+    on_cpu = make_restorer("dncnn-s25", task, device="cpu")(noisy, task.operator)
+    assert torch.equal(on_cpu.image, make_restorer("dncnn-s25", task)(noisy, task.operator).image)

@@ -42,6 +42,9 @@ PatternOption = Annotated[Optional[str], typer.Option("--pattern", help="demosai
 LoopsOption = Annotated[
     Optional[int], typer.Option(help="Loops a model with a learned stopping policy (durr) runs instead.")
 ]
+DeviceOption = Annotated[
+    str, typer.Option(help="Where learned models run: cpu, cuda or cuda:N (classical baselines run on the CPU).")
+]
 StrideOption = Annotated[
     Optional[int], typer.Option(help="Block stride in pixels of a block-wise model (groupsc): larger is faster.")
 ]
@@ -117,6 +120,7 @@ def restore(
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
     loops: LoopsOption = None,
     stride: StrideOption = None,
+    device: DeviceOption = "cpu",
     bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
@@ -146,7 +150,7 @@ def restore(
     _check_loops(loops)
     blind = task == "denoise" and sigma is None
     chosen = make_task(task, **params)
-    restorer = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride)
+    restorer = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
     operator = known_mask or chosen.operator
     place = workers()
@@ -237,6 +241,7 @@ def evaluate(
     ] = False,
     loops: LoopsOption = None,
     stride: StrideOption = None,
+    device: DeviceOption = "cpu",
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
 ) -> None:
     """Score a restorer on a benchmark set: per-image and mean PSNR/SSIM, as Markdown and JSON."""
@@ -253,7 +258,7 @@ def evaluate(
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
     _check_loops(loops)
-    restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops, stride=stride)
+    restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     with _progress(f"{label} on {bench}", None) as advance:
@@ -305,14 +310,17 @@ def bench(
     ] = None,
     jobs: Annotated[int, typer.Option(help="Cells measured at once (one torch thread each when more than one).")] = 1,
     no_run: Annotated[bool, typer.Option("--no-run", help="Lay out the table from existing reports only.")] = False,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Measure a paper's results table here, one `converge eval` per cell, beside the paper's numbers.
 
     Without TABLE, lists the shipped tables. A report under --reuse with the same eval options and the
-    same weights is read instead of rerun; a cell that fails (weights not shipped yet) is noted.
+    same weights is read instead of rerun (wherever it ran: --device is not an option that changes a
+    score); a cell that fails (weights not shipped yet) is noted.
     """
     from rich.table import Table
 
+    from converge.devices import resolve_device
     from converge.eval import table as tables
 
     if table is None:
@@ -326,8 +334,10 @@ def bench(
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     name, spec = tables.load_spec(table)
+    resolve_device(device)
     scores, errors = tables.measure(
-        spec, _eval_options, reuse or out, out / "tables" / name, jobs=jobs, run=not no_run, say=_say
+        spec, _eval_options, reuse or out, out / "tables" / name, jobs=jobs, run=not no_run, say=_say,
+        device=device,
     )
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     markdown, payload = tables.write_table(name, spec, scores, errors, out, command)
@@ -335,12 +345,14 @@ def bench(
 
 
 def _eval_options(arguments: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """The options `converge eval` parses from ``arguments``, defaults filled in and --out left out."""
+    """The options `converge eval` parses from ``arguments`` that decide its scores: defaults filled
+    in, where it writes (--out) and runs (--device) left out."""
     import typer.main
 
     command = typer.main.get_command(app).commands["eval"]
     context = command.make_context("eval", list(arguments), resilient_parsing=True)
-    return tuple(sorted((name, str(value)) for name, value in context.params.items() if name != "out"))
+    kept = ((name, str(value)) for name, value in context.params.items() if name not in ("out", "device"))
+    return tuple(sorted(kept))
 
 
 @app.command()

@@ -7,6 +7,7 @@ it to a :class:`Restoration`. Baselines come from :mod:`converge.baselines`, lea
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import time
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from converge.color import rgb_to_ycbcr, ycbcr_to_rgb
+from converge.devices import resolve_device
 from converge.errors import ConfigError
 from converge.models.base import RestoreInfo
 from converge.physics.base import Operator
@@ -97,6 +99,7 @@ def make_restorer(
     blind: bool = False,
     loops: int | None = None,
     stride: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> Restorer:
     """Resolve ``name`` for ``task``; ``tile`` (pixels) runs a learned model in overlapping tiles.
 
@@ -106,6 +109,8 @@ def make_restorer(
     family picks, for each image, its blind entry or else the one nearest that estimate. ``loops``:
     the number of loops a model whose ``restore`` takes ``loops`` (DURR) runs instead of choosing;
     ``stride``: the block stride of a model whose ``restore`` takes one (GroupSC's csr and group).
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``): where a learned model runs; the observation is moved
+    there and the restored image back to the observation's device. Classical baselines run on the CPU.
 
     A grey model restores a colour JPEG (``deblock``) on the Y plane of its YCbCr (see
     :func:`~converge.color.rgb_to_ycbcr`) and keeps its chroma; a single-channel raw Bayer image
@@ -113,6 +118,7 @@ def make_restorer(
     unknown name or a restorer that does not handle the task or the options.
     """
     options = {key: value for key, value in (("loops", loops), ("stride", stride)) if value is not None}
+    device = resolve_device(device)
     if name in _BASELINE_TASKS:
         if task.name not in _BASELINE_TASKS[name]:
             handled = ", ".join(_BASELINE_TASKS[name])
@@ -124,14 +130,17 @@ def make_restorer(
     from converge import zoo
 
     if name in zoo.zoo_names():
-        return _zoo_restorer(name, task, tile, blind, options)
+        return _zoo_restorer(name, task, tile, blind, options, device)
     if name.endswith(".safetensors"):
-        return _checked_model_restorer(name, _trained_model(Path(name), task), task, tile, blind, options)
+        model = _trained_model(Path(name), task).to(device)
+        return _checked_model_restorer(name, model, task, tile, blind, options, device)
     valid = ", ".join(sorted(restorer_names()))
     raise ConfigError(f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`")
 
 
-def _zoo_restorer(name: str, task: Task, tile: int | None, blind: bool, options: dict[str, int]) -> Restorer:
+def _zoo_restorer(
+    name: str, task: Task, tile: int | None, blind: bool, options: dict[str, int], device: torch.device
+) -> Restorer:
     """The restorer of zoo entry ``name`` or, for a model family, one that picks the family's entry for
     each image: by its channels and the task's level or, ``blind``, the family's blind entry or else
     the entry nearest to the noise level estimated from the image. The entry for the task's own level
@@ -146,8 +155,8 @@ def _zoo_restorer(name: str, task: Task, tile: int | None, blind: bool, options:
         if entry.name not in built:
             if entry.task != task.name:
                 raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
-            model = zoo.load_model(entry.name)
-            built[entry.name] = _checked_model_restorer(entry.name, model, task, tile, blind, options)
+            model = zoo.load_model(entry.name, device=device)
+            built[entry.name] = _checked_model_restorer(entry.name, model, task, tile, blind, options, device)
         return built[entry.name]
 
     first = entry_restorer(zoo.resolve_entry(name, task.name, task.params.get("sigma"), quality, blind=blind))
@@ -169,7 +178,13 @@ def _zoo_restorer(name: str, task: Task, tile: int | None, blind: bool, options:
 
 
 def _checked_model_restorer(
-    label: str, model: torch.nn.Module, task: Task, tile: int | None, blind: bool, options: dict[str, int]
+    label: str,
+    model: torch.nn.Module,
+    task: Task,
+    tile: int | None,
+    blind: bool,
+    options: dict[str, int],
+    device: torch.device,
 ) -> Restorer:
     """``model``'s restorer once ``tile`` and the inference ``options`` are checked against it."""
     if tile is not None:
@@ -182,7 +197,7 @@ def _checked_model_restorer(
         if option not in accepted:
             sets, models = _INFERENCE_OPTIONS[option]
             raise ConfigError(f"model '{label}' has no {sets} to set: --{option} applies to models such as {models}")
-    return _model_restorer(label, model, task, tile, blind, options)
+    return _model_restorer(label, model, task, tile, blind, options, device)
 
 
 def _trained_model(weights: Path, task: Task) -> torch.nn.Module:
@@ -226,8 +241,15 @@ def _baseline_restorer(name: str, task: Task, blind: bool) -> Restorer:
 
 
 def _model_restorer(
-    label: str, model: torch.nn.Module, task: Task, tile: int | None, blind: bool, options: dict[str, int]
+    label: str,
+    model: torch.nn.Module,
+    task: Task,
+    tile: int | None,
+    blind: bool,
+    options: dict[str, int],
+    device: torch.device,
 ) -> Restorer:
+    """``model`` (on ``device``) as a restorer of observations on any device."""
     from converge.tiling import tiled_apply
 
     sigma = None if blind else _noise_sigma(task)
@@ -246,6 +268,10 @@ def _model_restorer(
 
     def restore(y: Tensor, operator: Operator) -> Restoration:
         start = time.perf_counter()
+        given_on = y.device
+        if given_on != device:
+            # A copy: the caller's operator (often its task's) stays where the caller uses it.
+            y, operator = y.to(device), copy.deepcopy(operator).to(device)
         with torch.no_grad():
             if isinstance(operator, BayerMosaic) and y.shape[1] == 1:
                 y = operator.from_raw(y)
@@ -255,11 +281,11 @@ def _model_restorer(
                 image = ycbcr_to_rgb(torch.cat([luma, ycbcr[:, 1:]], dim=1))
             else:
                 image, info = restore_image(y, operator)
+        image = image.clamp(0.0, 1.0).to(given_on)
         seconds = time.perf_counter() - start
         if info is None:
-            return Restoration(image.clamp(0.0, 1.0), seconds, model=label)
-        iterations = _mean(info.iterations)
-        return Restoration(image.clamp(0.0, 1.0), seconds, iterations, label, _mean(info.extra.get("sigma_estimated")))
+            return Restoration(image, seconds, model=label)
+        return Restoration(image, seconds, _mean(info.iterations), label, _mean(info.extra.get("sigma_estimated")))
 
     return restore
 

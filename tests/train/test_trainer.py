@@ -432,7 +432,7 @@ def test_device_is_checked_and_cpu_trains_as_the_default(tmp_path: Path, crops) 
     assert train_losses(tmp_path / "cpu") == train_losses(tmp_path / "default")
     with pytest.raises(ConfigError, match="unknown device"):
         Trainer(config, tmp_path / "a", progress=False, train_images=crops, device="gpu0")
-    with pytest.raises(ConfigError, match="trains on cpu or cuda"):
+    with pytest.raises(ConfigError, match="runs on cpu or cuda"):
         Trainer(config, tmp_path / "b", progress=False, train_images=crops, device="meta")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):

@@ -172,9 +172,11 @@ def measure(
     jobs: int = 1,
     run: bool = True,
     say: Callable[[str], None] = print,
+    device: str = "cpu",
 ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, str], str]]:
     """The scores of every cell, keyed by (row, column): reused from reports under ``reuse`` or
-    ``reports``, or measured now into ``reports`` when ``run``; and why the other cells have none."""
+    ``reports``, or measured now into ``reports`` (learned models on ``device``) when ``run``; and why
+    the other cells have none."""
     keyed = [(cell, cell_key(cell.arguments, options_of)) for cell in table_cells(spec)]
     # The reports folder usually lies inside the reuse folder (the CLI's default): index it once.
     folders = [reuse] if reports.resolve().is_relative_to(reuse.resolve()) else [reports, reuse]
@@ -191,7 +193,7 @@ def measure(
     failures: dict[ReportKey, str] = {}
     if run and missing:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            outcomes = pool.map(lambda cell: _run_cell(cell, reports, jobs > 1), missing.values())
+            outcomes = pool.map(lambda cell: _run_cell(cell, reports, jobs > 1, device), missing.values())
             for (key, cell), error in zip(missing.items(), outcomes, strict=True):
                 if error is not None:
                     failures[key] = error
@@ -214,13 +216,14 @@ def measure(
     return scores, errors
 
 
-def _run_cell(cell: Cell, reports: Path, single_thread: bool) -> str | None:
-    """Run one cell's command, its reports into a folder of ``reports`` named after its row (report
-    names come from the model, which two rows may share); the error line when it fails."""
+def _run_cell(cell: Cell, reports: Path, single_thread: bool, device: str) -> str | None:
+    """Run one cell's command on ``device``, its reports into a folder of ``reports`` named after its
+    row (report names come from the model, which two rows may share); the error line when it fails."""
     environment = dict(os.environ, **({"OMP_NUM_THREADS": "1"} if single_thread else {}))
     folder = reports / re.sub(r"[^a-z0-9]+", "-", cell.row.lower()).strip("-")
+    placed = ("--device", device) if device != "cpu" else ()
     result = subprocess.run(
-        [sys.executable, "-m", "converge", "eval", *cell.arguments, "--out", str(folder)],
+        [sys.executable, "-m", "converge", "eval", *cell.arguments, *placed, "--out", str(folder)],
         capture_output=True,
         text=True,
         env=environment,

@@ -63,6 +63,7 @@ from converge.atomic import write_atomic, write_text_atomic
 from converge.data.patches import Degrade, PatchDataset
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator, seed_everything, stable_seed
+from converge.devices import resolve_device
 from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
 from converge.models import Restorer, build_model
@@ -489,14 +490,7 @@ def train(
 def _training_device(device: str | torch.device, workers: distributed.Workers) -> torch.device:
     """``device`` as a :class:`torch.device` this machine has (under ``torchrun``, ``cuda`` is the
     GPU of the process's local rank); otherwise :class:`ConfigError`."""
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"unknown device {device!r} ({error}): use cpu, cuda or cuda:N") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: this machine has no CUDA GPU (train on cpu)")
-    if chosen.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r}: converge trains on cpu or cuda")
+    chosen = resolve_device(device)
     if chosen.type == "cuda" and workers.parallel:
         if chosen.index is not None:
             raise ConfigError(f"device {device!r}: under torchrun each process takes its own GPU, pass --device cuda")
