@@ -133,7 +133,7 @@ def make_restorer(
         return _zoo_restorer(name, task, tile, blind, options, device)
     if name.endswith(".safetensors"):
         model = _trained_model(Path(name), task).to(device)
-        return _checked_model_restorer(name, model, task, tile, blind, options, device)
+        return _model_restorer(name, model, task, tile, blind, options, device)
     valid = ", ".join(sorted(restorer_names()))
     raise ConfigError(f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`")
 
@@ -156,7 +156,7 @@ def _zoo_restorer(
             if entry.task != task.name:
                 raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
             model = zoo.load_model(entry.name, device=device)
-            built[entry.name] = _checked_model_restorer(entry.name, model, task, tile, blind, options, device)
+            built[entry.name] = _model_restorer(entry.name, model, task, tile, blind, options, device)
         return built[entry.name]
 
     first = entry_restorer(zoo.resolve_entry(name, task.name, task.params.get("sigma"), quality, blind=blind))
@@ -175,29 +175,6 @@ def _zoo_restorer(
         return result
 
     return restore
-
-
-def _checked_model_restorer(
-    label: str,
-    model: torch.nn.Module,
-    task: Task,
-    tile: int | None,
-    blind: bool,
-    options: dict[str, int],
-    device: torch.device,
-) -> Restorer:
-    """``model``'s restorer once ``tile`` and the inference ``options`` are checked against it."""
-    if tile is not None:
-        if task.name not in _TILEABLE_TASKS:
-            raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
-        if not hasattr(model, "receptive_radius"):
-            raise ConfigError(f"model '{label}' cannot be restored in tiles: drop --tile")
-    accepted = inspect.signature(model.restore).parameters
-    for option in options:
-        if option not in accepted:
-            sets, models = _INFERENCE_OPTIONS[option]
-            raise ConfigError(f"model '{label}' has no {sets} to set: --{option} applies to models such as {models}")
-    return _model_restorer(label, model, task, tile, blind, options, device)
 
 
 def _trained_model(weights: Path, task: Task) -> torch.nn.Module:
@@ -249,9 +226,20 @@ def _model_restorer(
     options: dict[str, int],
     device: torch.device,
 ) -> Restorer:
-    """``model`` (on ``device``) as a restorer of observations on any device."""
+    """``model`` (on ``device``) as a restorer of observations on any device, once ``tile`` and the
+    inference ``options`` are checked against it."""
     from converge.tiling import tiled_apply
 
+    if tile is not None:
+        if task.name not in _TILEABLE_TASKS:
+            raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
+        if not hasattr(model, "receptive_radius"):
+            raise ConfigError(f"model '{label}' cannot be restored in tiles: drop --tile")
+    accepted = inspect.signature(model.restore).parameters
+    for option in options:
+        if option not in accepted:
+            sets, models = _INFERENCE_OPTIONS[option]
+            raise ConfigError(f"model '{label}' has no {sets} to set: --{option} applies to models such as {models}")
     sigma = None if blind else _noise_sigma(task)
     on_luma = task.name == "deblock" and getattr(model.config, "channels", None) == 1
 
