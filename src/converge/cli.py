@@ -247,6 +247,7 @@ def evaluate(
     """Score a restorer on a benchmark set: per-image and mean PSNR/SSIM, as Markdown and JSON."""
     from rich.table import Table
 
+    from converge.eval.report import REPORTED
     from converge.eval.runner import COLOR_MODES
     from converge.eval.runner import evaluate as run_benchmark
     from converge.physics.tasks import make_task
@@ -280,9 +281,8 @@ def evaluate(
     markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}{suffix}")
     summary = report.summary()
     table = Table(title=f"{label} on {bench}, {chosen.tag}")
-    reported = {"iterations": "iterations", "noise_level": "est. sigma"}
-    shown = [key for key in reported if key in summary]
-    for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image", *(reported[key] for key in shown)):
+    shown = [key for key in REPORTED if key in summary]
+    for column in ("images", "input PSNR", "PSNR", "SSIM", "s/image", *(REPORTED[key] for key in shown)):
         table.add_column(column, justify="right")
     table.add_row(
         str(summary["images"]),

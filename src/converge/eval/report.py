@@ -10,7 +10,7 @@ from converge.atomic import write_text_atomic
 
 
 # Per-image values a restorer may report, with their column headers.
-_REPORTED = {"iterations": "iterations", "noise_level": "estimated sigma"}
+REPORTED = {"iterations": "iterations", "noise_level": "estimated sigma"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class BenchmarkReport:
             "input_psnr": self.mean("input_psnr"),
             "seconds": self.mean("seconds"),
         }
-        for key in _REPORTED:
+        for key in REPORTED:
             if self._reported(key):
                 means[key] = self.mean(key)
         return means
@@ -88,9 +88,9 @@ class BenchmarkReport:
             f"Command: `{self.protocol.get('command', '')}`",
             "",
         ]
-        extra = [key for key in _REPORTED if self._reported(key)]
+        extra = [key for key in REPORTED if self._reported(key)]
         picked = self._picked_models()
-        header = ["image", "input PSNR", "PSNR", "SSIM", "seconds", *(_REPORTED[key] for key in extra)]
+        header = ["image", "input PSNR", "PSNR", "SSIM", "seconds", *(REPORTED[key] for key in extra)]
         header += ["model"] if picked else []
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---" + "|---:" * (len(header) - 1 - picked) + ("|---" if picked else "") + "|")
