@@ -1,10 +1,10 @@
-"""Plot DURR's loops against the noise level from ``benchmarks/durr_policy.py`` reports.
+"""Plot DURR's loops against the degradation level from ``benchmarks/durr_policy.py`` reports.
 
 The paper's Fig. 4 analogue: for each report (one restoration unit, e.g. trained with the refined
-or the naive policy), the mean number of loops at the peak PSNR (the oracle stop) per noise level,
-with the learnt policy's mean loops and the refined schedule when the report has them. A second
-panel shows the mean PSNR at each of those stops (the paper's Table 1 for the oracle). Needs
-matplotlib (the ``bench`` extra).
+or the naive policy), the mean number of loops at the peak PSNR (the oracle stop) per level (noise
+sigma or JPEG quality), with the learnt policy's mean loops and the refined schedule when the report
+has them. A second panel shows the mean PSNR at each of those stops (the paper's Table 1 for the
+oracle). Needs matplotlib (the ``bench`` extra).
 
 Usage:
     python benchmarks/durr_loops_plot.py REPORT.json [REPORT.json ...] [--labels refined naive]
@@ -20,13 +20,14 @@ from typing import Any
 
 STYLES = {"oracle": "-o", "policy": "--s", "schedule": ":^"}
 NAMES = {"oracle": "peak PSNR (oracle stop)", "policy": "learnt policy", "schedule": "refined schedule"}
+X_LABELS = {"sigma": "noise sigma (8-bit levels)", "quality": "JPEG quality"}
 
 
 def series(report: dict[str, Any], stop: str, kind: str) -> tuple[list[float], list[float]]:
-    """Noise levels and the mean ``kind`` (``loops`` or ``psnr``) at ``stop`` in one report."""
+    """Levels and the mean ``kind`` (``loops`` or ``psnr``) at ``stop`` in one report."""
     levels = sorted(report["levels"], key=float)
-    values = [report["levels"][sigma]["summary"][f"{kind}_{stop}"] for sigma in levels]
-    return [float(sigma) for sigma in levels], values
+    values = [report["levels"][level]["summary"][f"{kind}_{stop}"] for level in levels]
+    return [float(level) for level in levels], values
 
 
 def main() -> None:
@@ -54,9 +55,10 @@ def main() -> None:
             name = f"{label}: {NAMES[stop]}" if stop != "schedule" else NAMES[stop]
             loops_axis.plot(*series(report, stop, "loops"), STYLES[stop], label=name)
             psnr_axis.plot(*series(report, stop, "psnr"), STYLES[stop], label=name)
-    bench = json.loads(args.reports[0].read_text())["bench"]
-    loops_axis.set(xlabel="noise sigma (8-bit levels)", ylabel="mean loops", title=f"loops per level ({bench})")
-    psnr_axis.set(xlabel="noise sigma (8-bit levels)", ylabel="mean PSNR (dB)", title=f"PSNR at each stop ({bench})")
+    first = json.loads(args.reports[0].read_text())
+    bench, level = first["bench"], X_LABELS[first["level_name"]]
+    loops_axis.set(xlabel=level, ylabel="mean loops", title=f"loops per level ({bench})")
+    psnr_axis.set(xlabel=level, ylabel="mean PSNR (dB)", title=f"PSNR at each stop ({bench})")
     for axis in (loops_axis, psnr_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

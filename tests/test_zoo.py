@@ -146,6 +146,29 @@ def test_shipped_default_model_denoises_a_real_crop() -> None:
     assert info.iterations == 1
 
 
+def test_shipped_durr_models_restore_blind_and_loop_longer_for_heavier_noise() -> None:
+    from converge.data.registry import load_images
+    from converge.eval.metrics import psnr
+    from converge.physics.tasks import make_task
+
+    _, clean = next(iter(load_images("set12")))
+    clean = clean[..., 64:144, 64:144]
+    denoiser = zoo.load_model(zoo.resolve_entry("durr", "denoise").name)
+    loops = {}
+    for sigma in (25, 55):
+        noisy, _ = make_task("denoise", sigma=sigma).degrade(clean, torch.Generator().manual_seed(0))
+        restored, info = denoiser.restore(noisy)
+        assert float(psnr(restored, clean)[0] - psnr(noisy.clamp(0, 1), clean)[0]) > 6.0
+        assert info.extra["policy"] == "learned" and 1 <= info.iterations[0] <= denoiser.config.max_loops
+        loops[sigma] = info.iterations[0]
+    assert loops[55] > loops[25]
+    deblocker = zoo.load_model(zoo.resolve_entry("durr", "deblock", quality=20).name)
+    compressed, _ = make_task("deblock", quality=20).degrade(clean, torch.Generator().manual_seed(0))
+    restored, info = deblocker.restore(compressed)
+    assert float(psnr(restored, clean)[0] - psnr(compressed, clean)[0]) > 0.5
+    assert 1 <= info.iterations[0] <= deblocker.config.max_loops
+
+
 @pytest.fixture
 def family_zoo(monkeypatch: pytest.MonkeyPatch) -> dict[str, zoo.ZooEntry]:
     def entry(name: str, task: str, sigma: float | None, quality: int | None = None) -> zoo.ZooEntry:

@@ -73,6 +73,24 @@ ZOO: dict[str, ZooEntry] = {
             sigma=25.0,
             description="compact gray DnCNN (17 x 32) for Gaussian noise at sigma 25, Train400; 28.75 dB on BSD68",
         ),
+        ZooEntry(
+            name="durr-denoise-blind",
+            model="durr",
+            config_file="durr-gray-denoise-blind.yaml",
+            weights_file="durr-gray-denoise-blind.safetensors",
+            task="denoise",
+            sigma=None,
+            description="compact DURR for gray Gaussian denoising at any level, blind, loops chosen by its policy",
+        ),
+        ZooEntry(
+            name="durr-deblock-blind",
+            model="durr",
+            config_file="durr-gray-deblock-blind.yaml",
+            weights_file="durr-gray-deblock-blind.safetensors",
+            task="deblock",
+            sigma=None,
+            description="compact DURR for JPEG deblocking (Y channel) at any quality, loops chosen by its policy; 31.51 dB on LIVE1 q20",
+        ),
     )
 }
 
