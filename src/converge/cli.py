@@ -166,7 +166,7 @@ def restore(
                 if level is None:
                     level = 255.0 * float(estimate_noise_sigma(observed)[0])
                 note = f" (estimated noise level {level:.1f})"
-            counted = "" if result.iterations is None else f", iterations {result.iterations:g}"
+            counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
             _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
             trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None
             if task == "denoise" and trained_sigma is not None and abs(level - trained_sigma) > 5:

@@ -210,8 +210,19 @@ def test_bad_config_raises(options: dict) -> None:
 
 
 def test_channel_mismatch_raises() -> None:
-    with pytest.raises(ConfigError):
-        small().restore(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ConfigError, match="expects 3-channel images"):
+        small(channels=3).restore(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("loops", [None, [2, 3]])
+def test_a_gray_model_restores_each_colour_channel_as_a_gray_image(loops) -> None:
+    model = small()
+    colour = torch.rand(2, 3, 9, 7)
+    x, info = model.restore(colour, loops=loops)
+    alone, alone_info = model.restore(colour.reshape(6, 1, 9, 7), loops=None if loops is None else [2, 2, 2, 3, 3, 3])
+    assert x.shape == colour.shape
+    assert torch.allclose(x, alone.reshape(colour.shape), atol=1e-6)
+    assert info.iterations == alone_info.iterations and len(info.iterations) == 6
 
 
 def test_registered_in_the_model_table() -> None:

@@ -363,23 +363,26 @@ class DURR(Restorer):
     ) -> tuple[Tensor, RestoreInfo]:
         """Inference: the unfolded estimate clamped to [0, 1] and the loops taken by each sample.
 
-        ``info.iterations`` lists unit steps per sample; ``info.extra["policy"]`` says whether the
-        learned policy (``"learned"``) or the ``loops`` override (``"fixed"``) chose them.
+        A gray model given colour images restores each channel as its own gray image (valid for
+        noise independent across channels), with its own loops. ``info.iterations`` lists the unit
+        steps of every restored gray or model-channel image, sample by sample; ``info.extra["policy"]``
+        says whether the learned policy (``"learned"``) or the ``loops`` override (``"fixed"``) chose them.
         """
         start = time.perf_counter()
-        self._check_channels(y)
+        samples = self._channels_as_samples(y)
         with torch.no_grad():
             if loops is None:
-                x, taken = self._unfold_with_policy(y)
+                x, taken = self._unfold_with_policy(samples)
                 source = "learned"
             else:
-                taken = self._loops_per_sample(loops, y)
-                x = self._unfold_fixed(y, taken)
+                per_image = samples.shape[0] // y.shape[0]
+                taken = self._loops_per_sample(loops, y).repeat_interleave(per_image)
+                x = self._unfold_fixed(samples, taken)
                 source = "fixed"
         info = RestoreInfo(
             iterations=[int(n) for n in taken], seconds=time.perf_counter() - start, extra={"policy": source}
         )
-        return x.clamp(0.0, 1.0), info
+        return x.reshape(y.shape).clamp(0.0, 1.0), info
 
     def _unfold_fixed(self, y: Tensor, loops: Tensor) -> Tensor:
         """Sample ``i`` takes exactly ``loops[i]`` unit steps; the unit only sees the samples still running."""
@@ -422,6 +425,14 @@ class DURR(Restorer):
         if bool((counts < 0).any()):
             raise ConfigError(f"loops must be non-negative, got {counts.tolist()}")
         return counts
+
+    def _channels_as_samples(self, y: Tensor) -> Tensor:
+        """``y`` ``(B, C, H, W)`` as the model's samples: ``y`` itself at the model's channel count, each
+        channel its own gray sample ``(B * C, 1, H, W)`` for a gray model; else :class:`ConfigError`."""
+        if self.config.channels == 1:
+            return y.reshape(-1, 1, *y.shape[2:])
+        self._check_channels(y)
+        return y
 
     def _check_channels(self, y: Tensor) -> None:
         if y.shape[1] != self.config.channels:
