@@ -50,7 +50,7 @@ from converge.physics.tasks import make_task
 from converge.zoo import load_weights
 
 STOPS = ("policy", "oracle", "schedule")
-TASKS = {  # task -> (its level, the task parameter that sets it; default bench; default levels)
+TASKS = {  # task -> (the task parameter that sets its level, default bench, default levels)
     "denoise": ("sigma", "bsd68", [25, 35, 45, 55, 65, 75]),
     "deblock": ("quality", "live1", [10, 20, 30, 40]),
 }

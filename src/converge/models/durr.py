@@ -365,8 +365,8 @@ class DURR(Restorer):
 
         A gray model given colour images restores each channel as its own gray image (valid for
         noise independent across channels), with its own loops. ``info.iterations`` lists the unit
-        steps of every restored gray or model-channel image, sample by sample; ``info.extra["policy"]``
-        says whether the learned policy (``"learned"``) or the ``loops`` override (``"fixed"``) chose them.
+        steps per sample (per channel of each sample in that case); ``info.extra["policy"]`` says
+        whether the learned policy (``"learned"``) or the ``loops`` override (``"fixed"``) chose them.
         """
         start = time.perf_counter()
         samples = self._channels_as_samples(y)
