@@ -78,11 +78,15 @@ class Restorer(nn.Module, metaclass=ABCMeta):
         A gray model given a colour image processes each channel as its own gray image (valid for
         noise independent across channels); any other mismatch raises :class:`ConfigError`.
         """
-        batch, channels, height, width = y.shape
+        samples = self._channels_as_samples(y)
+        return run(y) if samples is y else run(samples).reshape(y.shape)
+
+    def _channels_as_samples(self, y: Tensor) -> Tensor:
+        """``y`` ``(B, C, H, W)`` as the model's input: ``y`` itself at the model's channel count, each
+        channel its own gray sample ``(B * C, 1, H, W)`` for a gray model; else :class:`ConfigError`."""
         expected = self.config.channels
-        if channels == expected:
-            return run(y)
+        if y.shape[1] == expected:
+            return y
         if expected == 1:
-            gray = run(y.reshape(batch * channels, 1, height, width))
-            return gray.reshape(batch, channels, height, width)
-        raise ConfigError(f"this {type(self).__name__} expects {expected}-channel images, got {channels} channels")
+            return y.reshape(-1, 1, *y.shape[2:])
+        raise ConfigError(f"this {type(self).__name__} expects {expected}-channel images, got {y.shape[1]} channels")

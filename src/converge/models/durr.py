@@ -426,14 +426,6 @@ class DURR(Restorer):
             raise ConfigError(f"loops must be non-negative, got {counts.tolist()}")
         return counts
 
-    def _channels_as_samples(self, y: Tensor) -> Tensor:
-        """``y`` ``(B, C, H, W)`` as the model's samples: ``y`` itself at the model's channel count, each
-        channel its own gray sample ``(B * C, 1, H, W)`` for a gray model; else :class:`ConfigError`."""
-        if self.config.channels == 1:
-            return y.reshape(-1, 1, *y.shape[2:])
-        self._check_channels(y)
-        return y
-
     def _check_channels(self, y: Tensor) -> None:
         if y.shape[1] != self.config.channels:
             raise ConfigError(f"this DURR expects {self.config.channels}-channel images, got {y.shape[1]} channels")
