@@ -88,6 +88,21 @@ def test_config_that_does_not_match_the_weights_raises(tmp_path: Path) -> None:
         zoo.load_weights(path)
 
 
+def test_a_header_without_a_newer_parameter_reads_as_its_default(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model, path = saved(tmp_path)
+    params = yaml.safe_load(path.with_suffix(".yaml").read_text())["params"]
+    older = {name: value for name, value in params.items() if name != "batchnorm"}
+    save_file(model.state_dict(), str(path), metadata={"model": "dncnn", "params": json.dumps(older)})
+    image = torch.rand(1, 1, 16, 16)
+    assert torch.equal(zoo.load_weights(path)(image), model(image))
+    older["features"] = 7
+    save_file(model.state_dict(), str(path), metadata={"model": "dncnn", "params": json.dumps(older)})
+    with pytest.raises(WeightsError, match="was saved for"):
+        zoo.load_weights(path)
+
+
 def test_tensors_that_do_not_fit_raise_even_with_matching_header(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

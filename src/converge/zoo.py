@@ -218,7 +218,8 @@ def load_weights(
 
 def load_tensors(model: Restorer, weights: Path, described_by: str, remedy: str) -> None:
     """Load the safetensors file ``weights`` into ``model`` in place, strictly (every tensor, no
-    extra), once its header names ``model``'s registry name and parameters exactly.
+    extra), once its header names ``model``'s registry name and parameters exactly. A parameter the
+    header lacks counts as its default (it was added to the model after the file was saved).
 
     Raises :class:`WeightsError` for an unreadable file, a header for another model or tensors that
     do not fit; the messages name ``described_by`` (what built ``model``) and end with ``remedy``.
@@ -226,7 +227,7 @@ def load_tensors(model: Restorer, weights: Path, described_by: str, remedy: str)
     metadata, tensors = read_safetensors(weights)
     expected = weights_header(model)
     found = {"model": metadata.get("model"), "params": metadata.get("params")}
-    if found != expected:
+    if not _describes(found, model):
         raise WeightsError(
             f"{weights} was saved for {found['model']} {found['params']} but {described_by} asks for "
             f"{expected['model']} {expected['params']}: {remedy}"
@@ -294,6 +295,18 @@ def save_weights(model: Restorer, config: Mapping[str, Any] | None, path: str | 
 def weights_header(model: Restorer) -> dict[str, str]:
     """The safetensors header that names ``model``: its registry name and canonical JSON parameters."""
     return {"model": model_name(model), "params": _canonical(model_params(model))}
+
+
+def _describes(header: Mapping[str, Any], model: Restorer) -> bool:
+    """Whether a safetensors ``header`` (``model`` name, JSON ``params``) names ``model``, the
+    parameters it lacks taking their defaults."""
+    if header["model"] != model_name(model) or not isinstance(header["params"], str):
+        return False
+    try:
+        params = json.loads(header["params"])
+        return isinstance(params, dict) and type(model.config)(**params) == model.config
+    except (ValueError, TypeError, ConfigError):
+        return False
 
 
 def _canonical(params: Mapping[str, Any]) -> str:

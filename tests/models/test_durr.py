@@ -11,9 +11,11 @@ from converge.models.durr import (
     DURR,
     STOP,
     POLICY_TILE,
+    JPEG_BLOCK,
     DURRConfig,
     PolicyUnit,
     RestorationUnit,
+    block_grid_statistics,
 )
 
 PAPER_UNIT_PARAMETERS = 1.8e5
@@ -114,6 +116,44 @@ def test_weights_saved_without_feature_statistics_load_with_the_identity() -> No
     assert torch.equal(model.policy.feature_std, torch.ones(8))
     model.load_state_dict(calibrated.state_dict(), strict=True)
     assert torch.equal(model.policy.feature_std, calibrated.policy.feature_std)
+
+
+def blocky(offset: int = 0) -> torch.Tensor:
+    """A 40x40 tile of random 8x8 constant blocks, the grid shifted by ``offset`` pixels."""
+    torch.manual_seed(0)
+    blocks = torch.rand(1, 1, 7, 7).repeat_interleave(JPEG_BLOCK, dim=2).repeat_interleave(JPEG_BLOCK, dim=3)
+    return blocks[..., offset : offset + 40, offset : offset + 40]
+
+
+def test_block_grid_statistics_see_the_grid_wherever_it_lies() -> None:
+    torch.manual_seed(1)
+    statistics = block_grid_statistics(torch.cat([blocky(), blocky(3), torch.rand(1, 1, 40, 40)]))
+    assert statistics.shape == (3, 4)
+    blockiness = statistics[:, [0, 2]]
+    # On a grid every jump falls on one phase of eight: max / mean is close to 8.
+    assert torch.all(blockiness[:2] > torch.log(torch.tensor(6.0)))
+    assert torch.allclose(blockiness[0], blockiness[1], atol=0.2)
+    assert torch.all(blockiness[2] < 0.2)
+    pairs = (torch.rand(1, 1, 40, 40).diff(dim=-1).abs().mean() + 1e-4).log()
+    assert statistics[2, 1] == pytest.approx(float(pairs), abs=0.1)
+
+
+@pytest.mark.parametrize(("height", "width"), [(40, 40), (5, 3), (1, 1)])
+def test_block_grid_statistics_are_finite_on_flat_and_tiny_tiles(height: int, width: int) -> None:
+    statistics = block_grid_statistics(torch.full((2, 3, height, width), 0.5))
+    assert statistics.shape == (2, 4) and torch.isfinite(statistics).all()
+    assert torch.equal(statistics[:, [0, 2]], torch.zeros(2, 2))
+
+
+def test_a_policy_with_block_statistics_reads_four_more_numbers_per_tile() -> None:
+    model = small(policy_block_statistics=True)
+    tile = blocky()
+    pooled = model.policy.pooled(tile)
+    assert pooled.shape == (1, 1, 2 * 4 + 4) and model.policy.lstm.input_size == 12
+    assert torch.equal(pooled[0, :, -4:], block_grid_statistics(tile))
+    assert torch.equal(pooled[..., :8], small().policy.pooled(tile))
+    _, info = model.restore(torch.rand(1, 1, 50, 90))
+    assert 1 <= info.iterations[0] <= 5
 
 
 def test_default_parameter_counts_are_close_to_the_paper() -> None:

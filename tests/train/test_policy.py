@@ -10,13 +10,15 @@ import torch.nn.functional as F
 import yaml
 
 from converge.data.registry import load_images
+from converge.data.seeding import seed_everything
 from converge.errors import ConfigError
+from converge.models import build_model
 from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, PolicyUnit
 from converge.train.config import config_from_dict
 from converge.train.dqn import Episode, exploration_stops, update_target
 from converge.train.policy import PolicyTrainer, td_loss
 from converge.train.trainer import CHECKPOINT, LOG, Trainer, train
-from converge.zoo import load_weights
+from converge.zoo import load_weights, save_weights
 
 MAX_LOOPS = 4
 MODEL = {
@@ -62,17 +64,23 @@ def test_the_policy_trainer_refuses_to_run_under_torchrun(tmp_path: Path, crops,
         PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
 
 
+def seeded_durr(seed: int, **params) -> DURR:
+    """The DURR a run with ``seed`` builds before it loads anything."""
+    seed_everything(seed)
+    return build_model("durr", {**MODEL["params"], **params})
+
+
 def test_only_the_lstm_and_head_learn_and_the_export_is_the_whole_durr(tmp_path: Path, crops, stage_one: Path) -> None:
     trainer = PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
-    start = load_weights(stage_one)
+    start = {**seeded_durr(2).state_dict(), **{f"unit.{name}": value for name, value in
+                                                load_weights(stage_one).unit.state_dict().items()}}
     learnt = ("policy.lstm.", "policy.head.")
     exported = load_weights(trainer.run())
     assert isinstance(exported, DURR)
-    for name, value in start.state_dict().items():
+    for name, value in start.items():
         if not name.startswith((*learnt, "policy.feature_")):
             assert torch.equal(exported.state_dict()[name], value), name
-    assert all(not torch.equal(exported.state_dict()[name], start.state_dict()[name])
-               for name in start.state_dict() if name.startswith(learnt))
+    assert all(not torch.equal(exported.state_dict()[name], start[name]) for name in start if name.startswith(learnt))
     assert torch.equal(exported.policy.feature_std, trainer.model.policy.feature_std)
     assert not torch.equal(exported.policy.feature_std, torch.ones(8))
     logged = [record for record in records(tmp_path) if "loss" in record]
@@ -260,6 +268,36 @@ def test_updates_learn_a_stopping_time_that_needs_the_lstm_memory() -> None:
     wants_stop = q[..., STOP] > q[..., CONTINUE]
     wants_stop[:, 0] = False
     assert wants_stop.float().argmax(dim=1).tolist() == best.tolist()
+
+
+def test_stage_two_takes_the_unit_from_stage_one_and_the_policy_from_its_seed(tmp_path: Path, crops, stage_one) -> None:
+    first = load_weights(stage_one)
+    same_seed = PolicyTrainer(policy_config(stage_one, seed=1), tmp_path / "a", progress=False, train_images=crops)
+    for name, value in first.state_dict().items():
+        if not name.startswith("policy.feature_"):
+            assert torch.equal(same_seed.model.state_dict()[name], value), name
+    model = {**MODEL, "params": {**MODEL["params"], "policy_block_statistics": True}}
+    blocks = PolicyTrainer(policy_config(stage_one, model=model), tmp_path / "b", progress=False, train_images=crops)
+    assert blocks.model.policy.lstm.input_size == 2 * 4 + 4
+    unit = blocks.model.unit.state_dict()
+    assert all(torch.equal(unit[name], value) for name, value in first.unit.state_dict().items())
+    assert torch.equal(blocks.model.policy.encoder[0][0].weight, seeded_durr(2).policy.encoder[0][0].weight)
+
+
+@pytest.mark.parametrize(("params", "message"), [({"features": 5}, "features 4 there, 5 here"),
+                                                  ({"dt": 0.5}, "dt 0.25 there, 0.5 here")])
+def test_stage_two_refuses_another_restoration_unit(tmp_path: Path, crops, stage_one, params, message) -> None:
+    model = {**MODEL, "params": {**MODEL["params"], **params}}
+    with pytest.raises(ConfigError, match=message):
+        PolicyTrainer(policy_config(stage_one, model=model), tmp_path, progress=False, train_images=crops)
+
+
+def test_stage_two_refuses_missing_or_foreign_weights(tmp_path: Path, crops) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        PolicyTrainer(policy_config(tmp_path / "none.safetensors"), tmp_path / "a", progress=False, train_images=crops)
+    dncnn = save_weights(build_model("dncnn", {"depth": 2, "features": 2}), {}, tmp_path / "dncnn.safetensors")
+    with pytest.raises(ConfigError, match="holds a dncnn model, not a DURR"):
+        PolicyTrainer(policy_config(dncnn), tmp_path / "b", progress=False, train_images=crops)
 
 
 def test_training_patches_must_fit_in_one_policy_tile(tmp_path: Path, crops, stage_one: Path) -> None:

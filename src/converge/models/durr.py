@@ -25,6 +25,14 @@ Choices the paper leaves open (no official code is public), made here and fixed 
   policy's training starts), an LSTM cell with 64 hidden units whose state carries across loops,
   and a linear head to the two Q-values: 95,666 parameters for gray images (the paper: about
   1.0e5). Weights saved without the statistics (stage 1) load with the identity standardisation.
+- ``policy_block_statistics`` (off by default; on for JPEG deblocking) adds four numbers per tile
+  that the random encoder's pooled maps do not carry: for horizontal and for vertical neighbours,
+  the mean absolute difference across each of the eight phases of the 8x8 JPEG block grid, read as
+  ``log(max phase / mean phase)`` (how much stronger the jumps are on one grid phase: blockiness,
+  about 1.0 at quality 10 and 0.4 at quality 40 on LIVE1, falling towards 0 as the unit loops) and
+  ``log(mean phase)`` (gradient energy). The maximum over phases needs no knowledge of where the
+  grid lies. Pooled random features predict a tile's JPEG quality no better than its mean; these
+  follow both the quality and the unit's progress, which is what a stopping rule needs.
 - The policy reads an image as :data:`POLICY_TILE` (40) pixel tiles, the training patch size, each
   encoded on its own with its own LSTM state, and averages the tiles' Q-values: with the MSE reward
   an image's return is the mean of its equal tiles' returns. Statistics of a whole large image, or
@@ -79,6 +87,8 @@ DENOISE_LOOP_SCHEDULE: LoopSchedule = ((25.0, 4), (35.0, 6), (45.0, 9), (55.0, 1
 """The paper's refined policy for denoising: (noise sigma in 8-bit levels, unit loops) pairs."""
 DEBLOCK_LOOP_SCHEDULE: LoopSchedule = ((20.0, 6), (30.0, 4))
 """The paper's refined policy for JPEG deblocking: (quality factor, unit loops) pairs."""
+JPEG_BLOCK = 8
+"""Side in pixels of the JPEG block grid that :func:`block_grid_statistics` reads."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,8 @@ class DURRConfig:
     of the policy's residual units; ``policy_hidden``: LSTM hidden size; ``min_loops`` /
     ``max_loops``: fewest and most unit steps the policy may choose; ``loop_schedule``: the
     refined policy of stage-1 training, ``(level, loops)`` pairs with strictly increasing levels
-    (see :meth:`DURR.scheduled_loops`; empty: :meth:`DURR.training_forward` is unavailable).
+    (see :meth:`DURR.scheduled_loops`; empty: :meth:`DURR.training_forward` is unavailable);
+    ``policy_block_statistics``: the policy also reads :func:`block_grid_statistics` of each tile.
     """
 
     channels: int = 1
@@ -103,6 +114,7 @@ class DURRConfig:
     min_loops: int = 1
     max_loops: int = 30
     loop_schedule: LoopSchedule = ()
+    policy_block_statistics: bool = False
 
     def __post_init__(self) -> None:
         # YAML gives lists of lists; a frozen dataclass needs its tuples set through object.__setattr__.
@@ -193,11 +205,34 @@ class ResidualUnit(nn.Module):
         return F.relu(x + self.body(x))
 
 
+def block_grid_statistics(tiles: Tensor) -> Tensor:
+    """JPEG block-grid statistics ``(N, 4)`` of ``tiles`` ``(N, C, h, w)`` in [0, 1].
+
+    For horizontal, then vertical, neighbours: the mean absolute difference ``d_p`` across the pixel
+    pairs of each phase ``p`` of the :data:`JPEG_BLOCK` grid (pairs whose first index is ``p`` modulo
+    8; all of a row or column's pairs when it is shorter than a block), then ``log(max_p d_p) -
+    log(mean_p d_p)`` (blockiness, 0 without a grid) and ``log(mean_p d_p)``; ``1e-4`` is added to
+    every ``d_p`` so that flat tiles give finite values.
+    """
+    statistics = []
+    for differences in (tiles.diff(dim=-1), tiles.diff(dim=-2).transpose(-1, -2)):
+        pairs = differences.abs().mean(dim=(1, 2))
+        if pairs.shape[-1] == 0:  # a one-pixel-wide tile has no neighbours: no jumps
+            pairs = pairs.new_zeros(pairs.shape[0], 1)
+        period = min(JPEG_BLOCK, pairs.shape[-1])
+        usable = pairs.shape[-1] // period * period
+        per_phase = pairs[:, :usable].reshape(pairs.shape[0], -1, period).mean(dim=1) + 1e-4
+        mean = per_phase.mean(dim=1)
+        statistics += [per_phase.amax(dim=1).log() - mean.log(), mean.log()]
+    return torch.stack(statistics, dim=1)
+
+
 class PolicyUnit(nn.Module):
     """Q-network deciding stop / continue from the current estimate and its LSTM memory.
 
-    ``pooled(x)``: ``(B, C, H, W) -> (B, T, 2 * policy_features)``, the mean and standard deviation of
-    the residual-unit features of each of the image's ``T`` tiles; ``features(x)``: the same
+    ``pooled(x)``: ``(B, C, H, W) -> (B, T, S)``, the mean and standard deviation of the
+    residual-unit features of each of the image's ``T`` tiles (``S = 2 * policy_features``), followed
+    by its :func:`block_grid_statistics` with ``block_statistics`` (``S`` four larger); ``features(x)``: the same
     standardised by the buffers ``feature_mean`` / ``feature_std`` (set by :meth:`calibrate` before
     the policy is learnt: raw pooled statistics vary by a few hundredths around offsets of a tenth,
     too little for the LSTM's gates to resolve); ``step(features, hidden)``: one LSTM step of one
@@ -207,16 +242,18 @@ class PolicyUnit(nn.Module):
     whole sequences through :meth:`q_sequence`.
     """
 
-    def __init__(self, channels: int, features: int, hidden: int) -> None:
+    def __init__(self, channels: int, features: int, hidden: int, block_statistics: bool = False) -> None:
         super().__init__()
         self.hidden_size = hidden
+        self.block_statistics = block_statistics
         self.encoder = nn.Sequential(
             _conv_relu(channels, features, stride=2), ResidualUnit(features), ResidualUnit(features)
         )
-        self.lstm = nn.LSTMCell(2 * features, hidden)
+        size = 2 * features + (4 if block_statistics else 0)
+        self.lstm = nn.LSTMCell(size, hidden)
         self.head = nn.Linear(hidden, 2)
-        self.register_buffer("feature_mean", torch.zeros(2 * features))
-        self.register_buffer("feature_std", torch.ones(2 * features))
+        self.register_buffer("feature_mean", torch.zeros(size))
+        self.register_buffer("feature_std", torch.ones(size))
 
     def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
         # Weights saved before the statistics existed (a stage-1 unit) load with the identity
@@ -231,10 +268,11 @@ class PolicyUnit(nn.Module):
         return zeros, zeros.clone()
 
     def pooled(self, x: Tensor) -> Tensor:
-        """Raw statistics ``(B, T, 2F)`` of the estimate ``x`` ``(B, C, H, W)``: the mean and standard
+        """Raw statistics ``(B, T, S)`` of the estimate ``x`` ``(B, C, H, W)``: the mean and standard
         deviation of each feature map of each of its ``T`` non-overlapping :data:`POLICY_TILE`-pixel
         tiles, every tile encoded on its own (one tile of the whole image when it is smaller; a
-        remainder narrower than a tile is left out)."""
+        remainder narrower than a tile is left out), then the tile's block-grid statistics when the
+        unit reads them."""
         batch, channels, height, width = x.shape
         tile_height, tile_width = min(POLICY_TILE, height), min(POLICY_TILE, width)
         rows, columns = height // tile_height, width // tile_width
@@ -245,15 +283,17 @@ class PolicyUnit(nn.Module):
             .reshape(batch * rows * columns, channels, tile_height, tile_width)
         )
         maps = self.encoder(tiles).flatten(2)
-        statistics = torch.cat([maps.mean(dim=2), maps.std(dim=2, unbiased=False)], dim=1)
-        return statistics.reshape(batch, rows * columns, -1)
+        statistics = [maps.mean(dim=2), maps.std(dim=2, unbiased=False)]
+        if self.block_statistics:
+            statistics.append(block_grid_statistics(tiles))
+        return torch.cat(statistics, dim=1).reshape(batch, rows * columns, -1)
 
     def features(self, x: Tensor) -> Tensor:
-        """What the LSTM reads, per tile ``(B, T, 2F)``: ``(pooled(x) - feature_mean) / feature_std``."""
+        """What the LSTM reads, per tile ``(B, T, S)``: ``(pooled(x) - feature_mean) / feature_std``."""
         return (self.pooled(x) - self.feature_mean) / self.feature_std
 
     def calibrate(self, pooled: Tensor, floor: float = 1e-3) -> None:
-        """Set the standardisation from raw :meth:`pooled` statistics ``(..., 2F)`` of typical estimates:
+        """Set the standardisation from raw :meth:`pooled` statistics ``(..., S)`` of typical estimates:
         their mean, and their standard deviation raised to ``floor`` (a dead channel stays at 0)."""
         pooled = pooled.reshape(-1, pooled.shape[-1])
         with torch.no_grad():
@@ -266,7 +306,7 @@ class PolicyUnit(nn.Module):
         return self.head(h), (h, c)
 
     def q_sequence(self, features: Tensor) -> Tensor:
-        """Q-values ``(B, S, 2)`` along pooled ``features`` ``(B, S, 2F)`` of ``X_0 ... X_{S-1}``, the
+        """Q-values ``(B, L, 2)`` along pooled ``features`` ``(B, L, S)`` of ``X_0 ... X_{L-1}``, the
         LSTM unrolled from its zero state (as :meth:`DURR.restore` runs it)."""
         hidden = self.initial_hidden(features.shape[0], features.device)
         q_values = []
@@ -304,7 +344,12 @@ class DURR(Restorer):
         super().__init__()
         self.config = config or DURRConfig()
         self.unit = RestorationUnit(self.config.channels, self.config.features, self.config.bottom_convs)
-        self.policy = PolicyUnit(self.config.channels, self.config.policy_features, self.config.policy_hidden)
+        self.policy = PolicyUnit(
+            self.config.channels,
+            self.config.policy_features,
+            self.config.policy_hidden,
+            self.config.policy_block_statistics,
+        )
 
     def unit_step(self, x: Tensor) -> Tensor:
         """One Euler step ``x + dt f(x)``, ``(B, C, H, W) -> (B, C, H, W)``."""

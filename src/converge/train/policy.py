@@ -1,7 +1,9 @@
 """Stage 2 of DURR: the policy unit learnt by deep Q-learning, the restoration unit frozen.
 
 A config with ``trainer: dqn`` and a ``dqn`` section (:class:`~converge.train.config.DQNSection`)
-runs here; it starts from the stage-1 weights through ``init_weights``. The decision problem is
+runs here; it takes the restoration unit of the stage-1 weights named by ``init_weights``
+(:func:`load_restoration_unit`; the policy unit starts from the run's seeded initialisation, which
+is stage 1's own when the seed and the policy's parameters are the same). The decision problem is
 optimal stopping on the trajectory ``X_0 = y, X_{n+1} = X_n + dt f(X_n)`` of the frozen unit:
 CONTINUE at ``X_n`` earns the paper's reward
 
@@ -28,7 +30,7 @@ to learn to stop):
   learnt: the decision boundary is where the targets are needed most.
 - CONTINUE is never terminal: an episode cut at ``max_loops`` bootstraps from the state it
   reached, since the cap is a safety limit and not part of the restoration problem.
-- The convolutional encoder keeps its stage-1 weights (random features) and only the LSTM cell
+- The convolutional encoder keeps its initial weights (random features) and only the LSTM cell
   and head learn, so stored features never go stale and an update costs an LSTM unroll, not a
   convolution over every replayed estimate. Before training, the encoder's pooled statistics are
   standardised (:meth:`~converge.models.durr.PolicyUnit.calibrate`) on the states of
@@ -59,7 +61,9 @@ let run, per episode) and ``episode_return`` (the rewards of those steps).
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,7 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from converge.data.seeding import stable_seed
-from converge.errors import ConfigError
+from converge.errors import ConfigError, WeightsError
 from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, PolicyUnit
 from converge.train.dqn import (
     Episode,
@@ -79,7 +83,10 @@ from converge.train.dqn import (
     update_target,
 )
 from converge.train.trainer import Trainer
+from converge.zoo import read_safetensors
 
+UNIT_PARAMS = ("channels", "features", "bottom_convs", "dt")
+"""DURR parameters that define the restoration unit and its trajectory, shared by both stages."""
 CALIBRATION_PATCHES = 64
 """Patches whose trajectories set the policy's feature standardisation at the start of a run."""
 
@@ -115,7 +122,10 @@ class PolicyTrainer(Trainer):
         return [*policy.lstm.parameters(), *policy.head.parameters()]
 
     def _initialise_model(self) -> None:
-        super()._initialise_model()
+        """Fresh start: the restoration unit from ``init_weights`` (stage 1), the policy unit from the
+        run's seeded initialisation, then its feature standardisation."""
+        if self.config.init_weights is not None:
+            load_restoration_unit(self._durr(), self.config.init_weights)
         self.calibrate_features()
 
     def _prepare_training(self) -> None:
@@ -249,6 +259,33 @@ class PolicyTrainer(Trainer):
         self.replay.load_state_dict(state["replay"])
         self.exploration.set_state(state["exploration"])
         self.updates = int(state["updates"])
+
+
+def load_restoration_unit(durr: DURR, path: str | Path) -> None:
+    """Copy into ``durr`` the restoration unit of the DURR weights at ``path`` (a stage-1 run's export).
+
+    The unit's hyper-parameters (:data:`UNIT_PARAMS`) in the file's header must equal ``durr``'s; the
+    policy's may differ, as stage 1 does not train the policy. Raises :class:`ConfigError` for a
+    missing or unreadable file, or one that holds another model or another unit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"init_weights {path} does not exist: train the restoration unit (stage 1) first")
+    try:
+        metadata, tensors = read_safetensors(path)
+    except WeightsError as error:
+        raise ConfigError(f"init_weights: {error}") from None
+    if metadata.get("model") != "durr":
+        raise ConfigError(f"init_weights {path} holds a {metadata.get('model')} model, not a DURR restoration unit")
+    saved = json.loads(metadata.get("params", "{}"))
+    differing = [name for name in UNIT_PARAMS if saved.get(name) != getattr(durr.config, name)]
+    if differing:
+        said = ", ".join(f"{name} {saved.get(name)} there, {getattr(durr.config, name)} here" for name in differing)
+        raise ConfigError(
+            f"init_weights {path} holds another restoration unit ({said}): give the model stage 1's unit parameters"
+        )
+    unit = {name.removeprefix("unit."): value for name, value in tensors.items() if name.startswith("unit.")}
+    durr.unit.load_state_dict(unit)
 
 
 def _patch_mse(estimate: Tensor, clean: Tensor) -> Tensor:
