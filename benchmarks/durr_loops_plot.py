@@ -1,7 +1,8 @@
 """Plot DURR's loops against the degradation level from ``benchmarks/durr_policy.py`` reports.
 
-The paper's Fig. 4 analogue: for each report (one restoration unit, e.g. trained with the refined
-or the naive policy), the mean number of loops at the peak PSNR (the oracle stop) per level (noise
+The paper's Fig. 4 analogue: for each label (one restoration unit, e.g. trained with the refined
+or the naive policy; reports given the same label are joined, so a unit measured at more levels in
+a later run needs no rerun), the mean number of loops at the peak PSNR (the oracle stop) per level (noise
 sigma or JPEG quality), with the learnt policy's mean loops and the refined schedule when the report
 has them. A second panel shows the mean PSNR at each of those stops (the paper's Table 1 for the
 oracle). Needs matplotlib (the ``bench`` extra).
@@ -30,10 +31,23 @@ def series(report: dict[str, Any], stop: str, kind: str) -> tuple[list[float], l
     return [float(level) for level in levels], values
 
 
+def merged_by_label(paths: list[Path], labels: list[str]) -> dict[str, dict[str, Any]]:
+    """One report per label, in order of first appearance: reports sharing a label (one unit measured
+    at more levels in another run) have their levels joined; the first one's other fields are kept."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for path, label in zip(paths, labels, strict=True):
+        report = json.loads(path.read_text())
+        if label in grouped:
+            grouped[label]["levels"].update(report["levels"])
+        else:
+            grouped[label] = report
+    return grouped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path)
-    parser.add_argument("--labels", nargs="+", help="one per report (default: the file names)")
+    parser.add_argument("--labels", nargs="+", help="one per report, repeated to join reports (default: the file names)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args()
     labels = args.labels or [path.stem for path in args.reports]
@@ -46,11 +60,10 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     figure, (loops_axis, psnr_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for path, label in zip(args.reports, labels):
-        report = json.loads(path.read_text())
-        stops = report.get("stops", list(STYLES))
-        for stop in stops:
-            if stop == "schedule" and path != args.reports[0]:
+    grouped = merged_by_label(args.reports, labels)
+    for index, (label, report) in enumerate(grouped.items()):
+        for stop in report.get("stops", list(STYLES)):
+            if stop == "schedule" and index > 0:
                 continue
             name = f"{label}: {NAMES[stop]}" if stop != "schedule" else NAMES[stop]
             loops_axis.plot(*series(report, stop, "loops"), STYLES[stop], label=name)
