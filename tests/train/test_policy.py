@@ -298,6 +298,16 @@ def test_stage_two_refuses_missing_or_foreign_weights(tmp_path: Path, crops) -> 
     dncnn = save_weights(build_model("dncnn", {"depth": 2, "features": 2}), {}, tmp_path / "dncnn.safetensors")
     with pytest.raises(ConfigError, match="holds a dncnn model, not a DURR"):
         PolicyTrainer(policy_config(dncnn), tmp_path / "b", progress=False, train_images=crops)
+    from safetensors.torch import save_file
+
+    broken = tmp_path / "broken.safetensors"
+    save_file({"unit.x": torch.zeros(1)}, str(broken), metadata={"model": "durr", "params": "{not json"})
+    with pytest.raises(ConfigError, match="unreadable parameter header"):
+        PolicyTrainer(policy_config(broken), tmp_path / "c", progress=False, train_images=crops)
+    header = {"model": "durr", "params": json.dumps(MODEL["params"])}
+    save_file({"unit.x": torch.zeros(1)}, str(broken), metadata=header)
+    with pytest.raises(ConfigError, match="does not hold a whole restoration unit"):
+        PolicyTrainer(policy_config(broken), tmp_path / "d", progress=False, train_images=crops)
 
 
 def test_training_patches_must_fit_in_one_policy_tile(tmp_path: Path, crops, stage_one: Path) -> None:

@@ -72,7 +72,7 @@ from torch import Tensor, nn
 
 from converge.data.seeding import stable_seed
 from converge.errors import ConfigError, WeightsError
-from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, PolicyUnit
+from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, DURRConfig, PolicyUnit
 from converge.train.dqn import (
     Episode,
     ReplayBuffer,
@@ -264,8 +264,8 @@ class PolicyTrainer(Trainer):
 def load_restoration_unit(durr: DURR, path: str | Path) -> None:
     """Copy into ``durr`` the restoration unit of the DURR weights at ``path`` (a stage-1 run's export).
 
-    The unit's hyper-parameters (:data:`UNIT_PARAMS`) in the file's header must equal ``durr``'s; the
-    policy's may differ, as stage 1 does not train the policy. Raises :class:`ConfigError` for a
+    The unit's hyper-parameters (:data:`UNIT_PARAMS`) in the file's header (absent ones at their
+    defaults) must equal ``durr``'s; the policy's may differ, as stage 1 does not train the policy. Raises :class:`ConfigError` for a
     missing or unreadable file, or one that holds another model or another unit.
     """
     path = Path(path)
@@ -277,15 +277,25 @@ def load_restoration_unit(durr: DURR, path: str | Path) -> None:
         raise ConfigError(f"init_weights: {error}") from None
     if metadata.get("model") != "durr":
         raise ConfigError(f"init_weights {path} holds a {metadata.get('model')} model, not a DURR restoration unit")
-    saved = json.loads(metadata.get("params", "{}"))
-    differing = [name for name in UNIT_PARAMS if saved.get(name) != getattr(durr.config, name)]
+    try:
+        saved = DURRConfig(**json.loads(metadata.get("params", "{}")))
+    except (ValueError, TypeError, ConfigError):
+        raise ConfigError(
+            f"init_weights {path} has an unreadable parameter header: export it again with converge train"
+        ) from None
+    differing = [name for name in UNIT_PARAMS if getattr(saved, name) != getattr(durr.config, name)]
     if differing:
-        said = ", ".join(f"{name} {saved.get(name)} there, {getattr(durr.config, name)} here" for name in differing)
+        said = ", ".join(
+            f"{name} {getattr(saved, name)} there, {getattr(durr.config, name)} here" for name in differing
+        )
         raise ConfigError(
             f"init_weights {path} holds another restoration unit ({said}): give the model stage 1's unit parameters"
         )
     unit = {name.removeprefix("unit."): value for name, value in tensors.items() if name.startswith("unit.")}
-    durr.unit.load_state_dict(unit)
+    try:
+        durr.unit.load_state_dict(unit)
+    except RuntimeError:
+        raise ConfigError(f"init_weights {path} does not hold a whole restoration unit: export it again") from None
 
 
 def _patch_mse(estimate: Tensor, clean: Tensor) -> Tensor:
