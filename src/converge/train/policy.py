@@ -265,8 +265,9 @@ def load_restoration_unit(durr: DURR, path: str | Path) -> None:
     """Copy into ``durr`` the restoration unit of the DURR weights at ``path`` (a stage-1 run's export).
 
     The unit's hyper-parameters (:data:`UNIT_PARAMS`) in the file's header (absent ones at their
-    defaults) must equal ``durr``'s; the policy's may differ, as stage 1 does not train the policy. Raises :class:`ConfigError` for a
-    missing or unreadable file, or one that holds another model or another unit.
+    defaults) must equal ``durr``'s; the policy's may differ, as stage 1 does not train the policy.
+    Raises :class:`ConfigError` for a missing or unreadable file, or one that holds another model or
+    another unit.
     """
     path = Path(path)
     if not path.is_file():
