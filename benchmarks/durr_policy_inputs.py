@@ -39,23 +39,11 @@ from converge.color import rgb_to_y
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator
 from converge.eval.metrics import psnr
-from converge.models.durr import DURR, POLICY_TILE, block_grid_statistics
+from converge.models.durr import DURR, block_grid_statistics, policy_tiles
 from converge.physics.tasks import make_task
 from converge.zoo import load_weights
 
 INPUT_SETS = ("encoder", "block grid", "both")
-
-
-def tiles(image: Tensor) -> Tensor:
-    """The policy's non-overlapping tiles ``(T, C, 40, 40)`` of ``image`` ``(1, C, H, W)``."""
-    _, channels, height, width = image.shape
-    rows, columns = height // POLICY_TILE, width // POLICY_TILE
-    cut = image[..., : rows * POLICY_TILE, : columns * POLICY_TILE]
-    return (
-        cut.reshape(channels, rows, POLICY_TILE, columns, POLICY_TILE)
-        .permute(1, 3, 0, 2, 4)
-        .reshape(rows * columns, channels, POLICY_TILE, POLICY_TILE)
-    )
 
 
 def central_crop(image: Tensor, side: int) -> Tensor:
@@ -66,10 +54,10 @@ def central_crop(image: Tensor, side: int) -> Tensor:
     return image[..., top : top + side, left : left + side]
 
 
-def encoder_statistics(model: DURR, tiled: Tensor) -> Tensor:
-    """Mean and standard deviation ``(T, 2F)`` of the policy encoder's maps of each tile."""
-    maps = model.policy.encoder(tiled).flatten(2)
-    return torch.cat([maps.mean(dim=2), maps.std(dim=2, unbiased=False)], dim=1)
+def encoder_statistics(model: DURR, image: Tensor) -> Tensor:
+    """Mean and standard deviation ``(T, 2F)`` of the policy encoder's maps of each tile of ``image``
+    ``(1, C, H, W)``: the policy's raw input without its block-grid statistics."""
+    return model.policy.pooled(image)[0, :, : 2 * model.config.policy_features]
 
 
 def probe(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], ridge: float) -> tuple[float, Tensor]:
@@ -121,8 +109,8 @@ def main() -> None:
         best_loops = []
         for index, (name, clean) in enumerate(images):
             degraded, _ = task.degrade(clean, evaluation_generator(args.bench, name, task.tag))
-            tiled = tiles(degraded)
-            encoder, grid = encoder_statistics(model, tiled).double(), block_grid_statistics(tiled).double()
+            tiled = policy_tiles(degraded)
+            encoder, grid = encoder_statistics(model, degraded).double(), block_grid_statistics(tiled).double()
             side = index in fitted
             for set_name, values in zip(INPUT_SETS, (encoder, grid, torch.cat([encoder, grid], dim=1)), strict=True):
                 inputs[set_name][side].append(values)
@@ -134,7 +122,7 @@ def main() -> None:
             for loop in range(args.loops + 1):
                 if loop:
                     estimate = model.unit_step(estimate)
-                blockiness[loop] += block_grid_statistics(tiles(estimate))[:, [0, 2]].mean() / len(images)
+                blockiness[loop] += block_grid_statistics(policy_tiles(estimate))[:, [0, 2]].mean() / len(images)
                 scores.append(float(psnr(estimate.clamp(0.0, 1.0), reference)))
             best_loops.append(max(range(len(scores)), key=scores.__getitem__))
         trajectories[str(quality)] = {

@@ -206,6 +206,21 @@ class ResidualUnit(nn.Module):
         return F.relu(x + self.body(x))
 
 
+def policy_tiles(x: Tensor) -> Tensor:
+    """The non-overlapping :data:`POLICY_TILE`-pixel tiles the policy reads of ``x`` ``(B, C, H, W)``:
+    ``(B T, C, t, t')``, image by image and row by row (one tile of the whole image along a side
+    shorter than a tile; a remainder narrower than a tile is left out)."""
+    batch, channels, height, width = x.shape
+    tile_height, tile_width = min(POLICY_TILE, height), min(POLICY_TILE, width)
+    rows, columns = height // tile_height, width // tile_width
+    return (
+        x[..., : rows * tile_height, : columns * tile_width]
+        .reshape(batch, channels, rows, tile_height, columns, tile_width)
+        .permute(0, 2, 4, 1, 3, 5)
+        .reshape(batch * rows * columns, channels, tile_height, tile_width)
+    )
+
+
 def block_grid_statistics(tiles: Tensor) -> Tensor:
     """JPEG block-grid statistics ``(N, 4)`` of ``tiles`` ``(N, C, h, w)`` in [0, 1].
 
@@ -232,8 +247,9 @@ class PolicyUnit(nn.Module):
     """Q-network deciding stop / continue from the current estimate and its LSTM memory.
 
     ``pooled(x)``: ``(B, C, H, W) -> (B, T, S)``, the mean and standard deviation of the
-    residual-unit features of each of the image's ``T`` tiles (``S = 2 * policy_features``), followed
-    by its :func:`block_grid_statistics` with ``block_statistics`` (``S`` four larger); ``features(x)``: the same
+    residual-unit features of each of the image's ``T`` tiles (:func:`policy_tiles`; ``S = 2 *
+    policy_features``), followed by its :func:`block_grid_statistics` with ``block_statistics``
+    (``S`` four larger); ``features(x)``: the same
     standardised by the buffers ``feature_mean`` / ``feature_std`` (set by :meth:`calibrate` before
     the policy is learnt: raw pooled statistics vary by a few hundredths around offsets of a tenth,
     too little for the LSTM's gates to resolve); ``step(features, hidden)``: one LSTM step of one
@@ -274,20 +290,12 @@ class PolicyUnit(nn.Module):
         tiles, every tile encoded on its own (one tile of the whole image when it is smaller; a
         remainder narrower than a tile is left out), then the tile's block-grid statistics when the
         unit reads them."""
-        batch, channels, height, width = x.shape
-        tile_height, tile_width = min(POLICY_TILE, height), min(POLICY_TILE, width)
-        rows, columns = height // tile_height, width // tile_width
-        tiles = (
-            x[..., : rows * tile_height, : columns * tile_width]
-            .reshape(batch, channels, rows, tile_height, columns, tile_width)
-            .permute(0, 2, 4, 1, 3, 5)
-            .reshape(batch * rows * columns, channels, tile_height, tile_width)
-        )
+        tiles = policy_tiles(x)
         maps = self.encoder(tiles).flatten(2)
         statistics = [maps.mean(dim=2), maps.std(dim=2, unbiased=False)]
         if self.block_statistics:
             statistics.append(block_grid_statistics(tiles))
-        return torch.cat(statistics, dim=1).reshape(batch, rows * columns, -1)
+        return torch.cat(statistics, dim=1).reshape(x.shape[0], tiles.shape[0] // x.shape[0], -1)
 
     def features(self, x: Tensor) -> Tensor:
         """What the LSTM reads, per tile ``(B, T, S)``: ``(pooled(x) - feature_mean) / feature_std``."""
