@@ -89,7 +89,7 @@ ZOO: dict[str, ZooEntry] = {
             weights_file="durr-gray-deblock-blind.safetensors",
             task="deblock",
             sigma=None,
-            description="compact DURR for JPEG deblocking (Y channel) at any quality, loops chosen by its policy; 31.51 dB on LIVE1 q20",
+            description="compact DURR for JPEG deblocking (Y channel) at any quality, loops chosen by its policy; 31.53 dB on LIVE1 q20",
         ),
     )
 }

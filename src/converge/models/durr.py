@@ -24,7 +24,7 @@ Choices the paper leaves open (no official code is public), made here and fixed 
   map, standardised by statistics measured on training trajectories (two buffers, set when the
   policy's training starts), an LSTM cell with 64 hidden units whose state carries across loops,
   and a linear head to the two Q-values: 95,666 parameters for gray images (the paper: about
-  1.0e5). Weights saved without the statistics (stage 1) load with the identity standardisation.
+  1.0e5; 96,690 with ``policy_block_statistics``). Weights saved without the statistics (stage 1) load with the identity standardisation.
 - ``policy_block_statistics`` (off by default; on for JPEG deblocking) adds four numbers per tile
   that the random encoder's pooled maps do not carry: for horizontal and for vertical neighbours,
   the mean absolute difference across each of the eight phases of the 8x8 JPEG block grid, read as
