@@ -59,7 +59,7 @@ def collect(paths: list[Path]) -> dict[str, Any]:
             first = report
         elif (report["model"], report["bench"], report["task"]) != (first["model"], first["bench"], first["task"]):
             raise SystemExit(f"{path}: another model, bench or task than {paths[0]}")
-        name, level = level_of(report)
+        _, level = level_of(report)
         loops = [round(image["iterations"]) for image in report["images"]]
         levels[f"{level:g}"] = {"report": str(path), **distribution(loops)}
     assert first is not None
