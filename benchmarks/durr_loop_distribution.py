@@ -51,18 +51,15 @@ def distribution(loops: list[int]) -> dict[str, Any]:
 
 def collect(paths: list[Path]) -> dict[str, Any]:
     """Per-level distributions of the reports, which must share a model, bench and task."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    first = reports[0]
     levels: dict[str, Any] = {}
-    first: dict[str, Any] | None = None
-    for path in paths:
-        report = json.loads(path.read_text())
-        if first is None:
-            first = report
-        elif (report["model"], report["bench"], report["task"]) != (first["model"], first["bench"], first["task"]):
+    for path, report in zip(paths, reports):
+        if (report["model"], report["bench"], report["task"]) != (first["model"], first["bench"], first["task"]):
             raise SystemExit(f"{path}: another model, bench or task than {paths[0]}")
         _, level = level_of(report)
         loops = [round(image["iterations"]) for image in report["images"]]
         levels[f"{level:g}"] = {"report": str(path), **distribution(loops)}
-    assert first is not None
     ordered = dict(sorted(levels.items(), key=lambda item: float(item[0])))
     return {"model": first["model"], "bench": first["bench"], "task": first["task"],
             "level_name": level_of(first)[0], "levels": ordered}
