@@ -147,6 +147,23 @@ def test_weights_digest_follows_the_weights_content(tmp_path):
     assert weights_digest(str(path)) != first
 
 
+def test_weights_digest_of_a_family_covers_only_the_task_entries():
+    import hashlib
+
+    from converge import zoo
+    from converge.restorers import weights_digest
+
+    entries = [entry for entry in zoo.ZOO.values() if entry.model == "durr"]
+    assert {entry.task for entry in entries} == {"denoise", "deblock"}
+    for task in ("denoise", "deblock"):
+        digest = hashlib.sha256()
+        for path in sorted(zoo.weights_path(entry.name) for entry in entries if entry.task == task):
+            digest.update(path.read_bytes())
+        assert weights_digest("durr", task) == digest.hexdigest()
+    assert weights_digest("durr", "denoise") != weights_digest("durr")
+    assert weights_digest("durr", "demosaic") is None
+
+
 @pytest.fixture
 def toy_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A zoo family 'dncnn' of tiny DnCNNs: grey at sigma 10 and 40, colour at sigma 10."""

@@ -274,7 +274,7 @@ def evaluate(
             limit=limit,
             on_image=lambda name, total: advance(total),
             command=command,
-            weights_sha256=weights_digest(model),
+            weights_sha256=weights_digest(model, chosen.name),
         )
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"

@@ -70,18 +70,22 @@ def restorer_names() -> dict[str, str]:
     return names
 
 
-def weights_digest(name: str) -> str | None:
+def weights_digest(name: str, task: str | None = None) -> str | None:
     """SHA-256 (hex) of the weights that model ``name`` restores with: a ``.safetensors`` file, or the
-    weights of a zoo entry or of every entry of a zoo family. ``None`` for a classical baseline or a
-    missing file. Evaluation reports carry it, so a report of older weights is never read as one of
-    the current weights."""
+    weights of a zoo entry or of the entries of a zoo family that restore ``task`` (every entry when
+    ``task`` is None). ``None`` for a classical baseline or a missing file. Evaluation reports carry
+    it, so a report of older weights is never read as one of the current weights, and shipping a
+    family's weights for one task leaves its reports for the other tasks current."""
     from converge import zoo
 
     if name in zoo.zoo_names():
-        files = sorted(zoo.weights_path(entry.name) for entry in zoo.ZOO.values() if name in (entry.name, entry.model))
+        entries = [entry for entry in zoo.ZOO.values() if name in (entry.name, entry.model)]
+        files = sorted(zoo.weights_path(entry.name) for entry in entries if task in (None, entry.task))
     elif name.endswith(".safetensors"):
         files = [Path(name)]
     else:
+        return None
+    if not files:
         return None
     digest = hashlib.sha256()
     for path in files:

@@ -146,7 +146,8 @@ def cell_key(arguments: Sequence[str], options_of: OptionsParser) -> ReportKey:
     from converge.restorers import weights_digest
 
     options = options_of(arguments)
-    return options, weights_digest(dict(options).get("model", ""))
+    named = dict(options)
+    return options, weights_digest(named.get("model", ""), named.get("task"))
 
 
 def index_reports(folder: Path, options_of: OptionsParser) -> dict[ReportKey, Path]:
