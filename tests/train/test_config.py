@@ -106,6 +106,7 @@ def test_load_config_reports_missing_files_and_bad_yaml(tmp_path: Path) -> None:
         (minimal(trainer="dqn", dqn={"epsilon_end": -0.1}), "dqn.epsilon_end"),
         (minimal(trainer="dqn", dqn={"replay_capacity": 0}), "dqn.replay_capacity"),
         (minimal(trainer="dqn", dqn={"lam": 0}), "dqn.lam"),
+        (minimal(trainer="dqn", dqn={"reward": "ssim"}), "dqn.reward"),
         (minimal(trainer="dqn", dqn={"capacity": 10}), "unknown key 'capacity' in config.dqn"),
         (minimal(optim={"name": "rmsprop", "betas": [0.5, 0.9]}), "betas"),
         (minimal(optim={"eps": 0}), "optim.eps"),

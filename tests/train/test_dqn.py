@@ -152,6 +152,19 @@ def test_rewards_favour_continuing_exactly_when_the_loss_drops() -> None:
     assert torch.allclose(continue_rewards(before, after, lam=2.0), torch.tensor([1.0, -1.0, 0.0]))
 
 
+def test_psnr_rewards_are_the_decibels_gained_at_any_loss_scale() -> None:
+    before = torch.tensor([1e-2, 1e-4, 1e-3])
+    after = torch.tensor([5e-3, 5e-5, 2e-3])
+    rewards = continue_rewards(before, after, lam=2.0, reward="psnr")
+    gained = 2.0 * 10.0 * torch.log10(torch.tensor(2.0))
+    assert torch.allclose(rewards, torch.stack([gained, gained, -gained]))
+
+
+def test_an_unknown_reward_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown reward"):
+        continue_rewards(torch.ones(1), torch.ones(1), lam=1.0, reward="ssim")
+
+
 def test_update_target_copies_or_blends() -> None:
     torch.manual_seed(0)
     online, target = nn.Linear(3, 2), nn.Linear(3, 2)

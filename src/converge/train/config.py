@@ -34,6 +34,7 @@ import yaml
 from converge.errors import ConfigError
 
 LOSSES = ("mse", "l1", "charbonnier", "noise_mse")
+REWARDS = ("mse", "psnr")  # DURR policy rewards: converge.train.dqn.continue_rewards
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 EXPORTS = ("final", "best")
@@ -184,8 +185,9 @@ class DQNSection:
     episodes, then makes ``updates_per_step`` optimiser updates, each on ``batch_size`` replayed
     episodes, once the buffer holds that many. ``gamma``: discount; ``epsilon_start`` decays
     linearly to ``epsilon_end`` over the first ``epsilon_steps`` steps; ``target_every``: updates
-    between copies of the policy into the target network; ``lam``: reward scale of
-    ``lam (L(x_{n-1}) - L(x_n))``, ``L`` the per-patch MSE on the [0, 1] scale.
+    between copies of the policy into the target network; ``reward``: ``mse`` (the paper's ``lam
+    (L(x_{n-1}) - L(x_n))``, ``L`` the per-patch MSE on the [0, 1] scale) or ``psnr`` (``lam`` times
+    the decibels a loop gains; :func:`~converge.train.dqn.continue_rewards`); ``lam``: its scale.
     """
 
     replay_capacity: int = 10000
@@ -196,6 +198,7 @@ class DQNSection:
     epsilon_end: float = 0.05
     epsilon_steps: int = 1000
     target_every: int = 100
+    reward: str = "mse"
     lam: float = 1000.0
 
     def __post_init__(self) -> None:
@@ -207,6 +210,7 @@ class DQNSection:
         for name in ("epsilon_start", "epsilon_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"dqn.{name} must lie in [0, 1], got {getattr(self, name)}")
+        _check_choice("dqn.reward", self.reward, REWARDS)
         if not self.lam > 0:
             raise ConfigError(f"dqn.lam must be positive, got {self.lam}")
 

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from converge.errors import ConfigError
 from converge.models.durr import CONTINUE, STOP
+from converge.train.config import REWARDS
 
 __all__ = [
     "CONTINUE",
@@ -163,13 +164,20 @@ class ReplayBuffer:
         return self._storage
 
 
-def continue_rewards(losses_prev: Tensor, losses_next: Tensor, lam: float) -> Tensor:
-    """DURR's CONTINUE rewards ``lam (L(x_{n-1}) - L(x_n))`` ``(B,)`` (STOP earns 0).
+def continue_rewards(losses_prev: Tensor, losses_next: Tensor, lam: float, reward: str = "mse") -> Tensor:
+    """CONTINUE rewards ``(B,)`` (STOP earns 0) from the per-sample losses ``(B,)`` before and after
+    one more unit step, so that continuing is rewarded exactly when it lowers the loss.
 
-    ``losses_prev`` / ``losses_next``: ``(B,)`` per-sample losses before and after one more unit step,
-    so continuing is rewarded exactly when it lowers the loss.
+    ``reward``: ``mse``, DURR's Eq. 4, ``lam (L(x_{n-1}) - L(x_n))``; ``psnr``, the decibels the step
+    gains, ``lam 10 log10(L(x_{n-1}) / L(x_n))``, the same at every noise level for the same relative
+    improvement (the MSE reward shrinks with the loss: near its best stop a sigma-25 patch earns
+    about a tenth of what a sigma-75 patch earns there, and a thousandth of a sigma-75 first loop).
     """
-    return lam * (losses_prev - losses_next)
+    if reward == "mse":
+        return lam * (losses_prev - losses_next)
+    if reward == "psnr":
+        return lam * 10.0 * torch.log10(losses_prev.clamp_min(1e-12) / losses_next.clamp_min(1e-12))
+    raise ConfigError(f"unknown reward {reward!r}; choose one of: {', '.join(REWARDS)}")
 
 
 def q_targets(rewards: Tensor, next_q_target: Tensor, gamma: float) -> Tensor:

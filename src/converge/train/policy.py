@@ -9,6 +9,8 @@ CONTINUE at ``X_n`` earns the paper's reward
 
     r_n = lam (L(X_n) - L(X_{n+1})),    L(X) = mean((X - x)^2)  (per patch, [0, 1] scale),
 
+or, with ``dqn.reward: psnr``, ``lam 10 log10(L(X_n) / L(X_{n+1}))``, the decibels the loop gains,
+
 STOP earns 0 and ends the episode, and the model's ``max_loops`` truncates it (the first
 ``min_loops`` actions are CONTINUE, as at inference). Each training step plays one episode per
 patch of a batch of degraded patches (the data section's task and level range), then makes
@@ -222,7 +224,9 @@ class PolicyTrainer(Trainer):
             deciding[chooser[stops]] = False
             next_estimate = durr.unit_step(estimate[chooser])
             next_losses = _patch_mse(next_estimate, x[chooser])
-            rewards[chooser, n] = continue_rewards(losses[chooser], next_losses, self.config.dqn.lam)
+            rewards[chooser, n] = continue_rewards(
+                losses[chooser], next_losses, self.config.dqn.lam, self.config.dqn.reward
+            )
             transitions[chooser] = n + 1
             estimate[chooser], losses[chooser] = next_estimate, next_losses
         self.replay.push(Episode(features=features, rewards=rewards, transitions=transitions))
