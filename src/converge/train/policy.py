@@ -9,8 +9,7 @@ CONTINUE at ``X_n`` earns the paper's reward
 
     r_n = lam (L(X_n) - L(X_{n+1})),    L(X) = mean((X - x)^2)  (per patch, [0, 1] scale),
 
-or, with ``dqn.reward: psnr``, ``lam 10 log10(L(X_n) / L(X_{n+1}))``, the decibels the loop gains,
-
+or, with ``dqn.reward: psnr``, ``lam 10 log10(L(X_n) / L(X_{n+1}))``, the decibels the loop gains;
 STOP earns 0 and ends the episode, and the model's ``max_loops`` truncates it (the first
 ``min_loops`` actions are CONTINUE, as at inference). Each training step plays one episode per
 patch of a batch of degraded patches (the data section's task and level range), then makes
