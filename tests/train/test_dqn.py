@@ -110,6 +110,18 @@ def test_q_targets_match_a_hand_computation() -> None:
         q_targets(rewards, next_q, 1.5)
 
 
+def test_double_q_targets_value_the_online_choice_with_the_target_network() -> None:
+    rewards = torch.tensor([0.5, -1.0, 0.0])
+    next_q_target = torch.tensor([[1.0, 3.0], [4.0, -2.0], [0.5, 0.25]])
+    next_q_online = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, -3.0]])
+    expected = torch.tensor([0.5 + 0.9 * 1.0, -1.0 + 0.9 * -2.0, 0.9 * 0.5])
+    double = q_targets(rewards, next_q_target, 0.9, next_q_online)
+    assert torch.allclose(double, expected)
+    assert torch.all(double <= q_targets(rewards, next_q_target, 0.9))
+    # When both networks agree, Double DQN's target is the plain one.
+    assert torch.allclose(q_targets(rewards, next_q_target, 0.9, next_q_target), q_targets(rewards, next_q_target, 0.9))
+
+
 def test_sequence_targets_stop_at_zero_and_bootstrap_every_continue_even_at_the_cap() -> None:
     # Two episodes over S = 4 states: one ran to the cap (3 transitions), one revealed 1 transition.
     batch = Episode(

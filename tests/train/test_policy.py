@@ -182,6 +182,23 @@ def test_targets_bootstrap_from_the_target_network_through_the_cap(tmp_path: Pat
     assert torch.allclose(trainer.td_loss(batch), F.smooth_l1_loss(torch.zeros_like(wanted), wanted))
 
 
+def test_double_dqn_values_the_online_choice_with_the_target_network(tmp_path: Path, crops, stage_one: Path) -> None:
+    trainer = PolicyTrainer(policy_config(stage_one, dqn={"gamma": 0.5, "double": True}), tmp_path, progress=False,
+                            train_images=crops)
+    force(trainer, CONTINUE)
+    trainer.play_episodes(*batch_of(trainer), epsilon=0.0)
+    batch = trainer.replay.ordered()
+    with torch.no_grad():
+        trainer.target.head.weight.zero_()
+        trainer.target.head.bias.copy_(torch.tensor([1.0, 3.0]))
+        trainer.model.policy.head.weight.zero_()
+        trainer.model.policy.head.bias.copy_(torch.tensor([0.5, 0.0]))
+    # The online network prefers STOP everywhere, so every CONTINUE target is r + 0.5 * Q_target(STOP) = r + 0.5.
+    predicted = torch.cat([torch.full((4 * (MAX_LOOPS + 1),), 0.5), torch.zeros(4 * MAX_LOOPS)])
+    wanted = torch.cat([torch.zeros(4 * (MAX_LOOPS + 1)), batch.rewards.flatten() + 0.5])
+    assert torch.allclose(trainer.td_loss(batch), F.smooth_l1_loss(predicted, wanted))
+
+
 def test_replay_reads_the_current_weights_not_the_hidden_state_of_play(tmp_path: Path, crops, stage_one: Path) -> None:
     trainer = PolicyTrainer(policy_config(stage_one, dqn={"gamma": 0.0}), tmp_path, progress=False,
                             train_images=crops)
@@ -244,7 +261,8 @@ def test_exploratory_episodes_stop_at_their_drawn_loop_count(tmp_path: Path, cro
     assert trainer.replay.ordered().transitions.tolist() == [min(n + 1, MAX_LOOPS) for n in drawn.tolist()]
 
 
-def test_updates_learn_a_stopping_time_that_needs_the_lstm_memory() -> None:
+@pytest.mark.parametrize("double", [False, True])
+def test_updates_learn_a_stopping_time_that_needs_the_lstm_memory(double: bool) -> None:
     # Features show the level at every loop but never the loop count: stopping right needs the LSTM to count.
     torch.manual_seed(0)
     cap, best = 8, torch.tensor([2, 5])
@@ -257,7 +275,7 @@ def test_updates_learn_a_stopping_time_that_needs_the_lstm_memory() -> None:
     episodes = Episode(features, rewards, torch.full((32,), cap))
     optimizer = torch.optim.RMSprop([*policy.lstm.parameters(), *policy.head.parameters()], lr=1e-2)
     for update in range(300):
-        loss = td_loss(policy, target, episodes, gamma=0.5)
+        loss = td_loss(policy, target, episodes, gamma=0.5, double=double)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

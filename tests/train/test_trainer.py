@@ -229,6 +229,20 @@ def test_blind_degradations_draw_the_level_they_report() -> None:
     assert len(qualities) > 1
 
 
+def test_log_uniform_noise_levels_split_evenly_at_the_geometric_mean() -> None:
+    x = torch.full((1, 1, 8, 8), 0.5)
+    levels = {}
+    for sampling in ("uniform", "log_uniform"):
+        degrade = trainer_module._training_degradation(
+            tiny_config(data=data_section(sigma_range=[20, 80], sigma_sampling=sampling))
+        )
+        levels[sampling] = torch.tensor([degrade(x, torch.Generator().manual_seed(seed))[1] for seed in range(2000)])
+    assert all(float(values.min()) >= 20 and float(values.max()) <= 80 for values in levels.values())
+    # Below 40, the geometric mean of the range: half the patches when log-uniform, a third when uniform.
+    assert abs(float((levels["log_uniform"] < 40).float().mean()) - 0.5) < 0.04
+    assert abs(float((levels["uniform"] < 40).float().mean()) - 1 / 3) < 0.04
+
+
 def test_init_weights_start_a_fresh_run_and_a_resume_ignores_them(tmp_path: Path, crops) -> None:
     source = Trainer(tiny_config(steps=2, eval=None), tmp_path / "source", progress=False, train_images=crops).run()
     config = tiny_config(steps=2, eval=None, checkpoint_every=1, init_weights=str(source))

@@ -35,6 +35,7 @@ from converge.errors import ConfigError
 
 LOSSES = ("mse", "l1", "charbonnier", "noise_mse")
 REWARDS = ("mse", "psnr")  # DURR policy rewards: converge.train.dqn.continue_rewards
+SIGMA_SAMPLINGS = ("uniform", "log_uniform")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 EXPORTS = ("final", "best")
@@ -62,6 +63,8 @@ class DataSection:
     ``task`` and ``task_params``: a named degradation of ``converge.physics.tasks``;
     ``sigma_range``: ``[low, high]`` 8-bit levels for blind denoising, one level per patch drawn
     uniformly (then ``task`` must be ``denoise`` and ``task_params`` must not set ``sigma``);
+    ``sigma_sampling``: how that level is drawn, ``uniform`` or ``log_uniform`` (uniform in
+    ``log sigma``, ``low > 0``: as many patches between 20 and 40 as between 40 and 80);
     ``quality_range``: ``[low, high]`` JPEG qualities for blind deblocking, one integer per patch drawn
     uniformly from ``low..high`` (then ``task`` must be ``deblock`` without a fixed ``quality``).
     """
@@ -75,6 +78,7 @@ class DataSection:
     task_params: dict[str, Any] = field(default_factory=dict)
     sigma_range: tuple[float, float] | None = None
     quality_range: tuple[int, int] | None = None
+    sigma_sampling: str = "uniform"
     augment: bool = True
 
     def __post_init__(self) -> None:
@@ -91,6 +95,11 @@ class DataSection:
                 )
             if self.task != "denoise" or "sigma" in self.task_params:
                 raise ConfigError("data.sigma_range needs task 'denoise' without a fixed task_params.sigma")
+        _check_choice("data.sigma_sampling", self.sigma_sampling, SIGMA_SAMPLINGS)
+        if self.sigma_sampling != "uniform" and (self.sigma_range is None or self.sigma_range[0] <= 0):
+            raise ConfigError(
+                f"data.sigma_sampling {self.sigma_sampling!r} needs a data.sigma_range with a positive lower end"
+            )
         if self.quality_range is not None:
             low, high = self.quality_range
             if not JPEG_QUALITIES[0] <= low <= high <= JPEG_QUALITIES[1]:
@@ -187,7 +196,9 @@ class DQNSection:
     linearly to ``epsilon_end`` over the first ``epsilon_steps`` steps; ``target_every``: updates
     between copies of the policy into the target network; ``reward``: ``mse`` (the paper's ``lam
     (L(x_{n-1}) - L(x_n))``, ``L`` the per-patch MSE on the [0, 1] scale) or ``psnr`` (``lam`` times
-    the decibels a loop gains; :func:`~converge.train.dqn.continue_rewards`); ``lam``: its scale.
+    the decibels a loop gains; :func:`~converge.train.dqn.continue_rewards`); ``lam``: its scale;
+    ``double``: Double DQN targets (the next action chosen by the online network, valued by the
+    target network; :func:`~converge.train.dqn.q_targets`).
     """
 
     replay_capacity: int = 10000
@@ -200,6 +211,7 @@ class DQNSection:
     target_every: int = 100
     reward: str = "mse"
     lam: float = 1000.0
+    double: bool = False
 
     def __post_init__(self) -> None:
         for name in ("replay_capacity", "batch_size", "updates_per_step", "epsilon_steps", "target_every"):

@@ -180,16 +180,22 @@ def continue_rewards(losses_prev: Tensor, losses_next: Tensor, lam: float, rewar
     raise ConfigError(f"unknown reward {reward!r}; choose one of: {', '.join(REWARDS)}")
 
 
-def q_targets(rewards: Tensor, next_q_target: Tensor, gamma: float) -> Tensor:
+def q_targets(rewards: Tensor, next_q_target: Tensor, gamma: float, next_q_online: Tensor | None = None) -> Tensor:
     """CONTINUE targets ``r + gamma max_a Q_target(s', a)``, the shape of ``rewards``.
 
     ``rewards``: ``(...)``; ``next_q_target``: ``(..., A)`` target-network Q-values of the next
     states; ``gamma`` in [0, 1]. There is no terminal flag: only STOP ends an episode, and its
-    target is 0 whatever follows.
+    target is 0 whatever follows. With ``next_q_online`` ``(..., A)``, the online network's
+    Q-values of the same states, the target is Double DQN's (van Hasselt et al., AAAI 2016):
+    ``r + gamma Q_target(s', argmax_a Q_online(s', a))``. The plain maximum over noisy estimates is
+    biased upwards, which here means continuing past the best stop.
     """
     if not 0.0 <= gamma <= 1.0:
         raise ConfigError(f"discount gamma must lie in [0, 1], got {gamma}")
-    return rewards + gamma * next_q_target.max(dim=-1).values
+    if next_q_online is None:
+        return rewards + gamma * next_q_target.max(dim=-1).values
+    chosen = next_q_online.argmax(dim=-1, keepdim=True)
+    return rewards + gamma * next_q_target.gather(-1, chosen).squeeze(-1)
 
 
 def state_masks(transitions: Tensor, states: int) -> tuple[Tensor, Tensor]:
@@ -203,16 +209,20 @@ def state_masks(transitions: Tensor, states: int) -> tuple[Tensor, Tensor]:
     return has_state, has_state[:, 1:]
 
 
-def sequence_q_targets(episodes: Episode, next_q_target: Tensor, gamma: float) -> Tensor:
+def sequence_q_targets(
+    episodes: Episode, next_q_target: Tensor, gamma: float, next_q_online: Tensor | None = None
+) -> Tensor:
     """Regression targets ``(B, S, 2)`` for every stored state of ``episodes``.
 
     ``next_q_target``: ``(B, S, A)`` target-network Q-values of the episodes' states, unrolled from
     their start. Column ``STOP`` is 0; column ``CONTINUE`` at state ``n < S - 1`` is
     ``r_n + gamma max_a Q_target(X_{n+1}, a)`` and 0 at the last row (where :func:`state_masks`
-    says there is no target).
+    says there is no target). With ``next_q_online`` ``(B, S, A)``, the online network's Q-values of
+    the same states, the bootstrap is Double DQN's (:func:`q_targets`).
     """
     targets = torch.zeros(*episodes.rewards.shape[:-1], episodes.features.shape[1], 2, device=next_q_target.device)
-    targets[:, :-1, CONTINUE] = q_targets(episodes.rewards, next_q_target[:, 1:], gamma)
+    online = None if next_q_online is None else next_q_online[:, 1:]
+    targets[:, :-1, CONTINUE] = q_targets(episodes.rewards, next_q_target[:, 1:], gamma, online)
     return targets
 
 

@@ -26,7 +26,8 @@ to learn to stop):
   anything (a loop count, the input's noise level) across loops.
 - Both actions are fitted at every stored state (:func:`~converge.train.dqn.sequence_q_targets`):
   ``Q(X_n, STOP) -> 0`` (its value is known exactly), ``Q(X_n, CONTINUE) -> r_n + gamma max_a
-  Q_target(X_{n+1}, a)``. An episode that stops at ``X_K`` also runs one more frozen unit step
+  Q_target(X_{n+1}, a)``, or with ``dqn.double`` Double DQN's ``r_n + gamma Q_target(X_{n+1},
+  argmax_a Q(X_{n+1}, a))``: the maximum of noisy estimates overrates CONTINUE past the best stop. An episode that stops at ``X_K`` also runs one more frozen unit step
   (not part of its return) so that the CONTINUE value of the very state where it stopped is
   learnt: the decision boundary is where the targets are needed most.
 - CONTINUE is never terminal: an episode cut at ``max_loops`` bootstraps from the state it
@@ -92,15 +93,17 @@ CALIBRATION_PATCHES = 64
 """Patches whose trajectories set the policy's feature standardisation at the start of a run."""
 
 
-def td_loss(policy: PolicyUnit, target: PolicyUnit, episodes: Episode, gamma: float) -> Tensor:
+def td_loss(policy: PolicyUnit, target: PolicyUnit, episodes: Episode, gamma: float, double: bool = False) -> Tensor:
     """Huber loss between ``policy``'s Q-values of every stored state of ``episodes`` and the
-    :func:`~converge.train.dqn.sequence_q_targets` that ``target`` gives; both networks are
-    unrolled from their zero state over the stored features (only as far as the longest episode)."""
+    :func:`~converge.train.dqn.sequence_q_targets` that ``target`` gives (``double``: the next
+    action chosen by ``policy``, Double DQN); both networks are unrolled from their zero state over
+    the stored features (only as far as the longest episode)."""
     states = int(episodes.transitions.max()) + 1
     episodes = Episode(episodes.features[:, :states], episodes.rewards[:, : states - 1], episodes.transitions)
     q = policy.q_sequence(episodes.features)
     with torch.no_grad():
-        targets = sequence_q_targets(episodes, target.q_sequence(episodes.features), gamma)
+        online = q.detach() if double else None
+        targets = sequence_q_targets(episodes, target.q_sequence(episodes.features), gamma, online)
     stop_known, continue_known = state_masks(episodes.transitions, states)
     predicted = torch.cat([q[..., STOP][stop_known], q[:, :-1, CONTINUE][continue_known]])
     wanted = torch.cat([targets[..., STOP][stop_known], targets[:, :-1, CONTINUE][continue_known]])
@@ -234,7 +237,8 @@ class PolicyTrainer(Trainer):
 
     def td_loss(self, episodes: Episode) -> Tensor:
         """:func:`td_loss` of the policy against the target network with the config's ``gamma``."""
-        return td_loss(self._durr().policy, self.target, episodes, self.config.dqn.gamma)
+        dqn = self.config.dqn
+        return td_loss(self._durr().policy, self.target, episodes, dqn.gamma, dqn.double)
 
     def _update(self) -> float:
         episodes = self.replay.sample(self.config.dqn.batch_size)

@@ -530,9 +530,11 @@ def _training_degradation(config: TrainConfig) -> Degrade:
     data = config.data
     if data.sigma_range is not None:
         low, high = data.sigma_range
+        logarithmic = data.sigma_sampling == "log_uniform"
 
         def add_blind_noise(x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
-            level = low + (high - low) * float(torch.rand((), generator=generator))
+            fraction = float(torch.rand((), generator=generator))
+            level = low * (high / low) ** fraction if logarithmic else low + (high - low) * fraction
             return x + level / 255.0 * torch.randn(x.shape, generator=generator), level
 
         return add_blind_noise
