@@ -27,9 +27,10 @@ to learn to stop):
 - Both actions are fitted at every stored state (:func:`~converge.train.dqn.sequence_q_targets`):
   ``Q(X_n, STOP) -> 0`` (its value is known exactly), ``Q(X_n, CONTINUE) -> r_n + gamma max_a
   Q_target(X_{n+1}, a)``, or with ``dqn.double`` Double DQN's ``r_n + gamma Q_target(X_{n+1},
-  argmax_a Q(X_{n+1}, a))``: the maximum of noisy estimates overrates CONTINUE past the best stop. An episode that stops at ``X_K`` also runs one more frozen unit step
-  (not part of its return) so that the CONTINUE value of the very state where it stopped is
-  learnt: the decision boundary is where the targets are needed most.
+  argmax_a Q(X_{n+1}, a))``: the maximum of noisy estimates overrates CONTINUE past the best stop.
+  An episode that stops at ``X_K`` also runs one more frozen unit step (not part of its return) so
+  that the CONTINUE value of the very state where it stopped is learnt: the decision boundary is
+  where the targets are needed most.
 - CONTINUE is never terminal: an episode cut at ``max_loops`` bootstraps from the state it
   reached, since the cap is a safety limit and not part of the restoration problem.
 - The convolutional encoder keeps its initial weights (random features) and only the LSTM cell
