@@ -80,7 +80,7 @@ ZOO: dict[str, ZooEntry] = {
             weights_file="durr-gray-denoise-blind.safetensors",
             task="denoise",
             sigma=None,
-            description="compact DURR for gray Gaussian denoising, blind, loops chosen by its policy; 28.77 dB on BSD68 sigma 25",
+            description="compact DURR for gray Gaussian denoising, blind, loops chosen by its policy; 28.78 dB on BSD68 sigma 25",
         ),
         ZooEntry(
             name="durr-deblock-blind",
