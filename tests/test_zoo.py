@@ -184,6 +184,30 @@ def test_shipped_durr_models_restore_blind_and_loop_longer_for_heavier_noise() -
     assert 1 <= info.iterations[0] <= deblocker.config.max_loops
 
 
+# About 1 dB under what the shipped NERD weights gain on this crop (6.7, 7.8 and 8.7 dB).
+GAIN_DB = {15: 5.5, 25: 6.5, 50: 7.5}
+
+
+@pytest.mark.parametrize("sigma", [15, 25, 50])
+def test_shipped_nerd_models_denoise_at_an_equilibrium_of_their_layer(sigma: int) -> None:
+    from converge.data.registry import load_images
+    from converge.deq import relative_residual
+    from converge.eval.metrics import psnr
+    from converge.physics.tasks import make_task
+
+    _, clean = next(iter(load_images("set12")))
+    clean = clean[..., 64:128, 64:128]
+    entry = zoo.resolve_entry("nerd", "denoise", sigma=sigma)
+    assert entry.sigma == sigma
+    model = zoo.load_model(entry.name)
+    noisy, _ = make_task("denoise", sigma=sigma).degrade(clean, torch.Generator().manual_seed(0))
+    restored, info = model.restore(noisy)
+    assert float(psnr(restored, clean)[0] - psnr(noisy.clamp(0, 1), clean)[0]) > GAIN_DB[sigma]
+    with torch.no_grad():
+        z_star, s = model.solve(noisy)
+        assert float(relative_residual(z_star, model.implicit(z_star, s)).max()) < 2 * model.config.tol
+
+
 @pytest.fixture
 def family_zoo(monkeypatch: pytest.MonkeyPatch) -> dict[str, zoo.ZooEntry]:
     def entry(name: str, task: str, sigma: float | None, quality: int | None = None) -> zoo.ZooEntry:

@@ -73,6 +73,18 @@ ZOO: dict[str, ZooEntry] = {
             sigma=25.0,
             description="compact gray DnCNN (17 x 32) for Gaussian noise at sigma 25, Train400; 28.75 dB on BSD68",
         ),
+        *(
+            ZooEntry(
+                name=f"nerd-s{sigma}",
+                model="nerd",
+                config_file=f"nerd-gray-s{sigma}.yaml",
+                weights_file=f"nerd-gray-s{sigma}.safetensors",
+                task="denoise",
+                sigma=float(sigma),
+                description=f"compact gray NERD (48 features, 15x15 attention) for Gaussian noise at sigma {sigma}, Train400; {score}",
+            )
+            for sigma, score in ((15, "31.13 dB on BSD68"), (25, "28.65 dB on BSD68"), (50, "25.45 dB on BSD68"))
+        ),
         ZooEntry(
             name="durr-denoise-blind",
             model="durr",
