@@ -201,7 +201,7 @@ def test_shipped_nerd_models_denoise_at_an_equilibrium_of_their_layer(sigma: int
     assert entry.sigma == sigma
     model = zoo.load_model(entry.name)
     noisy, _ = make_task("denoise", sigma=sigma).degrade(clean, torch.Generator().manual_seed(0))
-    restored, info = model.restore(noisy)
+    restored, _ = model.restore(noisy)
     assert float(psnr(restored, clean)[0] - psnr(noisy.clamp(0, 1), clean)[0]) > GAIN_DB[sigma]
     with torch.no_grad():
         z_star, s = model.solve(noisy)
