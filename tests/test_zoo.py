@@ -208,6 +208,27 @@ def test_shipped_nerd_models_denoise_at_an_equilibrium_of_their_layer(sigma: int
         assert float(relative_residual(z_star, model.implicit(z_star, s)).max()) < 2 * model.config.tol
 
 
+# About 1 dB under what the shipped GroupSC weights gain on this crop.
+GROUPSC_GAIN_DB = {25: 6.5}
+
+
+@pytest.mark.parametrize("sigma", sorted(GROUPSC_GAIN_DB))
+def test_shipped_groupsc_gray_models_denoise_their_level(sigma: int) -> None:
+    from converge.data.registry import load_images
+    from converge.eval.metrics import psnr
+    from converge.physics.tasks import make_task
+
+    _, clean = next(iter(load_images("set12")))
+    clean = clean[..., 64:128, 64:128]
+    entry = zoo.resolve_entry("groupsc", "denoise", sigma=sigma)
+    assert entry.sigma == sigma
+    model = zoo.load_model(entry.name)
+    noisy, _ = make_task("denoise", sigma=sigma).degrade(clean, torch.Generator().manual_seed(0))
+    restored, info = model.restore(noisy)
+    assert info.extra["sigma_used"] == [sigma] and info.iterations == [model.config.steps]
+    assert float(psnr(restored, clean)[0] - psnr(noisy.clamp(0, 1), clean)[0]) > GROUPSC_GAIN_DB[sigma]
+
+
 @pytest.fixture
 def family_zoo(monkeypatch: pytest.MonkeyPatch) -> dict[str, zoo.ZooEntry]:
     def entry(name: str, task: str, sigma: float | None, quality: int | None = None) -> zoo.ZooEntry:

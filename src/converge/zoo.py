@@ -85,6 +85,18 @@ ZOO: dict[str, ZooEntry] = {
             )
             for sigma, score in ((15, "31.13 dB on BSD68"), (25, "28.65 dB on BSD68"), (50, "25.45 dB on BSD68"))
         ),
+        *(
+            ZooEntry(
+                name=f"groupsc-s{sigma}",
+                model="groupsc",
+                config_file=f"groupsc-gray-s{sigma}.yaml",
+                weights_file=f"groupsc-gray-s{sigma}.safetensors",
+                task="denoise",
+                sigma=float(sigma),
+                description=f"compact gray GroupSC (7x7 patches, 256 atoms, 36x36 window) for Gaussian noise at sigma {sigma}, Train400; {score}",
+            )
+            for sigma, score in ((25, "29.78 dB on Set12"),)
+        ),
         ZooEntry(
             name="durr-denoise-blind",
             model="durr",

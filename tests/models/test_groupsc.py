@@ -343,6 +343,44 @@ def test_weights_round_trip_through_the_zoo_format(penalty: str, tmp_path) -> No
         assert torch.equal(loaded(y, sigma=15 / 255), model.eval()(y, sigma=15 / 255))
 
 
+def test_adopted_weights_scale_the_nearest_levels_thresholds_and_copy_the_rest() -> None:
+    source = tiny(sigmas=(10, 40))
+    with torch.no_grad():
+        source.thresholds[0] = 0.02
+        source.thresholds[1] = 0.08
+        source.dictionary.add_(0.01)
+    target = tiny(sigmas=(5, 20, 50))
+    target.adopt_weights(source.state_dict(), {**TINY, "sigmas": [10, 40]})
+    for name, tensor in source.state_dict().items():
+        if name != "thresholds":
+            assert torch.equal(target.state_dict()[name], tensor), name
+    expected = torch.tensor([0.02 * 5 / 10, 0.02 * 20 / 10, 0.08 * 50 / 40])
+    assert torch.allclose(target.thresholds[:, 0, 0], expected)
+    assert torch.allclose(target.thresholds, expected[:, None, None].expand_as(target.thresholds))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({**TINY, "atoms": 8}, "other atoms"),
+        ({**TINY, "penalty": "sc", "patch_size": 3}, "other penalty, patch_size"),
+        ({**TINY, "penalty": "magic"}, "cannot build"),
+    ],
+)
+def test_adopting_weights_of_another_model_raises(params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tiny().adopt_weights(tiny().state_dict(), params)
+
+
+def test_adopting_weights_whose_tensors_do_not_fit_their_parameters_raises() -> None:
+    tensors = tiny(sigmas=(15, 25)).state_dict()
+    with pytest.raises(ConfigError, match="thresholds do not fit"):
+        tiny().adopt_weights(tensors, {**TINY, "sigmas": [15]})
+    tensors = {**tiny().state_dict(), "extra": torch.zeros(1)}
+    with pytest.raises(ConfigError, match="tensors do not fit"):
+        tiny().adopt_weights(tensors, TINY)
+
+
 def test_a_demosaicking_model_applies_its_mosaic_without_an_operator() -> None:
     model = tiny(penalty="group", channels=3, patch_size=3, mosaic="GRBG")
     mosaic = BayerMosaic("GRBG")

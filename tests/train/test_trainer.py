@@ -15,7 +15,8 @@ from converge.physics.jpeg import JPEGCompression
 from converge.train import trainer as trainer_module
 from converge.train.config import config_from_dict, load_config
 from converge.train.trainer import CHECKPOINT, LOG, Trainer, _lr_factor, train
-from converge.zoo import load_weights
+from converge.models import build_model
+from converge.zoo import load_weights, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +257,21 @@ def test_init_weights_start_a_fresh_run_and_a_resume_ignores_them(tmp_path: Path
     assert resumed.step == 2
     for name, tensor in trained.items():
         assert torch.equal(resumed.model.state_dict()[name], tensor), name
+
+
+def test_init_weights_of_a_groupsc_for_another_level_are_adopted(tmp_path: Path, crops) -> None:
+    params = {"patch_size": 5, "atoms": 16, "steps": 4, "window": 16, "similarity_every": 2, "stride": 6}
+    source = build_model("groupsc", {**params, "sigmas": [25]})
+    path = save_weights(source, {"task": "denoise"}, tmp_path / "s25.safetensors")
+    model = {"name": "groupsc", "params": {**params, "sigmas": [15]}}
+    started = Trainer(tiny_config(model=model, loss="mse", eval=None, init_weights=str(path)), tmp_path / "run",
+                      progress=False, train_images=crops)
+    assert torch.equal(started.model.dictionary, source.dictionary)
+    assert torch.allclose(started.model.thresholds, source.thresholds * 15 / 25)
+    other = {"name": "groupsc", "params": {**params, "atoms": 8, "sigmas": [15]}}
+    with pytest.raises(ConfigError, match="other atoms: only sigmas may differ"):
+        Trainer(tiny_config(model=other, loss="mse", eval=None, init_weights=str(path)), tmp_path / "other",
+                progress=False, train_images=crops)
 
 
 def test_init_weights_must_exist_and_fit_the_model(tmp_path: Path, crops) -> None:

@@ -68,8 +68,9 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,6 +242,42 @@ class GroupSC(Restorer):
         levels = torch.tensor(self.config.sigmas, dtype=self.thresholds.dtype) / GREY_LEVELS
         start = _THRESHOLD_PER_NOISE[self.config.penalty] * levels * atom_norm
         self.thresholds.copy_(start[:, None, None].expand_as(self.thresholds))
+
+    @torch.no_grad()
+    def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any]) -> None:
+        """Start from the weights ``tensors`` of a GroupSC trained for other noise levels.
+
+        ``params``: the saved model's parameters; they must equal this model's but for ``sigmas``
+        (else :class:`ConfigError`). Every tensor is copied except the thresholds: the set of each of
+        this model's levels ``sigma`` is the saved set of the nearest saved level ``sigma'`` times
+        ``sigma / sigma'``, the ratio at which :meth:`reset_thresholds` would start the two. This is
+        how a model for one level starts another level's training, or a blind model's.
+        """
+        try:
+            saved = GroupSCConfig(**dict(params))
+        except (TypeError, ConfigError) as error:
+            raise ConfigError(f"the weights were saved for GroupSC parameters this version cannot build ({error})") from None
+        if dataclasses.replace(saved, sigmas=self.config.sigmas) != self.config:
+            differing = [
+                field.name
+                for field in dataclasses.fields(GroupSCConfig)
+                if field.name != "sigmas" and getattr(saved, field.name) != getattr(self.config, field.name)
+            ]
+            raise ConfigError(
+                f"the weights were saved for a GroupSC with other {', '.join(differing)}: only sigmas may differ"
+            )
+        thresholds = tensors.get("thresholds")
+        if thresholds is None or tuple(thresholds.shape) != (len(saved.sigmas), *self.thresholds.shape[1:]):
+            raise ConfigError("the weights' thresholds do not fit the GroupSC parameters saved with them")
+        rest = {name: tensor for name, tensor in tensors.items() if name != "thresholds"}
+        try:
+            self.load_state_dict({**rest, "thresholds": self.thresholds}, strict=True)
+        except RuntimeError:
+            raise ConfigError("the weights' tensors do not fit the GroupSC parameters saved with them") from None
+        trained = torch.tensor(saved.sigmas, dtype=torch.float64)
+        for index, level in enumerate(self.config.sigmas):
+            nearest = int(torch.argmin((trained - level).abs()))
+            self.thresholds[index] = thresholds[nearest] * (level / saved.sigmas[nearest])
 
     def initialise_from_data(self, images: Sequence[Tensor], generator: torch.Generator) -> None:
         """Learn the starting dictionary from clean images (each ``(1, C, H, W)`` in [0, 1]).

@@ -502,17 +502,38 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     """Load the safetensors file at ``path`` into ``model`` in place (strictly: every tensor, no extra).
 
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
-    describe ``model`` exactly; a missing or unreadable file or a mismatch raises :class:`ConfigError`.
+    describe ``model`` exactly, unless the model has an ``adopt_weights(tensors, params)`` method that
+    starts it from weights of the same model saved with other parameters (GroupSC: other noise
+    levels). A missing or unreadable file or a mismatch raises :class:`ConfigError`.
     """
-    from converge.zoo import load_tensors
+    from converge.models import model_name
+    from converge.zoo import load_tensors, read_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"init_weights {path} does not exist: train that model first or fix the path")
     try:
         load_tensors(model, path, "this config", "give the model the same parameters or start from other weights")
+        return
     except WeightsError as error:
-        raise ConfigError(f"init_weights: {error}") from None
+        mismatch = ConfigError(f"init_weights: {error}")
+    adopt = getattr(model, "adopt_weights", None)
+    try:
+        metadata, tensors = read_safetensors(path)
+    except WeightsError:
+        raise mismatch from None
+    if not callable(adopt) or metadata.get("model") != model_name(model):
+        raise mismatch
+    try:
+        params = json.loads(metadata.get("params") or "")
+    except ValueError:
+        raise mismatch from None
+    if not isinstance(params, dict):
+        raise mismatch
+    try:
+        adopt(tensors, params)
+    except ConfigError as error:
+        raise ConfigError(f"init_weights {path}: {error}") from None
 
 
 def task_level(task: Task) -> float:
