@@ -66,7 +66,7 @@ from converge.data.seeding import evaluation_generator, seed_everything, stable_
 from converge.devices import resolve_device
 from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
-from converge.models import Restorer, build_model
+from converge.models import Restorer, build_model, model_name
 from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from converge.train.losses import get_loss
 
@@ -506,7 +506,6 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     starts it from weights of the same model saved with other parameters (GroupSC: other noise
     levels). A missing or unreadable file or a mismatch raises :class:`ConfigError`.
     """
-    from converge.models import model_name
     from converge.zoo import load_tensors, read_safetensors
 
     path = Path(path)
