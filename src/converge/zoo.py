@@ -98,6 +98,26 @@ ZOO: dict[str, ZooEntry] = {
             for sigma, score in ((25, "29.78 dB on Set12"),)
         ),
         ZooEntry(
+            name="groupsc-deblock-q10",
+            model="groupsc",
+            config_file="groupsc-gray-deblock-q10.yaml",
+            weights_file="groupsc-gray-deblock-q10.safetensors",
+            task="deblock",
+            sigma=None,
+            quality=10,
+            description="compact gray GroupSC for JPEG deblocking (Y channel) at quality 10, Train400; 29.13 dB on Classic5 q10",
+        ),
+        ZooEntry(
+            name="groupsc-demosaic",
+            model="groupsc",
+            config_file="groupsc-rgb-demosaic.yaml",
+            weights_file="groupsc-rgb-demosaic.safetensors",
+            task="demosaic",
+            sigma=None,
+            description="compact colour GroupSC for demosaicking a noise-free Bayer RGGB mosaic, CBSD432; 39.65 dB on 2 CBSD68 images",
+            channels=3,
+        ),
+        ZooEntry(
             name="durr-denoise-blind",
             model="durr",
             config_file="durr-gray-denoise-blind.yaml",
