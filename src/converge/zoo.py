@@ -61,6 +61,23 @@ class ZooEntry:
         return model_class(self.model)
 
 
+def _gray_denoisers(model: str, summary: str, scores: Mapping[int, str]) -> list[ZooEntry]:
+    """One entry ``{model}-s{sigma}`` per trained sigma of a family of gray Gaussian denoisers (files
+    ``{model}-gray-s{sigma}.*``); ``scores`` maps each sigma to its measured quality."""
+    return [
+        ZooEntry(
+            name=f"{model}-s{sigma}",
+            model=model,
+            config_file=f"{model}-gray-s{sigma}.yaml",
+            weights_file=f"{model}-gray-s{sigma}.safetensors",
+            task="denoise",
+            sigma=float(sigma),
+            description=f"{summary} for Gaussian noise at sigma {sigma}, Train400; {score}",
+        )
+        for sigma, score in scores.items()
+    ]
+
+
 ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
@@ -73,33 +90,19 @@ ZOO: dict[str, ZooEntry] = {
             sigma=25.0,
             description="compact gray DnCNN (17 x 32) for Gaussian noise at sigma 25, Train400; 28.75 dB on BSD68",
         ),
-        *(
-            ZooEntry(
-                name=f"nerd-s{sigma}",
-                model="nerd",
-                config_file=f"nerd-gray-s{sigma}.yaml",
-                weights_file=f"nerd-gray-s{sigma}.safetensors",
-                task="denoise",
-                sigma=float(sigma),
-                description=f"compact gray NERD (48 features, 15x15 attention) for Gaussian noise at sigma {sigma}, Train400; {score}",
-            )
-            for sigma, score in ((15, "31.13 dB on BSD68"), (25, "28.65 dB on BSD68"), (50, "25.45 dB on BSD68"))
+        *_gray_denoisers(
+            "nerd",
+            "compact gray NERD (48 features, 15x15 attention)",
+            {15: "31.13 dB on BSD68", 25: "28.65 dB on BSD68", 50: "25.45 dB on BSD68"},
         ),
-        *(
-            ZooEntry(
-                name=f"groupsc-s{sigma}",
-                model="groupsc",
-                config_file=f"groupsc-gray-s{sigma}.yaml",
-                weights_file=f"groupsc-gray-s{sigma}.safetensors",
-                task="denoise",
-                sigma=float(sigma),
-                description=f"compact gray GroupSC (7x7 patches, 256 atoms, 36x36 window) for Gaussian noise at sigma {sigma}, Train400; {score}",
-            )
-            for sigma, score in (
-                (15, "33.16 dB on the first 2 Set12 images"),
-                (25, "29.78 dB on Set12"),
-                (50, "27.08 dB on the first 2 Set12 images"),
-            )
+        *_gray_denoisers(
+            "groupsc",
+            "compact gray GroupSC (7x7 patches, 256 atoms, 36x36 window)",
+            {
+                15: "33.16 dB on the first 2 Set12 images",
+                25: "29.78 dB on Set12",
+                50: "27.08 dB on the first 2 Set12 images",
+            },
         ),
         ZooEntry(
             name="groupsc-deblock-q10",
