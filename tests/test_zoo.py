@@ -319,3 +319,12 @@ def test_a_family_prefers_entries_for_the_image_channels_and_blind_ones_when_bli
     assert zoo.resolve_entry("nerd", "denoise", 50.0, channels=1).name == "nerd-s50"
     assert zoo.resolve_entry("nerd", "denoise", 50.0, channels=1, blind=True).name == "nerd-blind"
     assert not zoo.needs_level("nerd", "denoise", channels=1) and zoo.needs_level("nerd", "denoise", channels=3)
+
+
+def test_a_blind_entry_with_a_trained_range_is_picked_for_levels_inside_it(family_zoo, monkeypatch) -> None:
+    blind = zoo.ZooEntry("nerd-blind", "nerd", "b.yaml", "b.safetensors", "denoise", None, "b", trained_range=(5.0, 20.0))
+    monkeypatch.setitem(zoo.ZOO, blind.name, blind)
+    picked = [zoo.resolve_entry("nerd", "denoise", sigma).name for sigma in (3.0, 5.0, 10.0, 15.0, 20.0, 21.0, 24.0)]
+    assert picked == ["nerd-blind", "nerd-blind", "nerd-blind", "nerd-s15", "nerd-blind", "nerd-blind", "nerd-s25"]
+    assert zoo.resolve_entry("nerd", "denoise", None).name == "nerd-blind"
+    assert blind.distance(2.0) == 3.0 and blind.distance(12.0) == 0.0 and blind.distance(26.0) == 6.0

@@ -38,8 +38,9 @@ class ZooEntry:
     """One shipped model: its registry name in ``converge.models`` (``model``), the YAML config and
     safetensors files inside ``converge/weights/``, the task and noise level (8-bit levels) it was
     trained for, a one-line description, for JPEG deblocking the quality it was trained for
-    (``None``: trained on a range of levels, or not a deblocking model), and the image channels it
-    restores (1 grey, 3 RGB)."""
+    (``None``: trained on a range of levels, or not a deblocking model), the image channels it
+    restores (1 grey, 3 RGB) and, for a blind entry (no level), the range of levels it was trained on
+    when it can also be told one (``None``: it is only picked when no level is known)."""
 
     name: str
     model: str
@@ -50,10 +51,22 @@ class ZooEntry:
     description: str
     quality: int | None = None
     channels: int = 1
+    trained_range: tuple[float, float] | None = None
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
         return self.quality if self.task == "deblock" else self.sigma
+
+    def distance(self, wanted: float) -> float:
+        """How far level ``wanted`` is from what the entry was trained for: from its level, or from its
+        trained range (0 inside it); infinite for a blind entry without a range."""
+        level = self.level()
+        if level is not None:
+            return abs(level - wanted)
+        if self.trained_range is None:
+            return float("inf")
+        low, high = self.trained_range
+        return max(low - wanted, 0.0, wanted - high)
 
     @property
     def model_class(self) -> type[Restorer]:
@@ -176,8 +189,9 @@ def resolve_entry(
     ``name`` is a zoo name (``nerd-s25``: that entry) or a model family (``nerd``: among the family's
     entries for ``task``, those for ``channels`` when it has any (a grey deblocker also restores the
     luma of a colour JPEG), then a blind one when no level is given or ``blind`` (the level was
-    estimated, not given), else the one trained nearest to that level, a blind one when none was
-    trained for a level). Raises :class:`ConfigError` when nothing fits.
+    estimated, not given), else the one trained nearest to that level (a blind entry's
+    ``trained_range`` counts as trained at every level in it; on a tie the entry for one level wins),
+    a blind one when none was trained for a level). Raises :class:`ConfigError` when nothing fits.
     """
     if name in ZOO:
         return ZOO[name]
@@ -190,7 +204,11 @@ def resolve_entry(
     if wanted is None:
         trained = ", ".join(f"{entry.level():g}" for entry in levels)
         raise ConfigError(f"model family {name!r} has one model per level ({trained}): give {option}")
-    return min(levels, key=lambda entry: (abs(entry.level() - wanted), entry.level()))
+    ranged = [entry for entry in blind_entries if entry.trained_range is not None]
+    return min(
+        levels + ranged,
+        key=lambda entry: (entry.distance(wanted), entry.level() is None, entry.level() or 0.0, entry.name),
+    )
 
 
 def needs_level(name: str, task: str, channels: int | None = None) -> bool:
