@@ -262,7 +262,15 @@ def evaluate(
     restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    finished: list[str] = []
     with _progress(f"{label} on {bench}", None) as advance:
+
+        def image_done(name: str, total: int) -> None:
+            finished.append(name)
+            advance(total)
+            if not console.is_terminal:
+                _say(f"{label} on {bench}: {len(finished)}/{total} images ({name})")
+
         report = run_benchmark(
             restorer,
             label,
@@ -272,7 +280,7 @@ def evaluate(
             y_channel=y_channel,
             crop_border=crop,
             limit=limit,
-            on_image=lambda name, total: advance(total),
+            on_image=image_done,
             command=command,
             weights_sha256=weights_digest(model, chosen.name),
         )
