@@ -179,7 +179,7 @@ def test_sr_round_trip_shapes(tmp_path, clean_png):
     assert Image.open(up).size == (40, 48)
 
 
-def test_eval_writes_markdown_and_json(tmp_path):
+def test_eval_writes_markdown_and_json_and_logs_each_image(tmp_path):
     result = run_cli(
         "eval", "--model", "input", "--bench", "set12", "--sigma", "25", "--limit", "2", "--out", str(tmp_path)
     )
@@ -187,6 +187,7 @@ def test_eval_writes_markdown_and_json(tmp_path):
     payload = json.loads((tmp_path / "input-set12-denoise-sigma25.json").read_text())
     assert payload["summary"]["images"] == 2
     assert (tmp_path / "input-set12-denoise-sigma25.md").exists()
+    assert "input on set12: 1/2 images (01)" in result.stderr and "2/2 images (02)" in result.stderr
 
 
 def test_eval_unknown_bench(tmp_path):
