@@ -250,6 +250,7 @@ def evaluate(
     from converge.eval.report import REPORTED
     from converge.eval.runner import COLOR_MODES
     from converge.eval.runner import evaluate as run_benchmark
+    from converge.eval.runner import restored_channels
     from converge.physics.tasks import make_task
     from converge.restorers import make_restorer, weights_digest
 
@@ -282,7 +283,7 @@ def evaluate(
             limit=limit,
             on_image=image_done,
             command=command,
-            weights_sha256=weights_digest(model, chosen.name),
+            weights_sha256=weights_digest(model, chosen.name, restored_channels(bench, color)),
         )
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"

@@ -70,17 +70,21 @@ def restorer_names() -> dict[str, str]:
     return names
 
 
-def weights_digest(name: str, task: str | None = None) -> str | None:
+def weights_digest(name: str, task: str | None = None, channels: int | None = None) -> str | None:
     """SHA-256 (hex) of the weights that model ``name`` restores with: a ``.safetensors`` file, or the
     weights of a zoo entry or of the entries of a zoo family that restore ``task`` (every entry when
-    ``task`` is None). ``None`` for a classical baseline or a missing file. Evaluation reports carry
-    it, so a report of older weights is never read as one of the current weights, and shipping a
-    family's weights for one task leaves its reports for the other tasks current."""
+    ``task`` is None) on images of ``channels`` channels (those for ``channels`` when the family has
+    any, as the family picks them). ``None`` for a classical baseline or a missing file. Evaluation
+    reports carry it, so a report of older weights is never read as one of the current weights, and
+    shipping a family's weights for one task or one channel count leaves its other reports current."""
     from converge import zoo
 
     if name in zoo.zoo_names():
-        entries = [entry for entry in zoo.ZOO.values() if name in (entry.name, entry.model)]
-        files = sorted(zoo.weights_path(entry.name) for entry in entries if task in (None, entry.task))
+        entries = [
+            entry for entry in zoo.ZOO.values() if name in (entry.name, entry.model) and task in (None, entry.task)
+        ]
+        for_channels = [entry for entry in entries if entry.channels == channels]
+        files = sorted(zoo.weights_path(entry.name) for entry in for_channels or entries)
     elif name.endswith(".safetensors"):
         files = [Path(name)]
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from converge.color import rgb_to_y
-from converge.data.registry import load_images
+from converge.data.registry import get_set, load_images
 from converge.data.seeding import evaluation_generator
 from converge.eval.metrics import psnr, ssim
 from converge.eval.report import BenchmarkReport, ImageScore
@@ -20,6 +20,11 @@ from converge.restorers import Restorer
 # How a benchmark image is prepared before it is degraded: kept as stored, or reduced to luma
 # (the deblocking tables score grey JPEG of the BT.601 Y channel of colour sets such as LIVE1).
 COLOR_MODES = ("native", "y")
+
+
+def restored_channels(bench: str, color: str) -> int:
+    """The channels of the images a restorer sees in an evaluation on ``bench`` in colour mode ``color``."""
+    return 1 if color == "y" else get_set(bench).channels
 
 
 def evaluate(

@@ -143,11 +143,13 @@ def table_cells(spec: dict[str, Any]) -> list[Cell]:
 
 def cell_key(arguments: Sequence[str], options_of: OptionsParser) -> ReportKey:
     """What identifies a measurement: the eval options and the digest of the weights they name now."""
+    from converge.eval.runner import restored_channels
     from converge.restorers import weights_digest
 
     options = options_of(arguments)
     named = dict(options)
-    return options, weights_digest(named.get("model", ""), named.get("task"))
+    channels = restored_channels(named["bench"], named.get("color", "native"))
+    return options, weights_digest(named.get("model", ""), named.get("task"), channels)
 
 
 def index_reports(folder: Path, options_of: OptionsParser) -> dict[ReportKey, Path]:
