@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from converge.baselines import BASELINES, Restorer, bicubic_upsample, get_baseline
+from converge.baselines import BASELINES, Restorer, bicubic_upsample, get_baseline, malvar_demosaic
 from converge.data.registry import data_root
 from converge.errors import ConfigError
 
@@ -181,3 +181,66 @@ def test_importing_baselines_stays_light():
     code = "import sys, converge.baselines; print(sorted(m for m in ('skimage', 'bm3d', 'scipy') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _mosaic_of(rgb: torch.Tensor, pattern: str) -> torch.Tensor:
+    from converge.physics.mosaic import BayerMosaic
+
+    return BayerMosaic(pattern)(rgb)
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_malvar_keeps_measurements_and_constant_colours(pattern):
+    from converge.physics.mosaic import BayerMosaic
+
+    constant = torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64).reshape(1, 3, 1, 1).expand(2, 3, 9, 11)
+    torch.testing.assert_close(malvar_demosaic(_mosaic_of(constant, pattern), pattern), constant, rtol=0, atol=1e-12)
+    rgb = torch.rand(2, 3, 8, 10, dtype=torch.float64)
+    mosaic = BayerMosaic(pattern)
+    measured = mosaic.channel_mask(8, 10, torch.float64, rgb.device)
+    restored = malvar_demosaic(mosaic(rgb), pattern)
+    torch.testing.assert_close(restored * measured, rgb * measured, rtol=0, atol=1e-12)
+    torch.testing.assert_close(malvar_demosaic(mosaic.to_raw(mosaic(rgb)), pattern), restored, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "GBRG"])
+def test_malvar_reproduces_channelwise_linear_images_away_from_the_border(pattern):
+    # Bilinear interpolation is exact on planes and every gradient correction sums to zero with zero
+    # first moments, so each channel may be its own plane.
+    rows, cols = torch.meshgrid(torch.arange(12.0, dtype=torch.float64), torch.arange(13.0, dtype=torch.float64),
+                                indexing="ij")
+    planes = [0.1 + 0.03 * rows + 0.02 * cols, 0.8 - 0.02 * rows + 0.01 * cols, 0.3 + 0.01 * rows + 0.03 * cols]
+    rgb = torch.stack(planes)[None]
+    restored = malvar_demosaic(_mosaic_of(rgb, pattern), pattern)
+    torch.testing.assert_close(restored[..., 2:-2, 2:-2], rgb[..., 2:-2, 2:-2], rtol=0, atol=1e-12)
+
+
+def test_malvar_fills_each_case_with_the_papers_formula():
+    raw = torch.rand(1, 1, 7, 7, dtype=torch.float64)
+    r = raw[0, 0]
+    restored = malvar_demosaic(raw, "RGGB")[0]
+
+    def cross(i: int, j: int, step: int) -> torch.Tensor:
+        return r[i - step, j] + r[i + step, j] + r[i, j - step] + r[i, j + step]
+
+    def diagonal(i: int, j: int) -> torch.Tensor:
+        return r[i - 1, j - 1] + r[i - 1, j + 1] + r[i + 1, j - 1] + r[i + 1, j + 1]
+
+    # (2, 2) measures red: green and blue there.
+    torch.testing.assert_close(restored[1, 2, 2], ((4 * r[2, 2] + 2 * cross(2, 2, 1) - cross(2, 2, 2)) / 8).clamp(0, 1))
+    torch.testing.assert_close(restored[2, 2, 2], ((6 * r[2, 2] + 2 * diagonal(2, 2) - 1.5 * cross(2, 2, 2)) / 8).clamp(0, 1))
+    # (2, 3) measures green between red pixels left and right: red along the row, blue along the column.
+    i, j = 2, 3
+    row_red = 5 * r[i, j] + 4 * (r[i, j - 1] + r[i, j + 1]) - diagonal(i, j) - (r[i, j - 2] + r[i, j + 2]) \
+        + 0.5 * (r[i - 2, j] + r[i + 2, j])
+    column_blue = 5 * r[i, j] + 4 * (r[i - 1, j] + r[i + 1, j]) - diagonal(i, j) - (r[i - 2, j] + r[i + 2, j]) \
+        + 0.5 * (r[i, j - 2] + r[i, j + 2])
+    torch.testing.assert_close(restored[0, i, j], row_red.clamp(0, 8) / 8)
+    torch.testing.assert_close(restored[2, i, j], column_blue.clamp(0, 8) / 8)
+
+
+def test_malvar_rejects_other_shapes():
+    with pytest.raises(ConfigError, match="1 or 3 channels"):
+        malvar_demosaic(torch.rand(1, 2, 8, 8))
+    with pytest.raises(ConfigError, match="pattern"):
+        get_baseline("malvar", pattern="RGBG")

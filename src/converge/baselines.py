@@ -1,4 +1,5 @@
-"""Classical restorers for side-by-side tables: BM3D, TV, NL-means, bicubic upsampling, the input itself.
+"""Classical restorers for side-by-side tables: BM3D, TV, NL-means, bicubic upsampling, Malvar-He-Cutler
+demosaicking, the input itself.
 
 Every baseline is a :class:`Restorer`: ``restorer(y, sigma=None) -> x`` with ``y`` and ``x``
 ``(B, C, H, W)`` float tensors in [0, 1] (``y`` may overshoot slightly: benchmark noise is not clipped)
@@ -193,6 +194,83 @@ def bicubic_upsample(y: Tensor, factor: int) -> Tensor:
     return _upsample_axis(_upsample_axis(y, factor, dim=-2), factor, dim=-1).clamp(0.0, 1.0)
 
 
+class MalvarDemosaic(Restorer):
+    """Demosaicking baseline: :func:`malvar_demosaic` for Bayer ``pattern``; ``sigma`` is accepted and unused."""
+
+    def __init__(self, pattern: str = "RGGB") -> None:
+        from converge.physics.mosaic import BayerMosaic
+
+        self.mosaic = BayerMosaic(pattern)
+
+    def __call__(self, y: Tensor, sigma: Sigma = None) -> Tensor:
+        return malvar_demosaic(y, self.mosaic.pattern)
+
+
+# Malvar, He and Cutler (ICASSP 2004), Fig. 2: 5x5 gradient-corrected interpolation filters, in units
+# of 1/8. Rows and columns are offsets -2..2 from the pixel being filled in.
+_MHC_GREEN_AT_RED_OR_BLUE = (
+    (0, 0, -1, 0, 0),
+    (0, 0, 2, 0, 0),
+    (-1, 2, 4, 2, -1),
+    (0, 0, 2, 0, 0),
+    (0, 0, -1, 0, 0),
+)
+_MHC_AT_GREEN_SAME_ROW = (  # red (blue) at a green pixel whose left and right neighbours are red (blue)
+    (0, 0, 0.5, 0, 0),
+    (0, -1, 0, -1, 0),
+    (-1, 4, 5, 4, -1),
+    (0, -1, 0, -1, 0),
+    (0, 0, 0.5, 0, 0),
+)
+_MHC_RED_AT_BLUE = (  # and blue at red
+    (0, 0, -1.5, 0, 0),
+    (0, 2, 0, 2, 0),
+    (-1.5, 0, 6, 0, -1.5),
+    (0, 2, 0, 2, 0),
+    (0, 0, -1.5, 0, 0),
+)
+
+
+def malvar_demosaic(y: Tensor, pattern: str = "RGGB") -> Tensor:
+    """Fill in a Bayer mosaic ``y`` in [0, 1], ``(B, 3, H, W)`` with each pixel's measured channel as
+    :class:`~converge.physics.mosaic.BayerMosaic` leaves it (the other channels are ignored) or the
+    ``(B, 1, H, W)`` raw sensor image, into ``(B, 3, H, W)`` RGB with
+    Malvar, He and Cutler's gradient-corrected bilinear interpolation: each missing value is its
+    channel's bilinear estimate plus a fraction of the Laplacian of the measured channel at that pixel,
+    one fixed 5x5 filter per case. The borders are mirrored (which keeps the Bayer phase). Measured
+    values are kept; the result is clipped to [0, 1] and keeps ``y``'s dtype; it is differentiable.
+    """
+    from converge.physics.mosaic import BayerMosaic
+
+    _check_image(y, "malvar")
+    mosaic = BayerMosaic(pattern)
+    if y.shape[1] not in (1, 3) or min(y.shape[-2:]) < 3:
+        raise ConfigError(f"malvar demosaicks mosaics of 1 or 3 channels and at least 3x3 pixels, got shape {tuple(y.shape)}")
+    raw = y if y.shape[1] == 1 else mosaic.to_raw(y)
+    filters = torch.tensor(
+        (_MHC_GREEN_AT_RED_OR_BLUE, _MHC_AT_GREEN_SAME_ROW, tuple(zip(*_MHC_AT_GREEN_SAME_ROW)), _MHC_RED_AT_BLUE),
+        dtype=y.dtype,
+        device=y.device,
+    )
+    padded = torch.nn.functional.pad(raw, (2, 2, 2, 2), mode="reflect")
+    green_at_other, same_row, same_column, across = torch.nn.functional.conv2d(padded, filters[:, None] / 8.0).unbind(1)
+    height, width = y.shape[-2:]
+    measured = mosaic.tile_channels[torch.arange(height)[:, None] % 2, torch.arange(width)[None, :] % 2].to(y.device)
+    row_neighbour = mosaic.tile_channels[torch.arange(height)[:, None] % 2, 1 - torch.arange(width)[None, :] % 2].to(
+        y.device
+    )
+    raw = raw[:, 0]
+    channels = []
+    for channel in range(3):
+        if channel == 1:
+            filled = green_at_other
+        else:
+            at_green = torch.where(row_neighbour == channel, same_row, same_column)
+            filled = torch.where(measured == 1, at_green, across)
+        channels.append(torch.where(measured == channel, raw, filled))
+    return torch.stack(channels, dim=1).clamp(0.0, 1.0)
+
+
 def _upsample_axis(x: Tensor, factor: int, dim: int) -> Tensor:
     """Keys-cubic upsampling of ``x`` along ``dim`` (-2 or -1) by an integer factor."""
     length = x.shape[dim]
@@ -260,6 +338,9 @@ BASELINES: dict[str, BaselineSpec] = {
     "tv": BaselineSpec(TVChambolle, "Total-variation denoising (Chambolle), weight 1.3 sigma^1.2; needs sigma."),
     "nlm": BaselineSpec(NLMeans, "Non-local means (scikit-image, fast mode), h = 0.3 sigma^0.7; needs sigma."),
     "bicubic": BaselineSpec(BicubicUpsample, "MATLAB-style bicubic upsampling by factor (option factor=...)."),
+    "malvar": BaselineSpec(
+        MalvarDemosaic, "Malvar-He-Cutler gradient-corrected bilinear demosaicking (option pattern=..., default RGGB)."
+    ),
     "input": BaselineSpec(Identity, "The degraded observation itself, unchanged."),
     "identity": BaselineSpec(Identity, "Same as 'input'."),
 }

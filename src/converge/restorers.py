@@ -38,6 +38,7 @@ _BASELINE_TASKS = {
     "tv": ("denoise",),
     "nlm": ("denoise",),
     "bicubic": ("sr",),
+    "malvar": ("demosaic",),
 }
 
 
@@ -210,6 +211,9 @@ def _baseline_restorer(name: str, task: Task, blind: bool) -> Restorer:
     if name == "bicubic":
         factor = int(task.params["factor"])
         return _timed(name, lambda y, operator: baselines.bicubic_upsample(y, factor))
+    if name == "malvar":
+        pattern = str(task.params["pattern"])
+        return _timed(name, lambda y, operator: baselines.malvar_demosaic(y, pattern))
     denoiser = baselines.get_baseline(name)
     if blind:
         from converge.physics.noise import estimate_noise_sigma
