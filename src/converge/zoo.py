@@ -91,6 +91,24 @@ def _gray_denoisers(model: str, summary: str, scores: Mapping[int, str]) -> list
     ]
 
 
+def _gray_deblockers(model: str, summary: str, scores: Mapping[int, str]) -> list[ZooEntry]:
+    """One entry ``{model}-deblock-q{quality}`` per trained JPEG quality of a family of gray deblockers
+    (files ``{model}-gray-deblock-q{quality}.*``); ``scores`` maps each quality to its measured quality."""
+    return [
+        ZooEntry(
+            name=f"{model}-deblock-q{quality}",
+            model=model,
+            config_file=f"{model}-gray-deblock-q{quality}.yaml",
+            weights_file=f"{model}-gray-deblock-q{quality}.safetensors",
+            task="deblock",
+            sigma=None,
+            quality=quality,
+            description=f"{summary} at quality {quality}, Train400; {score}",
+        )
+        for quality, score in scores.items()
+    ]
+
+
 ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
@@ -127,15 +145,10 @@ ZOO: dict[str, ZooEntry] = {
             description="compact colour GroupSC (7x7x3 patches, 256 atoms, 36x36 window) for Gaussian noise at sigma 25, CBSD432; 30.05 dB on the first 2 CBSD68 images",
             channels=3,
         ),
-        ZooEntry(
-            name="groupsc-deblock-q10",
-            model="groupsc",
-            config_file="groupsc-gray-deblock-q10.yaml",
-            weights_file="groupsc-gray-deblock-q10.safetensors",
-            task="deblock",
-            sigma=None,
-            quality=10,
-            description="compact gray GroupSC for JPEG deblocking (Y channel) at quality 10, Train400; 29.13 dB on Classic5 q10",
+        *_gray_deblockers(
+            "groupsc",
+            "compact gray GroupSC for JPEG deblocking (Y channel)",
+            {10: "29.13 dB on Classic5 q10"},
         ),
         ZooEntry(
             name="groupsc-demosaic",
