@@ -60,6 +60,17 @@ def test_estimator_is_within_ten_percent_on_real_images(path):
     assert bool((relative_error < 0.10).all()), relative_error
 
 
+@pytest.mark.parametrize("sigma", [5.0, 15.0, 25.0])
+def test_estimator_leaves_out_the_clipped_areas_of_a_stored_noisy_image(sigma):
+    # Half the image is saturated white: once clipped to [0, 1] and quantised to 8 bits, as a noisy
+    # PNG is, its flat half holds half-wrapped noise, which the weak-texture selection would favour.
+    ramp = torch.linspace(0.2, 0.7, 96, dtype=torch.float64).reshape(1, 1, 1, 96).expand(1, 1, 48, 96)
+    clean = torch.cat([ramp, torch.ones(1, 1, 48, 96, dtype=torch.float64)], dim=2)
+    noisy = GaussianNoise(sigma / 255)(clean, torch.Generator().manual_seed(3))
+    stored = (noisy.clamp(0, 1) * 255).round() / 255
+    assert float(estimate_noise_sigma(stored)) * 255 == pytest.approx(sigma, rel=0.10)
+
+
 def test_estimator_on_colour_and_pure_noise():
     generator = torch.Generator().manual_seed(2)
     flat = torch.full((2, 3, 64, 64), 0.5, dtype=torch.float64)

@@ -118,6 +118,9 @@ def _estimate_one(image: Tensor, patch_size: int, confidence: float, max_iter: i
     energy = (
         F.avg_pool2d(horizontal[None], along, stride=stride) + F.avg_pool2d(vertical[None], along[::-1], stride=stride)
     ).reshape(-1) * (patch_size * (patch_size - 1))
+    unclipped = ~((patches == 0) | (patches == 1)).any(dim=0)
+    if int(unclipped.sum()) >= 4 * dims:
+        patches, energy = patches[:, unclipped], energy[unclipped]
     threshold = _texture_threshold(patch_size, channels, confidence)
 
     variance = _corrected_min_eigenvalue(patches)
@@ -150,7 +153,10 @@ def estimate_noise_sigma(
 
     Unlike the paper, each smallest eigenvalue is divided by ``(1 - sqrt(P / N))^2`` (``P`` patch
     dimensions, ``N`` patches): the Marchenko-Pastur lower edge, which otherwise biases the estimate low.
-    Large images are sampled with a stride so at most 2^24 patch values are held. Computed in double
+    Patches holding a value of exactly 0 or 1 are left out (while enough others remain): a stored noisy
+    image is clipped there, and its flat saturated areas, which the weak-texture selection favours,
+    would show less noise than the rest. Large images are sampled with a stride so at most 2^24 patch
+    values are held. Computed in double
     precision; an image must hold at least ``4 P`` patches (about 20x20 grey, 31x31 colour pixels). Textured images at low noise levels
     are overestimated somewhat, since fine texture is indistinguishable from noise.
 
