@@ -234,6 +234,16 @@ def test_shipped_groupsc_colour_model_denoises_a_colour_crop() -> None:
     assert info.extra["sigma_used"] == [25.0] and model.config.channels == 3
 
 
+@pytest.mark.parametrize(("sigma", "least_gain"), [(5, 3.8), (15, 6.0), (25, 7.6)])
+def test_shipped_blind_groupsc_colour_model_estimates_the_level_and_denoises(sigma: int, least_gain: float) -> None:
+    # The shipped weights gain 4.34, 6.58 and 8.23 dB on this crop.
+    _, _, info, gain = denoise_crop("groupsc", sigma, "cbsd68", blind=True)
+    assert gain > least_gain
+    assert abs(info.extra["sigma_estimated"][0] - sigma) < 0.1 * sigma and info.extra["sigma_used"] == [sigma]
+    assert zoo.resolve_entry("groupsc", "denoise", 15.0, channels=3).name == "groupsc-color-blind"
+    assert zoo.resolve_entry("groupsc", "denoise", 25.0, channels=3).name == "groupsc-color-s25"
+
+
 def test_shipped_groupsc_deblocker_removes_jpeg_artefacts() -> None:
     from converge.data.registry import load_images
     from converge.eval.metrics import psnr
@@ -242,7 +252,8 @@ def test_shipped_groupsc_deblocker_removes_jpeg_artefacts() -> None:
     _, clean = next(iter(load_images("set12")))
     clean = clean[..., 64:160, 64:160]
     entry = zoo.resolve_entry("groupsc", "deblock", quality=10)
-    assert entry.quality == 10 and zoo.resolve_entry("groupsc", "deblock", quality=20) == entry
+    assert entry.quality == 10 and zoo.resolve_entry("groupsc", "deblock", quality=15) == entry
+    assert [zoo.resolve_entry("groupsc", "deblock", quality=q).quality for q in (16, 20, 90)] == [20, 20, 20]
     model = zoo.load_model(entry.name)
     compressed, _ = make_task("deblock", quality=10).degrade(clean, torch.Generator().manual_seed(0))
     restored, _ = model.restore(compressed)

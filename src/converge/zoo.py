@@ -145,10 +145,21 @@ ZOO: dict[str, ZooEntry] = {
             description="compact colour GroupSC (7x7x3 patches, 256 atoms, 36x36 window) for Gaussian noise at sigma 25, CBSD432; 30.05 dB on the first 2 CBSD68 images",
             channels=3,
         ),
+        ZooEntry(
+            name="groupsc-color-blind",
+            model="groupsc",
+            config_file="groupsc-rgb-blind.yaml",
+            weights_file="groupsc-rgb-blind.safetensors",
+            task="denoise",
+            sigma=None,
+            description="compact colour GroupSC for Gaussian noise at sigma 5 to 25, blind (PCA noise estimate picks one of 5 threshold sets), CBSD432; 32.88 dB on the first 2 CBSD68 images at sigma 15 told",
+            channels=3,
+            trained_range=(5.0, 25.0),
+        ),
         *_gray_deblockers(
             "groupsc",
             "compact gray GroupSC for JPEG deblocking (Y channel)",
-            {10: "29.13 dB on Classic5 q10"},
+            {10: "29.13 dB on Classic5 q10", 20: "31.36 dB on Classic5 q20"},
         ),
         ZooEntry(
             name="groupsc-demosaic",
