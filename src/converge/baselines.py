@@ -200,10 +200,10 @@ class MalvarDemosaic(Restorer):
     def __init__(self, pattern: str = "RGGB") -> None:
         from converge.physics.mosaic import BayerMosaic
 
-        self.mosaic = BayerMosaic(pattern)
+        self.pattern = BayerMosaic(pattern).pattern  # checked now, not at the first image
 
     def __call__(self, y: Tensor, sigma: Sigma = None) -> Tensor:
-        return malvar_demosaic(y, self.mosaic.pattern)
+        return malvar_demosaic(y, self.pattern)
 
 
 # Malvar, He and Cutler (ICASSP 2004), Fig. 2: 5x5 gradient-corrected interpolation filters, in units

@@ -156,8 +156,7 @@ def estimate_noise_sigma(
     Patches holding a value of exactly 0 or 1 are left out (while enough others remain): a stored noisy
     image is clipped there, and its flat saturated areas, which the weak-texture selection favours,
     would show less noise than the rest. Large images are sampled with a stride so at most 2^24 patch
-    values are held. Computed in double
-    precision; an image must hold at least ``4 P`` patches (about 20x20 grey, 31x31 colour pixels). Textured images at low noise levels
+    values are held. Computed in double precision; an image must hold at least ``4 P`` patches (about 20x20 grey, 31x31 colour pixels). Textured images at low noise levels
     are overestimated somewhat, since fine texture is indistinguishable from noise.
 
     >>> clean = torch.linspace(0, 1, 64).reshape(1, 1, 1, 64).expand(1, 1, 64, 64)
