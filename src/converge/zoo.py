@@ -74,38 +74,24 @@ class ZooEntry:
         return model_class(self.model)
 
 
-def _gray_denoisers(model: str, summary: str, scores: Mapping[int, str]) -> list[ZooEntry]:
-    """One entry ``{model}-s{sigma}`` per trained sigma of a family of gray Gaussian denoisers (files
-    ``{model}-gray-s{sigma}.*``); ``scores`` maps each sigma to its measured quality."""
+def _gray_per_level(model: str, task: str, summary: str, scores: Mapping[int, str]) -> list[ZooEntry]:
+    """One entry per trained level of a family of gray models for ``task`` (``denoise``: one per sigma,
+    ``{model}-s{sigma}``, files ``{model}-gray-s{sigma}.*``; ``deblock``: one per JPEG quality,
+    ``{model}-deblock-q{quality}``, files ``{model}-gray-deblock-q{quality}.*``); ``scores`` maps each
+    level to its measured quality."""
+    tag, level_name = ("s", "sigma") if task == "denoise" else ("deblock-q", "quality")
     return [
         ZooEntry(
-            name=f"{model}-s{sigma}",
+            name=f"{model}-{tag}{level}",
             model=model,
-            config_file=f"{model}-gray-s{sigma}.yaml",
-            weights_file=f"{model}-gray-s{sigma}.safetensors",
-            task="denoise",
-            sigma=float(sigma),
-            description=f"{summary} for Gaussian noise at sigma {sigma}, Train400; {score}",
+            config_file=f"{model}-gray-{tag}{level}.yaml",
+            weights_file=f"{model}-gray-{tag}{level}.safetensors",
+            task=task,
+            sigma=float(level) if task == "denoise" else None,
+            description=f"{summary} at {level_name} {level}, Train400; {score}",
+            quality=level if task == "deblock" else None,
         )
-        for sigma, score in scores.items()
-    ]
-
-
-def _gray_deblockers(model: str, summary: str, scores: Mapping[int, str]) -> list[ZooEntry]:
-    """One entry ``{model}-deblock-q{quality}`` per trained JPEG quality of a family of gray deblockers
-    (files ``{model}-gray-deblock-q{quality}.*``); ``scores`` maps each quality to its measured quality."""
-    return [
-        ZooEntry(
-            name=f"{model}-deblock-q{quality}",
-            model=model,
-            config_file=f"{model}-gray-deblock-q{quality}.yaml",
-            weights_file=f"{model}-gray-deblock-q{quality}.safetensors",
-            task="deblock",
-            sigma=None,
-            quality=quality,
-            description=f"{summary} at quality {quality}, Train400; {score}",
-        )
-        for quality, score in scores.items()
+        for level, score in scores.items()
     ]
 
 
@@ -121,14 +107,16 @@ ZOO: dict[str, ZooEntry] = {
             sigma=25.0,
             description="compact gray DnCNN (17 x 32) for Gaussian noise at sigma 25, Train400; 28.75 dB on BSD68",
         ),
-        *_gray_denoisers(
+        *_gray_per_level(
             "nerd",
-            "compact gray NERD (48 features, 15x15 attention)",
+            "denoise",
+            "compact gray NERD (48 features, 15x15 attention) for Gaussian noise",
             {15: "31.13 dB on BSD68", 25: "28.65 dB on BSD68", 50: "25.45 dB on BSD68"},
         ),
-        *_gray_denoisers(
+        *_gray_per_level(
             "groupsc",
-            "compact gray GroupSC (7x7 patches, 256 atoms, 36x36 window)",
+            "denoise",
+            "compact gray GroupSC (7x7 patches, 256 atoms, 36x36 window) for Gaussian noise",
             {
                 15: "33.16 dB on the first 2 Set12 images",
                 25: "28.75 dB on BSD68",
@@ -156,8 +144,9 @@ ZOO: dict[str, ZooEntry] = {
             channels=3,
             trained_range=(5.0, 25.0),
         ),
-        *_gray_deblockers(
+        *_gray_per_level(
             "groupsc",
+            "deblock",
             "compact gray GroupSC for JPEG deblocking (Y channel)",
             {10: "29.13 dB on Classic5 q10", 20: "31.36 dB on Classic5 q20"},
         ),
