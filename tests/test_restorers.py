@@ -254,3 +254,22 @@ def test_weights_digest_of_a_family_covers_the_entries_for_the_image_channels():
     assert weights_digest("groupsc", "deblock", 3) == weights_digest("groupsc", "deblock", 1)
     assert restored_channels("bsd68", "native") == 1 and restored_channels("cbsd68", "native") == 3
     assert restored_channels("live1", "y") == 1
+
+
+def test_weights_digest_of_a_family_at_a_given_level_covers_only_the_entry_it_picks():
+    import hashlib
+
+    from converge import zoo
+    from converge.restorers import weights_digest
+
+    def file_digest(name: str) -> str:
+        return hashlib.sha256(zoo.weights_path(name).read_bytes()).hexdigest()
+
+    assert weights_digest("groupsc", "deblock", 1, quality=20) == file_digest("groupsc-deblock-q20")
+    assert weights_digest("groupsc", "denoise", 1, sigma=25.0) == file_digest("groupsc-s25")
+    assert weights_digest("groupsc", "denoise", 1, sigma=24.0) == file_digest("groupsc-s25")
+    # Told sigma 15, a colour image goes to the blind colour model, trained over sigma 5-25.
+    assert weights_digest("groupsc", "denoise", 3, sigma=15.0) == file_digest("groupsc-color-blind")
+    # Not told the level, the family may pick any of its entries for the channels.
+    assert weights_digest("groupsc", "denoise", 1, sigma=25.0, blind=True) == weights_digest("groupsc", "denoise", 1)
+    assert weights_digest("groupsc", "deblock", 1) != file_digest("groupsc-deblock-q20")

@@ -283,7 +283,9 @@ def evaluate(
             limit=limit,
             on_image=image_done,
             command=command,
-            weights_sha256=weights_digest(model, chosen.name, restored_channels(bench, color)),
+            weights_sha256=weights_digest(
+                model, chosen.name, restored_channels(bench, color), sigma, quality, blind=blind
+            ),
         )
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"

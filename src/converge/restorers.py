@@ -71,19 +71,32 @@ def restorer_names() -> dict[str, str]:
     return names
 
 
-def weights_digest(name: str, task: str | None = None, channels: int | None = None) -> str | None:
+def weights_digest(
+    name: str,
+    task: str | None = None,
+    channels: int | None = None,
+    sigma: float | None = None,
+    quality: int | None = None,
+    *,
+    blind: bool = False,
+) -> str | None:
     """SHA-256 (hex) of the weights that model ``name`` restores with: a ``.safetensors`` file, or the
-    weights of a zoo entry or of the entries of a zoo family that restore ``task`` (every entry when
-    ``task`` is None) on images of ``channels`` channels (those for ``channels`` when the family has
-    any, as the family picks them). ``None`` for a classical baseline or a missing file. Evaluation
-    reports carry it, so a report of older weights is never read as one of the current weights, and
-    shipping a family's weights for one task or one channel count leaves its other reports current."""
+    weights of a zoo entry, or of the zoo family's entries that can restore ``task`` (every entry when
+    ``task`` is None) on images of ``channels`` channels: the one entry the family picks for a given
+    noise ``sigma`` (8-bit levels) or JPEG ``quality`` when not ``blind``, else all of them (those for
+    ``channels`` when the family has any). ``None`` for a classical baseline or a missing file.
+    Evaluation reports carry it, so a report of older weights is never read as one of the current
+    weights, and shipping a family's weights for one task, channel count or level leaves its other
+    reports current."""
     from converge import zoo
 
     if name in zoo.zoo_names():
         entries = [
             entry for entry in zoo.ZOO.values() if name in (entry.name, entry.model) and task in (None, entry.task)
         ]
+        level_given = sigma is not None or quality is not None
+        if entries and name not in zoo.ZOO and task is not None and level_given and not blind:
+            entries = [zoo.resolve_entry(name, task, sigma, quality, channels=channels)]
         for_channels = [entry for entry in entries if entry.channels == channels]
         files = sorted(zoo.weights_path(entry.name) for entry in for_channels or entries)
     elif name.endswith(".safetensors"):

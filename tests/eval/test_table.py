@@ -97,3 +97,16 @@ def test_every_shipped_table_loads_and_its_cells_parse_as_eval_options() -> None
             assert options["model"] != "None" and options["bench"] != "None", cell.command
             parsed = options[spec["column"]["option"].lstrip("-").replace("-", "_")]
             assert parsed == cell.column or float(parsed) == float(cell.column), cell.command
+
+
+def test_a_family_cell_is_keyed_by_the_weights_of_its_level() -> None:
+    from converge.cli import _eval_options
+    from converge.eval.table import cell_key
+    from converge.restorers import weights_digest
+
+    deblock = ["--model", "groupsc", "--bench", "classic5", "--task", "deblock"]
+    _, digest = cell_key([*deblock, "--quality", "20"], _eval_options)
+    assert digest == weights_digest("groupsc", "deblock", 1, quality=20) != weights_digest("groupsc", "deblock", 1)
+    denoise = ["--model", "groupsc", "--bench", "cbsd68", "--sigma", "25"]
+    assert cell_key(denoise, _eval_options)[1] == weights_digest("groupsc", "denoise", 3, sigma=25.0)
+    assert cell_key([*denoise, "--blind"], _eval_options)[1] == weights_digest("groupsc", "denoise", 3)

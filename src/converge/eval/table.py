@@ -149,7 +149,12 @@ def cell_key(arguments: Sequence[str], options_of: OptionsParser) -> ReportKey:
     options = options_of(arguments)
     named = dict(options)
     channels = restored_channels(named["bench"], named.get("color", "native"))
-    return options, weights_digest(named.get("model", ""), named.get("task"), channels)
+    level = {
+        key: None if named.get(key, "None") == "None" else kind(named[key])
+        for key, kind in (("sigma", float), ("quality", int))
+    }
+    blind = named.get("blind") == "True"
+    return options, weights_digest(named.get("model", ""), named.get("task"), channels, **level, blind=blind)
 
 
 def index_reports(folder: Path, options_of: OptionsParser) -> dict[ReportKey, Path]:
