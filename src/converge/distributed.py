@@ -12,6 +12,9 @@ Example::
 
 from __future__ import annotations
 
+import datetime
+import functools
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -19,6 +22,11 @@ import torch
 import torch.distributed as dist
 
 from converge.errors import ConfigError
+
+# How long wait_for_all waits for the other processes: as long as gloo waits in a collective operation.
+_MEETING_TIMEOUT = datetime.timedelta(minutes=30)
+# How many times this process has called wait_for_all: each meeting has its own keys in the store.
+_meetings = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,24 @@ def gathered(value: object) -> list[object]:
 
 
 def wait_for_all() -> None:
-    """Block until every process reaches this point (a no-op for one process)."""
-    if dist.is_initialized():
-        dist.barrier()
+    """Block until every process reaches this point (a no-op for one process).
+
+    The processes meet through ``torchrun``'s key-value store, not the process group's own
+    connections: once past it, no process is inside a collective operation, so one may tear the
+    group down (:func:`leave`) while another is still here. A gloo barrier does not promise that: the
+    first process out may close a connection its peer is still finishing with, which can abort the
+    peer (SIGABRT; gloo issue 155, and once in our CI at the end of a resumed two-process run)."""
+    if not dist.is_initialized():
+        return
+    key = f"converge/meeting/{next(_meetings)}"
+    if _store().add(key, 1) == dist.get_world_size():
+        _store().set(f"{key}/everyone", "1")
+    _store().wait([f"{key}/everyone"])
+
+
+@functools.cache
+def _store() -> dist.TCPStore:
+    """A client of the key-value store that ``torchrun`` serves at MASTER_ADDR:MASTER_PORT."""
+    address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    return dist.TCPStore(address, port, is_master=False, timeout=_MEETING_TIMEOUT)
+

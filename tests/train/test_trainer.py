@@ -507,10 +507,10 @@ def test_two_processes_train_like_one_and_resume(tmp_path: Path) -> None:
     )
     train(config_path, tmp_path / "one", threads=1)
     first = torchrun_train(config_path, tmp_path / "two", "--time-limit", "0.0001")
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode == 0, first.stderr
     assert torch.load(tmp_path / "two" / CHECKPOINT, weights_only=True)["step"] == 1
     second = torchrun_train(config_path, tmp_path / "two", "--resume")
-    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.returncode == 0, second.stderr
     assert second.stderr.count("trained weights: ") == 1
 
     # The stop at step 1 also evaluated there; the one-process run evaluates at steps 2 and 4 only.
