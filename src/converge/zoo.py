@@ -148,7 +148,7 @@ ZOO: dict[str, ZooEntry] = {
             "groupsc",
             "deblock",
             "compact gray GroupSC for JPEG deblocking (Y channel)",
-            {10: "29.13 dB on Classic5 q10", 20: "31.36 dB on Classic5 q20"},
+            {10: "29.13 dB on Classic5 q10", 20: "31.36 dB on Classic5 q20", 30: "32.65 dB on Classic5 q30"},
         ),
         ZooEntry(
             name="groupsc-demosaic",
