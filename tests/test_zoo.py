@@ -253,7 +253,7 @@ def test_shipped_groupsc_deblocker_removes_jpeg_artefacts() -> None:
     clean = clean[..., 64:160, 64:160]
     entry = zoo.resolve_entry("groupsc", "deblock", quality=10)
     assert entry.quality == 10 and zoo.resolve_entry("groupsc", "deblock", quality=15) == entry
-    assert [zoo.resolve_entry("groupsc", "deblock", quality=q).quality for q in (16, 25, 26, 90)] == [20, 20, 30, 30]
+    assert [zoo.resolve_entry("groupsc", "deblock", quality=q).quality for q in (16, 25, 26, 36, 90)] == [20, 20, 30, 40, 40]
     model = zoo.load_model(entry.name)
     compressed, _ = make_task("deblock", quality=10).degrade(clean, torch.Generator().manual_seed(0))
     restored, _ = model.restore(compressed)

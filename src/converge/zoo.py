@@ -148,7 +148,12 @@ ZOO: dict[str, ZooEntry] = {
             "groupsc",
             "deblock",
             "compact gray GroupSC for JPEG deblocking (Y channel)",
-            {10: "29.13 dB on Classic5 q10", 20: "31.36 dB on Classic5 q20", 30: "32.65 dB on Classic5 q30"},
+            {
+                10: "29.13 dB on Classic5 q10",
+                20: "31.36 dB on Classic5 q20",
+                30: "32.65 dB on Classic5 q30",
+                40: "33.53 dB on Classic5 q40",
+            },
         ),
         ZooEntry(
             name="groupsc-demosaic",
