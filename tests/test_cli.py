@@ -344,3 +344,15 @@ def test_blind_restore_of_a_folder_builds_one_restorer(tmp_path, clean_png, monk
     cli.restore(source, tmp_path / "restored", task="denoise", model="tv")
     assert len(built) == 1 and built[0][0] == "tv"
     assert sorted(path.name for path in (tmp_path / "restored").iterdir()) == ["s10.png", "s40.png"]
+
+
+def test_restore_deblocks_a_jpeg_at_the_quality_read_from_the_file(tmp_path, clean_png):
+    jpeg = tmp_path / "in.jpg"
+    Image.open(clean_png).save(jpeg, quality=37)
+    read = run_cli("restore", str(jpeg), str(tmp_path / "a.png"), "-m", "groupsc", "-t", "deblock")
+    assert read.returncode == 0, read.stderr
+    assert "[groupsc-deblock-q40," in read.stderr and "(JPEG quality 37, read from the file)" in read.stderr
+    told = run_cli("restore", str(jpeg), str(tmp_path / "b.png"), "-m", "groupsc", "-t", "deblock", "-q", "12")
+    assert told.returncode == 0 and "[groupsc-deblock-q10," in told.stderr and "read from the file" not in told.stderr
+    png = run_cli("restore", str(tmp_path / "a.png"), str(tmp_path / "c.png"), "-m", "groupsc", "-t", "deblock")
+    assert png.returncode == 0 and "[groupsc-deblock-q10," in png.stderr and "read from the file" not in png.stderr

@@ -148,3 +148,13 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_write_to_missing_folder(tmp_path):
     with pytest.raises(ImageWriteError, match="does not exist"):
         write_image(tmp_path / "missing" / "a.png", torch.zeros(1, 1, 4, 4))
+
+
+def test_jpeg_quality_is_read_from_the_file(tmp_path, rng):
+    from converge.imageio import jpeg_quality
+
+    pixels = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=37)
+    Image.fromarray(pixels[..., 0]).save(tmp_path / "b.jpeg", quality=90)
+    assert jpeg_quality(tmp_path / "a.jpg") == 37 and jpeg_quality(tmp_path / "b.jpeg") == 90
+    assert jpeg_quality(_save(tmp_path / "c.png", pixels)) is None

@@ -9,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -128,19 +129,22 @@ def restore(
     For denoising without --sigma, the noise level is estimated from each image (once) to choose the
     weights of a model family or the level a baseline or blind GroupSC works at, and reported.
 
-    A grey model restores a colour JPEG (deblock) on its luma; demosaicking takes the three-channel
-    mosaic that `converge degrade` writes or a one-channel raw Bayer image.
+    For deblocking without --quality, the quality of a JPEG input is read from its quantisation table
+    (another format is restored as quality 10). A grey model restores a colour JPEG on its luma.
+    Demosaicking takes the three-channel mosaic that `converge degrade` writes or a one-channel raw
+    Bayer image.
 
     Inpainting needs the mask that `converge degrade --task inpaint` wrote beside its output.
 
     Under `torchrun --nproc-per-node N -m converge restore ...` the N processes share a folder's images.
     """
     from converge.distributed import workers
-    from converge.imageio import read_image, write_image
+    from converge.imageio import jpeg_quality, read_image, write_image
+    from converge.physics.base import Operator
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
     from converge.physics.tasks import make_task
-    from converge.restorers import make_restorer
+    from converge.restorers import Restorer, make_restorer
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
@@ -149,18 +153,29 @@ def restore(
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
     _check_loops(loops)
     blind = task == "denoise" and sigma is None
-    chosen = make_task(task, **params)
-    restorer = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
-    operator = known_mask or chosen.operator
+
+    @cache
+    def restorer_for(file_quality: int | None) -> tuple[Restorer, Operator]:
+        """The restorer and forward operator for the given task, at a JPEG file's own quality if given."""
+        chosen = make_task(task, **(params if file_quality is None else {**params, "quality": file_quality}))
+        made = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
+        return made, known_mask or chosen.operator
+
+    restorer_for(None)
+    read_quality = task == "deblock" and quality is None
     place = workers()
     pairs = place.share(_collect_inputs(source, target))
     with _progress("restoring", len(pairs), enabled=len(pairs) > 1 and place.is_main) as advance:
         for in_path, out_path in pairs:
             observed = read_image(in_path)
+            file_quality = jpeg_quality(in_path) if read_quality else None
+            restorer, operator = restorer_for(file_quality)
             result = restorer(observed, operator)
             write_image(out_path, result.image, bits=bits)
             level, note = sigma, ""
+            if file_quality is not None:
+                note = f" (JPEG quality {file_quality}, read from the file)"
             if blind:
                 level = result.noise_level
                 if level is None:
@@ -426,7 +441,7 @@ def demo(
     from converge.eval.metrics import psnr
     from converge.imageio import read_image, write_image
     from converge.physics.tasks import make_task
-    from converge.restorers import make_restorer
+    from converge.restorers import Restorer, make_restorer
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     sigma = ZOO[DEFAULT_MODEL].sigma

@@ -59,6 +59,18 @@ def read_image(path: str | Path) -> Tensor:
     return tensor.permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+def jpeg_quality(path: str | Path) -> int | None:
+    """The quality (1-100) a JPEG file was written at, read from its luminance quantisation table
+    (:func:`converge.physics.jpeg.quality_of_luma_table`); ``None`` for any other image format.
+    Read the image first with :func:`read_image`, which reports a file that cannot be read."""
+    from converge.physics.jpeg import quality_of_luma_table
+
+    with Image.open(path) as image:
+        tables = getattr(image, "quantization", None) if image.format == "JPEG" else None
+        luma = tables.get(0) if tables else None
+        return None if luma is None else quality_of_luma_table(list(luma))
+
+
 def _to_array(image: Image.Image, path: Path) -> np.ndarray:
     """Convert a loaded Pillow image to an ``(H, W)`` or ``(H, W, 3)`` float32 array in [0, 1]."""
     if image.width == 0 or image.height == 0:

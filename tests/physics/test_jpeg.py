@@ -63,3 +63,19 @@ def test_invalid_configuration_raises():
         JPEGCompression(50, subsampling="4:1:1")
     with pytest.raises(ValueError):
         JPEGCompression(50)(torch.rand(1, 2, 8, 8))
+
+
+def test_ijg_tables_are_those_pillow_writes_and_give_back_their_quality():
+    from converge.physics.jpeg import ijg_luma_table, quality_of_luma_table
+
+    for quality in range(1, 101):
+        buffer = io.BytesIO()
+        Image.new("L", (8, 8), 128).save(buffer, format="JPEG", quality=quality)
+        buffer.seek(0)
+        written = tuple(Image.open(buffer).quantization[0])
+        assert written == ijg_luma_table(quality), quality
+        assert quality_of_luma_table(written) == quality
+    # Another encoder's table: the quality whose IJG table is nearest.
+    assert quality_of_luma_table([step + 1 for step in ijg_luma_table(50)]) == 49
+    with pytest.raises(ValueError, match="64 steps"):
+        quality_of_luma_table([1] * 63)

@@ -7,6 +7,7 @@ scaled by ``quality``, as MATLAB ``imwrite`` and OpenCV do), and returned as flo
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,6 +17,40 @@ from converge.errors import ConfigError
 from converge.physics.base import Operator
 
 CHROMA_SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
+
+# The luminance quantisation table of the JPEG standard (ITU-T T.81, Annex K, Table K.1), row by row;
+# the IJG encoder (libjpeg, so Pillow) scales it by the quality (ijg_luma_table).
+_ANNEX_K_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61,
+    12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77,
+    24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+def ijg_luma_table(quality: int) -> tuple[int, ...]:
+    """The 64 luminance quantisation steps (row by row) that libjpeg writes at ``quality`` (1-100):
+    Annex K's table times 5000 / quality below 50, times 200 - 2 quality from 50, in percent, rounded
+    and kept in [1, 255] (baseline JPEG)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return tuple(min(max((step * scale + 50) // 100, 1), 255) for step in _ANNEX_K_LUMA)
+
+
+def quality_of_luma_table(table: Sequence[int]) -> int:
+    """The IJG quality (1-100) whose luminance table (:func:`ijg_luma_table`) is nearest ``table``
+    (64 steps, row by row) in summed absolute difference, the lower quality on a tie: the exact
+    quality for a file that libjpeg or Pillow wrote, an equivalent one for other encoders."""
+    if len(table) != 64:
+        raise ValueError(f"a JPEG quantisation table has 64 steps, got {len(table)}")
+
+    def distance(quality: int) -> int:
+        return sum(abs(ours - theirs) for ours, theirs in zip(ijg_luma_table(quality), table, strict=True))
+
+    return min(range(1, 101), key=distance)
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
