@@ -441,7 +441,7 @@ def demo(
     from converge.eval.metrics import psnr
     from converge.imageio import read_image, write_image
     from converge.physics.tasks import make_task
-    from converge.restorers import Restorer, make_restorer
+    from converge.restorers import make_restorer
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     sigma = ZOO[DEFAULT_MODEL].sigma
