@@ -120,7 +120,7 @@ ZOO: dict[str, ZooEntry] = {
             {
                 15: "31.31 dB on BSD68",
                 25: "28.75 dB on BSD68",
-                50: "25.63 dB on BSD68",
+                50: "25.70 dB on BSD68",
             },
         ),
         ZooEntry(
