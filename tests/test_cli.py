@@ -190,6 +190,23 @@ def test_eval_writes_markdown_and_json_and_logs_each_image(tmp_path):
     assert "input on set12: 1/2 images (01)" in result.stderr and "2/2 images (02)" in result.stderr
 
 
+def test_eval_goes_on_from_the_partial_report_of_an_interrupted_run(tmp_path):
+    arguments = ("eval", "-m", "input", "-b", "set12", "--sigma", "25", "--limit", "2", "--out", str(tmp_path))
+    assert run_cli(*arguments).returncode == 0
+    report = tmp_path / "input-set12-denoise-sigma25.json"
+    partial = tmp_path / "input-set12-denoise-sigma25.json.partial"
+    # What the run would have left after its first image, marked so that reuse shows.
+    payload = json.loads(report.read_text())
+    payload["images"] = payload["images"][:1]
+    payload["images"][0]["psnr"] = 99.0
+    partial.write_text(json.dumps(payload))
+    result = run_cli(*arguments)
+    assert result.returncode == 0, result.stderr
+    assert "1/2 images (01, kept from the interrupted run" in result.stderr
+    assert [image["psnr"] == 99.0 for image in json.loads(report.read_text())["images"]] == [True, False]
+    assert not partial.exists()
+
+
 def test_eval_unknown_bench(tmp_path):
     assert_one_line_error(run_cli("eval", "-m", "input", "-b", "nope", "--out", str(tmp_path)), "nope")
 

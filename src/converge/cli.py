@@ -278,14 +278,19 @@ def evaluate(
     restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
+    suffix += "" if stride is None else f"-stride{stride}"
+    stem = f"{label}-{bench}-{chosen.tag}{suffix}"
+    partial = out / f"{stem}.json.partial"
     finished: list[str] = []
     with _progress(f"{label} on {bench}", None) as advance:
 
-        def image_done(name: str, total: int) -> None:
+        def image_done(name: str, total: int, resumed: bool) -> None:
             finished.append(name)
             advance(total)
-            if not console.is_terminal:
-                _say(f"{label} on {bench}: {len(finished)}/{total} images ({name})")
+            if not console.is_terminal or resumed:
+                kept = f", kept from the interrupted run in {partial}" if resumed else ""
+                _say(f"{label} on {bench}: {len(finished)}/{total} images ({name}{kept})")
 
         report = run_benchmark(
             restorer,
@@ -301,10 +306,10 @@ def evaluate(
             weights_sha256=weights_digest(
                 model, chosen.name, restored_channels(bench, color), sigma, quality, blind=blind
             ),
+            checkpoint=partial,
         )
-    suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
-    suffix += "" if stride is None else f"-stride{stride}"
-    markdown, payload = report.write(out, f"{label}-{bench}-{chosen.tag}{suffix}")
+    markdown, payload = report.write(out, stem)
+    partial.unlink(missing_ok=True)
     summary = report.summary()
     table = Table(title=f"{label} on {bench}, {chosen.tag}")
     shown = [key for key in REPORTED if key in summary]

@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from converge.eval.report import BenchmarkReport
 from converge.eval.runner import evaluate
 from converge.physics.tasks import make_task
 from converge.restorers import make_restorer
@@ -80,3 +81,66 @@ def test_a_report_shows_only_what_the_restorer_reported():
     report = evaluate(make_restorer("input", task), "input", "set12", task, limit=1)
     assert set(report.summary()) == {"images", "psnr", "ssim", "input_psnr", "seconds"}
     assert "| image | input PSNR | PSNR | SSIM | seconds |" in report.to_markdown()
+
+
+def test_report_reads_back_from_its_json():
+    task = make_task("deblock", quality=20)
+    report = evaluate(make_restorer("input", task), "input", "live1", task, color="y", limit=2, command="c")
+    again = BenchmarkReport.from_json(report.to_json())
+    assert again.rows == report.rows and again.same_run(report)
+    assert again.to_json() == report.to_json()
+
+
+class CountingRestorer:
+    """The "input" baseline, counting the images it restores and failing on the ``fail_at``-th."""
+
+    def __init__(self, task, fail_at: int | None = None):
+        self.inner, self.calls, self.fail_at = make_restorer("input", task), 0, fail_at
+
+    def __call__(self, y, operator):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.inner(y, operator)
+
+
+def test_an_interrupted_evaluation_resumes_from_its_checkpoint(tmp_path):
+    task = make_task("denoise", sigma=25)
+    checkpoint = tmp_path / "run" / "r.json.partial"
+    whole = evaluate(make_restorer("input", task), "input", "set12", task, limit=4, command="c")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(CountingRestorer(task, fail_at=3), "input", "set12", task, limit=4, command="c", checkpoint=checkpoint)
+    seen: list[tuple[str, bool]] = []
+    second = CountingRestorer(task)
+    resumed = evaluate(
+        second,
+        "input",
+        "set12",
+        task,
+        limit=4,
+        command="c",
+        checkpoint=checkpoint,
+        on_image=lambda name, total, kept: seen.append((name, kept)),
+    )
+    assert second.calls == 2
+    assert seen == [("01", True), ("02", True), ("03", False), ("04", False)]
+    assert [(row.image, row.psnr, row.ssim) for row in resumed.rows] == [
+        (row.image, row.psnr, row.ssim) for row in whole.rows
+    ]
+
+
+@pytest.mark.parametrize("changed", ["command", "task", "garbage"])
+def test_a_checkpoint_of_anything_else_is_not_reused(tmp_path, changed):
+    task = make_task("denoise", sigma=25)
+    checkpoint = tmp_path / "r.json.partial"
+    if changed == "garbage":
+        checkpoint.write_text("{not json")
+    else:
+        earlier_task = make_task("denoise", sigma=15) if changed == "task" else task
+        command = "other" if changed == "command" else "c"
+        evaluate(make_restorer("input", earlier_task), "input", "set12", earlier_task, limit=2, command=command,
+                 checkpoint=checkpoint)
+    again = CountingRestorer(task)
+    report = evaluate(again, "input", "set12", task, limit=2, command="c", checkpoint=checkpoint)
+    assert again.calls == 2
+    assert BenchmarkReport.from_json(checkpoint.read_text()).rows == report.rows

@@ -80,6 +80,25 @@ class BenchmarkReport:
         }
         return json.dumps(payload, indent=2, sort_keys=False)
 
+    @classmethod
+    def from_json(cls, text: str) -> BenchmarkReport:
+        """The report :meth:`to_json` wrote (its summary is recomputed, not read). Raises ``ValueError``,
+        ``KeyError`` or ``TypeError`` on text that is not such a report."""
+        payload = json.loads(text)
+        rows = [ImageScore(**row) for row in payload["images"]]
+        fields = ("model", "bench", "task", "task_params", "protocol")
+        return cls(**{name: payload[name] for name in fields}, rows=rows)
+
+    def same_run(self, other: BenchmarkReport) -> bool:
+        """Whether ``other`` measures the same thing: same model label, set, task, parameters and
+        protocol (the command and the weights' digest included)."""
+        return self._header() == other._header()
+
+    def _header(self) -> dict:
+        """What was run, as it reads back from JSON (tuples become lists)."""
+        fields = ("model", "bench", "task", "task_params", "protocol")
+        return json.loads(json.dumps({name: getattr(self, name) for name in fields}))
+
     def to_markdown(self) -> str:
         params = ", ".join(f"{key}={value}" for key, value in self.task_params.items())
         lines = [

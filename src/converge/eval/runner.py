@@ -8,7 +8,9 @@ image with PSNR and SSIM (optionally on the Y channel and with a border crop).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+from converge.atomic import write_text_atomic
 from converge.color import rgb_to_y
 from converge.data.registry import get_set, load_images
 from converge.data.seeding import evaluation_generator
@@ -37,14 +39,19 @@ def evaluate(
     y_channel: bool = False,
     crop_border: int = 0,
     limit: int | None = None,
-    on_image: Callable[[str, int], None] | None = None,
+    on_image: Callable[[str, int, bool], None] | None = None,
     command: str = "",
     weights_sha256: str | None = None,
+    checkpoint: Path | None = None,
 ) -> BenchmarkReport:
     """Restore every image of ``bench`` (or its first ``limit``) degraded by ``task``; return the scores.
 
-    ``on_image(name, total)`` is called after each image (for progress bars). ``command`` and
+    ``on_image(name, total, resumed)`` is called after each image (for progress bars). ``command`` and
     ``weights_sha256`` (see :func:`converge.restorers.weights_digest`) are recorded in the report.
+    ``checkpoint``: a JSON file the report so far is written to (atomically) after each image. When
+    it already holds the report of an interrupted run of the same thing (:meth:`BenchmarkReport.same_run`),
+    its images are taken from it (``resumed`` true) instead of being restored again; any other
+    content is replaced.
     """
     images = list(load_images(bench))
     if limit is not None:
@@ -63,7 +70,14 @@ def evaluate(
             "weights_sha256": weights_sha256,
         },
     )
-    for name, clean in images:
+    names = [name for name, _ in images]
+    if checkpoint is not None:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    report.rows = _resumed_rows(checkpoint, report, names)
+    if on_image is not None:
+        for row in report.rows:
+            on_image(row.image, len(images), True)
+    for name, clean in images[len(report.rows) :]:
         if color == "y" and clean.shape[1] == 3:
             clean = rgb_to_y(clean)
         observed, operator = task.degrade(clean, evaluation_generator(bench, name, task.tag))
@@ -83,6 +97,23 @@ def evaluate(
                 noise_level=restored.noise_level,
             )
         )
+        if checkpoint is not None:
+            write_text_atomic(checkpoint, report.to_json())
         if on_image is not None:
-            on_image(name, len(images))
+            on_image(name, len(images), False)
     return report
+
+
+def _resumed_rows(checkpoint: Path | None, report: BenchmarkReport, names: list[str]) -> list[ImageScore]:
+    """The scored images an interrupted run of the same thing left in ``checkpoint`` (the first of
+    ``names``, in order), or none when there is no such file or it holds anything else."""
+    if checkpoint is None or not checkpoint.is_file():
+        return []
+    try:
+        earlier = BenchmarkReport.from_json(checkpoint.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    scored = [row.image for row in earlier.rows]
+    if not report.same_run(earlier) or scored != names[: len(scored)]:
+        return []
+    return list(earlier.rows)
