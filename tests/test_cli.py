@@ -311,6 +311,22 @@ def test_train_stops_with_until_and_a_resume_finishes_the_run(tmp_path):
     )
 
 
+def test_window_reaches_nerd_and_names_the_report(tmp_path, clean_png):
+    from converge.models.nerd import NERD, NERDConfig
+    from converge.zoo import save_weights
+
+    nerd = NERD(NERDConfig(features=8, heads=2, groups=2, window=3, expansion=1, max_iter=3))
+    weights = save_weights(nerd, {"task": "denoise"}, tmp_path / "nerd.safetensors")
+    evaluated = run_cli("eval", "-m", str(weights), "-b", "set12", "--sigma", "25", "--limit", "1", "--window", "5",
+                        "--out", str(tmp_path))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "nerd-set12-denoise-sigma25-window5.json").exists()
+    assert_one_line_error(
+        run_cli("restore", str(clean_png), str(tmp_path / "out.png"), "-m", str(weights), "--window", "4"),
+        "window must be a positive odd integer",
+    )
+
+
 def test_stride_reaches_groupsc_and_is_checked(tmp_path, clean_png):
     import torch
 

@@ -116,11 +116,34 @@ def test_loops_reach_a_model_whose_restore_takes_them(tmp_path: Path) -> None:
     assert torch.equal(restored.image, model.restore(noisy, loops=3)[0])
 
 
+def test_a_window_is_set_on_a_model_whose_set_inference_takes_one(tmp_path: Path) -> None:
+    from converge.models.nerd import NERD, NERDConfig
+    from converge.zoo import load_weights
+
+    torch.manual_seed(0)
+    config = NERDConfig(features=8, heads=2, groups=2, window=3, expansion=1, max_iter=4)
+    path = str(save_weights(NERD(config).eval(), {"task": "denoise"}, tmp_path / "nerd.safetensors"))
+    task = make_task("denoise", sigma=25)
+    noisy, _ = task.degrade(smooth_image(1), torch.Generator().manual_seed(0))
+    trained = make_restorer(path, task)(noisy, task.operator).image
+    wider = make_restorer(path, task, window=7)(noisy, task.operator).image
+    reference = load_weights(path)
+    reference.set_inference(window=7)
+    assert torch.equal(wider, reference.restore(noisy)[0])
+    assert not torch.equal(wider, trained)
+    with pytest.raises(ConfigError, match="positive odd integer"):
+        make_restorer(path, task, window=4)
+
+
 def test_options_a_restorer_cannot_take_raise(tmp_path: Path) -> None:
     _, path = saved_groupsc(tmp_path, "denoise")
     task = make_task("denoise", sigma=25)
     with pytest.raises(ConfigError, match="no loop count"):
         make_restorer(path, task, loops=3)
+    with pytest.raises(ConfigError, match="no attention window"):
+        make_restorer(path, task, window=5)
+    with pytest.raises(ConfigError, match="no window"):
+        make_restorer("bm3d", task, window=5)
     with pytest.raises(ConfigError, match="no loops"):
         make_restorer("tv", task, loops=3)
     with pytest.raises(ConfigError, match="cannot be restored in tiles"):

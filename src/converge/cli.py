@@ -49,6 +49,10 @@ DeviceOption = Annotated[
 StrideOption = Annotated[
     Optional[int], typer.Option(help="Block stride in pixels of a block-wise model (groupsc): larger is faster.")
 ]
+WindowOption = Annotated[
+    Optional[int],
+    typer.Option(help="Attention window side (odd, pixels) of a non-local model (nerd) instead of its trained one."),
+]
 
 
 def _say(text: str) -> None:
@@ -121,6 +125,7 @@ def restore(
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
     loops: LoopsOption = None,
     stride: StrideOption = None,
+    window: WindowOption = None,
     device: DeviceOption = "cpu",
     bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
 ) -> None:
@@ -159,7 +164,9 @@ def restore(
     def restorer_for(file_quality: int | None) -> tuple[Restorer, Operator]:
         """The restorer and forward operator for the given task, at a JPEG file's own quality if given."""
         chosen = make_task(task, **(params if file_quality is None else {**params, "quality": file_quality}))
-        made = make_restorer(model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
+        made = make_restorer(
+            model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride, window=window, device=device
+        )
         return made, known_mask or chosen.operator
 
     restorer_for(None)
@@ -256,6 +263,7 @@ def evaluate(
     ] = False,
     loops: LoopsOption = None,
     stride: StrideOption = None,
+    window: WindowOption = None,
     device: DeviceOption = "cpu",
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
 ) -> None:
@@ -275,11 +283,14 @@ def evaluate(
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
     _check_loops(loops)
-    restorer = make_restorer(model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, device=device)
+    restorer = make_restorer(
+        model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, window=window, device=device
+    )
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"
+    suffix += "" if window is None else f"-window{window}"
     stem = f"{label}-{bench}-{chosen.tag}{suffix}"
     partial = out / f"{stem}.json.partial"
     finished: list[str] = []

@@ -28,8 +28,13 @@ from converge.physics.tasks import Task
 
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
 _TILEABLE_TASKS = ("denoise", "deblock")
-# Inference options a model's ``restore`` may take: (what each sets, the models that take it).
-_INFERENCE_OPTIONS = {"loops": ("loop count", "durr"), "stride": ("block stride", "groupsc (penalties csr and group)")}
+# Inference options a model's ``restore`` or ``set_inference`` may take: (what each sets, the models
+# that take it).
+_INFERENCE_OPTIONS = {
+    "loops": ("loop count", "durr"),
+    "stride": ("block stride", "groupsc (penalties csr and group)"),
+    "window": ("attention window", "nerd"),
+}
 
 # Which task each classical baseline restores; "input" returns the observation unchanged.
 _BASELINE_TASKS = {
@@ -121,6 +126,7 @@ def make_restorer(
     blind: bool = False,
     loops: int | None = None,
     stride: int | None = None,
+    window: int | None = None,
     device: str | torch.device = "cpu",
 ) -> Restorer:
     """Resolve ``name`` for ``task``; ``tile`` (pixels) runs a learned model in overlapping tiles.
@@ -130,7 +136,8 @@ def make_restorer(
     baselines get :func:`~converge.physics.noise.estimate_noise_sigma` of each image, and a zoo model
     family picks, for each image, its blind entry or else the one nearest that estimate. ``loops``:
     the number of loops a model whose ``restore`` takes ``loops`` (DURR) runs instead of choosing;
-    ``stride``: the block stride of a model whose ``restore`` takes one (GroupSC's csr and group).
+    ``stride``: the block stride of a model whose ``restore`` takes one (GroupSC's csr and group);
+    ``window``: the attention window of a model whose ``set_inference`` takes one (NERD), set once.
     ``device`` (``cpu``, ``cuda``, ``cuda:N``): where a learned model runs; the observation is moved
     there and the restored image back to the observation's device. Classical baselines run on the CPU.
 
@@ -139,7 +146,8 @@ def make_restorer(
     (``demosaic``) is spread onto its three channels first. Raises :class:`ConfigError` for an
     unknown name or a restorer that does not handle the task or the options.
     """
-    options = {key: value for key, value in (("loops", loops), ("stride", stride)) if value is not None}
+    given = (("loops", loops), ("stride", stride), ("window", window))
+    options = {key: value for key, value in given if value is not None}
     device = resolve_device(device)
     if name in _BASELINE_TASKS:
         if task.name not in _BASELINE_TASKS[name]:
@@ -252,7 +260,8 @@ def _model_restorer(
     device: torch.device,
 ) -> Restorer:
     """``model`` (on ``device``) as a restorer of observations on any device, once ``tile`` and the
-    inference ``options`` are checked against it."""
+    inference ``options`` are checked against it: those its ``set_inference`` takes are set on it now,
+    the others are passed to each ``restore``."""
     from converge.tiling import tiled_apply
 
     if tile is not None:
@@ -261,10 +270,15 @@ def _model_restorer(
         if not hasattr(model, "receptive_radius"):
             raise ConfigError(f"model '{label}' cannot be restored in tiles: drop --tile")
     accepted = inspect.signature(model.restore).parameters
+    settable = inspect.signature(model.set_inference).parameters if hasattr(model, "set_inference") else {}
     for option in options:
-        if option not in accepted:
+        if option not in accepted and option not in settable:
             sets, models = _INFERENCE_OPTIONS[option]
             raise ConfigError(f"model '{label}' has no {sets} to set: --{option} applies to models such as {models}")
+    settings = {key: value for key, value in options.items() if key in settable}
+    if settings:
+        model.set_inference(**settings)
+    options = {key: value for key, value in options.items() if key not in settings}
     sigma = None if blind else _noise_sigma(task)
     on_luma = task.name == "deblock" and getattr(model.config, "channels", None) == 1
 
