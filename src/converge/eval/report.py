@@ -11,6 +11,8 @@ from converge.atomic import write_text_atomic
 
 # Per-image values a restorer may report, with their column headers.
 REPORTED = {"iterations": "iterations", "noise_level": "estimated sigma"}
+# What a report says was run: two reports with the same header measure the same thing.
+HEADER = ("model", "bench", "task", "task_params", "protocol")
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,7 @@ class BenchmarkReport:
         ``KeyError`` or ``TypeError`` on text that is not such a report."""
         payload = json.loads(text)
         rows = [ImageScore(**row) for row in payload["images"]]
-        fields = ("model", "bench", "task", "task_params", "protocol")
-        return cls(**{name: payload[name] for name in fields}, rows=rows)
+        return cls(**{name: payload[name] for name in HEADER}, rows=rows)
 
     def same_run(self, other: BenchmarkReport) -> bool:
         """Whether ``other`` measures the same thing: same model label, set, task, parameters and
@@ -96,8 +97,7 @@ class BenchmarkReport:
 
     def _header(self) -> dict:
         """What was run, as it reads back from JSON (tuples become lists)."""
-        fields = ("model", "bench", "task", "task_params", "protocol")
-        return json.loads(json.dumps({name: getattr(self, name) for name in fields}))
+        return json.loads(json.dumps({name: getattr(self, name) for name in HEADER}))
 
     def to_markdown(self) -> str:
         params = ", ".join(f"{key}={value}" for key, value in self.task_params.items())
