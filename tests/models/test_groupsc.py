@@ -372,6 +372,21 @@ def test_adopting_weights_of_another_model_raises(params: dict, message: str) ->
         tiny().adopt_weights(tiny().state_dict(), params)
 
 
+def test_weights_adopted_across_block_geometries_restore_alike_at_the_same_geometry() -> None:
+    source = tiny(sigmas=(25,))
+    with torch.no_grad():
+        source.dictionary.add_(0.01)
+    wider = tiny(sigmas=(25,), window=20, block=20, stride=8)
+    wider.adopt_weights(source.state_dict(), {**TINY, "sigmas": [25]})
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(wider.state_dict()[name], tensor), name
+    back = tiny(sigmas=(25,))
+    back.adopt_weights(wider.state_dict(), {**TINY, "window": 20, "block": 20, "stride": 8, "sigmas": [25]})
+    y = noisy_image()
+    with torch.no_grad():
+        assert torch.equal(back.eval()(y, sigma=25 / 255), source.eval()(y, sigma=25 / 255))
+
+
 def test_adopting_weights_whose_tensors_do_not_fit_their_parameters_raises() -> None:
     tensors = tiny(sigmas=(15, 25)).state_dict()
     with pytest.raises(ConfigError, match="thresholds do not fit"):

@@ -269,7 +269,7 @@ def test_init_weights_of_a_groupsc_for_another_level_are_adopted(tmp_path: Path,
     assert torch.equal(started.model.dictionary, source.dictionary)
     assert torch.allclose(started.model.thresholds, source.thresholds * 15 / 25)
     other = {"name": "groupsc", "params": {**params, "atoms": 8, "sigmas": [15]}}
-    with pytest.raises(ConfigError, match="other atoms: only sigmas may differ"):
+    with pytest.raises(ConfigError, match="other atoms: only sigmas, window, block and stride may differ"):
         Trainer(tiny_config(model=other, loss="mse", eval=None, init_weights=str(path)), tmp_path / "other",
                 progress=False, train_images=crops)
 

@@ -247,24 +247,28 @@ class GroupSC(Restorer):
     def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any]) -> None:
         """Start from the weights ``tensors`` of a GroupSC trained for other noise levels.
 
-        ``params``: the saved model's parameters; they must equal this model's but for ``sigmas``
-        (else :class:`ConfigError`). Every tensor is copied except the thresholds: the set of each of
+        ``params``: the saved model's parameters; they must equal this model's but for ``sigmas`` and
+        the block geometry (``window``, ``block``, ``stride``, which size no tensor), else
+        :class:`ConfigError`. Every tensor is copied except the thresholds: the set of each of
         this model's levels ``sigma`` is the saved set of the nearest saved level ``sigma'`` times
         ``sigma / sigma'``, the ratio at which :meth:`reset_thresholds` would start the two. This is
-        how a model for one level starts another level's training, or a blind model's.
+        how a model for one level starts another level's training, or a blind model's, or a training
+        run with a larger non-local window.
         """
         try:
             saved = GroupSCConfig(**dict(params))
         except (TypeError, ConfigError) as error:
             raise ConfigError(f"the weights were saved for GroupSC parameters this version cannot build ({error})") from None
-        if dataclasses.replace(saved, sigmas=self.config.sigmas) != self.config:
-            differing = [
-                field.name
-                for field in dataclasses.fields(GroupSCConfig)
-                if field.name != "sigmas" and getattr(saved, field.name) != getattr(self.config, field.name)
-            ]
+        free = ("sigmas", "window", "block", "stride")
+        differing = [
+            field.name
+            for field in dataclasses.fields(GroupSCConfig)
+            if field.name not in free and getattr(saved, field.name) != getattr(self.config, field.name)
+        ]
+        if differing:
             raise ConfigError(
-                f"the weights were saved for a GroupSC with other {', '.join(differing)}: only sigmas may differ"
+                f"the weights were saved for a GroupSC with other {', '.join(differing)}: "
+                "only sigmas, window, block and stride may differ"
             )
         thresholds = tensors.get("thresholds")
         if thresholds is None or tuple(thresholds.shape) != (len(saved.sigmas), *self.thresholds.shape[1:]):
