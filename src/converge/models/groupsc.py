@@ -268,7 +268,7 @@ class GroupSC(Restorer):
         if differing:
             raise ConfigError(
                 f"the weights were saved for a GroupSC with other {', '.join(differing)}: "
-                "only sigmas, window, block and stride may differ"
+                f"only {', '.join(free[:-1])} and {free[-1]} may differ"
             )
         thresholds = tensors.get("thresholds")
         if thresholds is None or tuple(thresholds.shape) != (len(saved.sigmas), *self.thresholds.shape[1:]):
