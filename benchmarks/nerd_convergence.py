@@ -8,7 +8,7 @@
   evaluates exactly once per iterate.
 - ``solvers`` (Fig. 10): relative residual ``||f(z) - z|| / ||f(z)||`` after each evaluation of
   ``f`` for Broyden, Anderson and plain fixed-point iteration, from ``z = 0``, on the first
-  ``--solver-images`` images, with the PSNR each reaches after ``K`` evaluations.
+  ``--solver-images`` images (0: skip this part), with the PSNR each reaches after ``K`` evaluations.
 
 Noise is the evaluation noise of ``converge eval`` (seeded per bench, image and task), so the
 ``k = 17`` point is what ``converge eval --model ... --bench set12 --sigma 25`` scores with the
@@ -140,6 +140,7 @@ def main() -> None:
     median_residuals = {
         solver: [statistics.median(runs[solver]["residuals"][k] for runs in solvers.values()) for k in range(args.max_iter)]
         for solver in SOLVERS
+        if solvers
     }
     payload = {
         "command": "python " + " ".join(sys.argv),
@@ -186,6 +187,10 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Largest drop below an earlier k, from k = 3 on: output {largest_drop(by_k):.3f} dB, "
         f"raw iterate {largest_drop(raw_by_k):.3f} dB; peak output {max(by_k):.2f} at k = "
         f"{by_k.index(max(by_k))}, {by_k[-1]:.2f} at k = {len(by_k) - 1}.",
+    ]
+    if not payload["solver_images"]:
+        return "\n".join(lines) + "\n"
+    lines += [
         "",
         f"Median relative residual over {len(payload['solver_images'])} images after n evaluations of f:",
         "",
@@ -221,6 +226,8 @@ def plot(payload: dict[str, Any], plot_dir: Path) -> None:
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(plot_dir / "nerd_iterations.png", dpi=120)
+    if not payload["median_residual_by_eval"]:
+        return
     figure, axis = plt.subplots(figsize=(5, 3.2))
     for solver, history in payload["median_residual_by_eval"].items():
         axis.semilogy(range(1, len(history) + 1), history, label=solver.replace("_", " "))
