@@ -137,11 +137,14 @@ def main() -> None:
             print(f"{name}: k=0 {sweep[name][0]:.2f}, k={args.max_iter} {sweep[name][-1]:.2f} dB", file=sys.stderr, flush=True)
     mean_by_k = [statistics.fmean(scores[k] for scores in sweep.values()) for k in range(args.max_iter + 1)]
     raw_mean_by_k = [statistics.fmean(scores[k] for scores in raw_sweep.values()) for k in range(args.max_iter + 1)]
-    median_residuals = {
-        solver: [statistics.median(runs[solver]["residuals"][k] for runs in solvers.values()) for k in range(args.max_iter)]
-        for solver in SOLVERS
+    median_residuals = (
+        {
+            solver: [statistics.median(runs[solver]["residuals"][k] for runs in solvers.values()) for k in range(args.max_iter)]
+            for solver in SOLVERS
+        }
         if solvers
-    }
+        else {}
+    )
     payload = {
         "command": "python " + " ".join(sys.argv),
         "weights": args.weights,
@@ -226,7 +229,7 @@ def plot(payload: dict[str, Any], plot_dir: Path) -> None:
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(plot_dir / "nerd_iterations.png", dpi=120)
-    if not payload["median_residual_by_eval"]:
+    if not payload["solver_images"]:
         return
     figure, axis = plt.subplots(figsize=(5, 3.2))
     for solver, history in payload["median_residual_by_eval"].items():
