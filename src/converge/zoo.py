@@ -118,6 +118,7 @@ ZOO: dict[str, ZooEntry] = {
             "denoise",
             "compact gray GroupSC (7x7 patches, 256 atoms, 36x36 window, 44x44 at sigma 25) for Gaussian noise",
             {
+                5: "37.54 dB on BSD68",
                 15: "31.31 dB on BSD68",
                 25: "28.79 dB on BSD68",
                 50: "25.70 dB on BSD68",
