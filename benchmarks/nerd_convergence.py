@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
@@ -42,6 +43,7 @@ from converge.deq import get_solver, relative_residual
 from converge.eval.metrics import psnr
 from converge.models.nerd import NERD
 from converge.physics.tasks import make_task
+from converge.restorers import weights_digest
 from converge.zoo import load_model, load_weights
 
 SOLVERS = ("broyden", "anderson", "fixed_point")
@@ -117,6 +119,8 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--plot-dir", type=Path, default=Path("docs/models"))
     args = parser.parse_args()
+    if importlib.util.find_spec("matplotlib") is None:
+        sys.exit("nerd_convergence: the plots need matplotlib: pip install -e '.[bench]'")
     torch.set_num_threads(args.threads)
 
     model = load_nerd(args.weights)
@@ -148,6 +152,7 @@ def main() -> None:
     payload = {
         "command": "python " + " ".join(sys.argv),
         "weights": args.weights,
+        "weights_sha256": weights_digest(args.weights),
         "model": dict(vars(model.config)),
         "bench": args.bench,
         "sigma": args.sigma,
@@ -177,6 +182,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"# NERD solver behaviour ({payload['weights']}, {payload['bench']}, sigma {payload['sigma']:g})",
         "",
         f"Command: `{payload['command']}`  ",
+        f"Weights: sha256 `{payload['weights_sha256']}`  ",
         f"Machine: {payload['machine']}; {payload['seconds']} s",
         "",
         f"Mean PSNR (dB) over {payload['images']} images after k Broyden iterations: the solver's output "
