@@ -110,3 +110,35 @@ def test_a_family_cell_is_keyed_by_the_weights_of_its_level() -> None:
     denoise = ["--model", "groupsc", "--bench", "cbsd68", "--sigma", "25"]
     assert cell_key(denoise, _eval_options)[1] == weights_digest("groupsc", "denoise", 3, sigma=25.0)
     assert cell_key([*denoise, "--blind"], _eval_options)[1] == weights_digest("groupsc", "denoise", 3)
+
+
+def test_a_cell_stopped_part_way_is_noted_and_finished_from_its_partial(tmp_path):
+    spec = tmp_path / "toy.yaml"
+    spec.write_text(yaml.safe_dump({
+        "title": "toy table",
+        "column": {"option": "--sigma", "header": "sigma", "values": [25]},
+        "eval": ["--bench", "set12", "--limit", "2"],
+        "metrics": ["psnr", "ssim"],
+        "rows": [{"label": "noisy input", "eval": ["--model", "input"]}],
+    }))
+    assert run_table(spec, tmp_path).returncode == 0
+    report = next((tmp_path / "results" / "tables").rglob("*.json"))
+    payload = json.loads(report.read_text())
+    payload["images"] = payload["images"][:1]
+    payload["images"][0]["psnr"] = 99.0
+    partial = report.with_name(report.name + ".partial")
+    partial.write_text(json.dumps(payload))
+    report.unlink()
+
+    laid_out = run_table(spec, tmp_path, "--no-run")
+    assert laid_out.returncode == 0, laid_out.stderr
+    notes = json.loads((tmp_path / "results" / "toy.json").read_text())["not_measured"]
+    assert [note["reason"] for note in notes] == [
+        f"not finished: 1 image scored in {partial}; its command goes on from there"
+    ]
+
+    finished = run_table(spec, tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert not partial.exists()
+    rows = json.loads(report.read_text())["images"]
+    assert [row["psnr"] for row in rows][0] == 99.0 and len(rows) == 2

@@ -157,11 +157,12 @@ def cell_key(arguments: Sequence[str], options_of: OptionsParser) -> ReportKey:
     return options, weights_digest(named.get("model", ""), named.get("task"), channels, **level, blind=blind)
 
 
-def index_reports(folder: Path, options_of: OptionsParser) -> dict[ReportKey, Path]:
-    """Every `converge eval` JSON report under ``folder``, keyed by the options of its command and
-    the digest of the weights it was measured with."""
+def index_reports(folder: Path, options_of: OptionsParser, pattern: str = "*.json") -> dict[ReportKey, Path]:
+    """Every `converge eval` JSON report under ``folder`` (or, with ``pattern="*.json.partial"``, every
+    evaluation stopped part-way), keyed by the options of its command and the digest of the weights
+    it was measured with."""
     found: dict[ReportKey, Path] = {}
-    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else ():
+    for path in sorted(folder.rglob(pattern)) if folder.is_dir() else ():
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
             words = shlex.split(payload["protocol"]["command"])
@@ -207,11 +208,14 @@ def measure(
                     failures[key] = error
                     say(f"failed: {cell.command}: {error}")
         known = index()
+    started = {
+        key: path for folder in folders for key, path in index_reports(folder, options_of, "*.json.partial").items()
+    }
     scores, errors = {}, {}
     for cell, key in keyed:
         path = known.get(key)
         if path is None:
-            errors[(cell.row, cell.column)] = failures.get(key, "not run yet")
+            errors[(cell.row, cell.column)] = failures[key] if key in failures else _unfinished(started.get(key))
             continue
         payload = json.loads(path.read_text(encoding="utf-8"))
         scores[(cell.row, cell.column)] = {
@@ -222,6 +226,15 @@ def measure(
             "report": str(path),
         }
     return scores, errors
+
+
+def _unfinished(partial: Path | None) -> str:
+    """Why a cell without a report has none: not run yet, or stopped part-way (its ``partial``)."""
+    if partial is None:
+        return "not run yet"
+    scored = len(json.loads(partial.read_text(encoding="utf-8"))["images"])
+    images = "image" if scored == 1 else "images"
+    return f"not finished: {scored} {images} scored in {partial}; its command goes on from there"
 
 
 def _run_cell(cell: Cell, reports: Path, single_thread: bool, device: str) -> str | None:
