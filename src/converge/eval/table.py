@@ -190,8 +190,8 @@ def measure(
     # The reports folder usually lies inside the reuse folder (the CLI's default): index it once.
     folders = [reuse] if reports.resolve().is_relative_to(reuse.resolve()) else [reports, reuse]
 
-    def index() -> dict[ReportKey, Path]:
-        return {key: path for folder in folders for key, path in index_reports(folder, options_of).items()}
+    def index(pattern: str = "*.json") -> dict[ReportKey, Path]:
+        return {key: path for folder in folders for key, path in index_reports(folder, options_of, pattern).items()}
 
     known = index()
     missing: dict[ReportKey, Cell] = {}
@@ -208,9 +208,7 @@ def measure(
                     failures[key] = error
                     say(f"failed: {cell.command}: {error}")
         known = index()
-    started = {
-        key: path for folder in folders for key, path in index_reports(folder, options_of, "*.json.partial").items()
-    }
+    started = index("*.json.partial")
     scores, errors = {}, {}
     for cell, key in keyed:
         path = known.get(key)
