@@ -90,6 +90,21 @@ def test_limited_memory_broyden_stays_stable_after_its_memory_wraps() -> None:
     assert int(info.iterations.min()) > 5
 
 
+@pytest.mark.parametrize(("name", "key", "reachable"), [("broyden", "memory", 10), ("anderson", "m", 11)])
+def test_memory_beyond_what_max_iter_can_fill_changes_nothing(name: str, key: str, reachable: int) -> None:
+    """12 evaluations store at most 10 Broyden pairs or 11 Anderson iterates; the solvers cap their
+    buffers there, so any longer memory gives the same iterates bit for bit and one slot less does not."""
+    layer, x = make_problem(n=64, batch=4, hard=True)
+    f = lambda z: layer(z, x)  # noqa: E731
+    z0 = torch.zeros(4, 64, dtype=torch.float64)
+    results = {size: solve(name, f, z0, max_iter=12, tol=0.0, **{key: size})
+               for size in (reachable - 1, reachable, 30)}
+    histories = {size: info.residual_history for size, (_, info) in results.items()}
+    assert torch.equal(results[30][0], results[reachable][0])
+    assert torch.equal(histories[30], histories[reachable])
+    assert not torch.equal(histories[reachable - 1], histories[reachable])
+
+
 def test_anderson_with_memory_one_is_plain_iteration() -> None:
     layer, x = make_problem()
     f = lambda z: layer(z, x)  # noqa: E731
