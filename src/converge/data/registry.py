@@ -37,8 +37,13 @@ class ImageSet:
     """One image set of the shared data folder.
 
     ``folder`` is relative to :func:`data_root`; ``channels`` is 1 (grayscale) or 3 (RGB); ``role`` is
-    ``"test"`` for benchmarks and ``"train"`` for training sets. ``digest`` is the MANIFEST's set digest: the sha256 of the sorted per-file sha256 hex strings,
-    each followed by a newline (file names are not part of it).
+    ``"test"`` for benchmarks, ``"train"`` for training sets and ``"validation"`` for the images that
+    choose checkpoints, seeds and hyper-parameters (held out of training, never a test set).
+    ``digest`` is the MANIFEST's set digest of the folder: the sha256 of the sorted per-file sha256 hex
+    strings, each followed by a newline (file names are not part of it).
+
+    A set may be a part of another one's folder (``subset_of`` names that set): the files whose stems
+    are in ``included``, or all but those in ``excluded``. The whole folder is verified first.
     """
 
     name: str
@@ -47,7 +52,18 @@ class ImageSet:
     file_count: int
     role: str
     digest: str
+    subset_of: str | None = None
+    included: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
 
+
+# The 32 BSDS500 "val" images of CBSD432: in neither Train400 (BSDS500 train + test) nor any test set.
+BSDS_VALIDATION = (
+    "156065", "361010", "37073", "376043", "38082", "38092", "385039", "41033", "41069", "42012", "42049",
+    "43074", "45096", "54082", "55073", "58060", "62096", "65033", "66053", "69015", "69020", "69040",
+    "76053", "78004", "8023", "85048", "86000", "86016", "86068", "87046", "89072", "97033",
+)
+_CBSD432_DIGEST = "d158b5f389045891973a523fb279468b229b740c0ea50e4355a70207198e7160"
 
 SETS: dict[str, ImageSet] = {
     image_set.name: image_set
@@ -70,8 +86,11 @@ SETS: dict[str, ImageSet] = {
                  "440fb70d5cbf10b4bd77e49a50eec36ab95bcfdb23172e73abe3b2616e191af0"),
         ImageSet("train400", "Train400", 1, 400, "train",
                  "a33edbaea51ca57d38aad4ab009e347b1986d82bee8427a8c59fb6b9f794011c"),
-        ImageSet("cbsd432", "CBSD432", 3, 432, "train",
-                 "d158b5f389045891973a523fb279468b229b740c0ea50e4355a70207198e7160"),
+        ImageSet("cbsd432", "CBSD432", 3, 432, "train", _CBSD432_DIGEST),
+        ImageSet("bsds-val32", "CBSD432", 3, 32, "validation", _CBSD432_DIGEST,
+                 subset_of="cbsd432", included=BSDS_VALIDATION),
+        ImageSet("cbsd400", "CBSD432", 3, 400, "train", _CBSD432_DIGEST,
+                 subset_of="cbsd432", excluded=BSDS_VALIDATION),
     )
 }
 
@@ -113,6 +132,11 @@ def get_set(name: str) -> ImageSet:
 def list_images(name: str) -> list[Path]:
     """The sorted image files of a set, after checking them against the checksums (once per change)."""
     image_set = get_set(name)
+    if image_set.subset_of is not None:
+        files = list_images(image_set.subset_of)
+        if image_set.included:
+            return [path for path in files if path.stem in image_set.included]
+        return [path for path in files if path.stem not in image_set.excluded]
     root = data_root()
     folder = root / image_set.folder
     if not folder.is_dir():

@@ -19,6 +19,7 @@ MODELS: dict[str, str] = {
     "nerd": "converge.models.nerd:NERD",
     "durr": "converge.models.durr:DURR",
     "groupsc": "converge.models.groupsc:GroupSC",
+    "unet": "converge.models.unet:UNetDenoiser",
 }
 
 
@@ -52,8 +53,16 @@ def build_model(name: str, params: Mapping[str, Any] | None = None) -> Restorer:
 
 
 def model_params(model: Restorer) -> dict[str, Any]:
-    """``model``'s hyper-parameters as a plain dict (what :func:`build_model` takes back)."""
-    return dataclasses.asdict(model.config)
+    """``model``'s hyper-parameters as a plain dict (what :func:`build_model` takes back; tuples as lists)."""
+    return _plain(dataclasses.asdict(model.config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 __all__ = ["MODELS", "RestoreInfo", "Restorer", "build_model", "model_class", "model_name", "model_params"]

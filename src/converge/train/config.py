@@ -41,6 +41,7 @@ SCHEDULES = ("cosine", "step", "constant")
 EXPORTS = ("final", "best")
 TRAINERS = ("supervised", "dqn")
 EVAL_MODES = ("restore", "training")
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_BETAS = (0.9, 0.999)
 DEFAULT_EPS = 1e-8
 JPEG_QUALITIES = (1, 100)
@@ -261,7 +262,10 @@ class TrainConfig:
     loads before step 0; a resumed run ignores it. :func:`load_config` resolves a relative path
     against the config file's folder. ``trainer``: ``supervised`` or ``dqn`` (needs a ``dqn``
     section, and no ``loss``: its loss is the temporal-difference Huber loss). ``backtrack``: a
-    :class:`BacktrackSection`, or ``None`` for none.
+    :class:`BacktrackSection`, or ``None`` for none. ``precision``: ``fp32``, or ``bf16`` to run the
+    model's training forward under bfloat16 autocast (about half the step time of a convolutional
+    net on a CPU with AVX512-BF16; the loss, the optimiser state and evaluation stay in float32;
+    see docs/training-speed.md).
     """
 
     model: ModelSection
@@ -280,9 +284,11 @@ class TrainConfig:
     trainer: str = "supervised"
     dqn: DQNSection | None = None
     backtrack: BacktrackSection | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _check_choice("loss", self.loss, LOSSES)
+        _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("export", self.export, EXPORTS)
         _check_choice("trainer", self.trainer, TRAINERS)
         if (self.trainer == "dqn") != (self.dqn is not None):

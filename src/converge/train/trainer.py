@@ -237,11 +237,12 @@ class Trainer:
         """One optimiser step on a batch: ``y``, ``x`` ``(B, C, p, p)``, ``level`` ``(B,)``; returns
         the metrics to average into the log (``loss`` at least)."""
         self.model.train()
-        if self._replica is None:
-            x_hat = self.model.training_forward(y, level)
-        else:
-            x_hat = self._replica(y, level)
-        loss = self.loss_fn(x_hat, x, y)
+        with self.autocast():
+            if self._replica is None:
+                x_hat = self.model.training_forward(y, level)
+            else:
+                x_hat = self._replica(y, level)
+        loss = self.loss_fn(x_hat.float(), x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optim.grad_clip is not None:
@@ -249,6 +250,10 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {"loss": distributed.mean_of(float(loss.detach()))}
+
+    def autocast(self) -> torch.autocast:
+        """The context of the model's training forward: bfloat16 autocast with ``precision: bf16``."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
     def _watch_divergence(self, loss: float) -> None:
         """Backtracking (``config.backtrack``): add this step's ``loss`` to the window; at the end of
@@ -613,6 +618,7 @@ def _weights_info(config: TrainConfig, step: int) -> dict[str, Any]:
         "task_params": dict(data.task_params),
         **{name: list(value) for name, value in ranges.items() if value is not None},
         "trained_steps": step,
+        "precision": config.precision,
     }
 
 
