@@ -11,9 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from converge.baselines import BASELINES, Restorer, bicubic_upsample, get_baseline, malvar_demosaic
+from converge.baselines import (
+    BASELINES,
+    BaselineSpec,
+    ClassicalRestorer,
+    Identity,
+    bicubic_upsample,
+    get_baseline,
+    malvar_demosaic,
+    register_baseline,
+)
 from converge.data.registry import data_root
 from converge.errors import ConfigError
+from converge.physics.tasks import task_names, task_parameters
 
 DATA = data_root()
 SIGMA = 25 / 255
@@ -119,8 +129,39 @@ def test_unknown_or_missing_options_raise(name, options):
 def test_every_registered_baseline_builds_and_has_a_description():
     for name, spec in BASELINES.items():
         options = {"factor": 2} if name == "bicubic" else {}
-        assert isinstance(get_baseline(name, **options), Restorer)
+        assert isinstance(get_baseline(name, **options), ClassicalRestorer)
         assert spec.description.strip()
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_every_baseline_declares_tasks_that_exist_and_options_they_give(name):
+    spec = BASELINES[name]
+    assert name in (spec.name, *spec.aliases)
+    assert spec.tasks and set(spec.tasks) <= set(task_names())
+    for task in spec.tasks:
+        assert set(spec.task_options) <= set(task_parameters(task))
+    options = {option: task_parameters(spec.tasks[0])[option] for option in spec.task_options}
+    assert isinstance(get_baseline(name, **options), ClassicalRestorer)
+
+
+def test_identity_is_an_alias_of_input():
+    assert BASELINES["identity"] is BASELINES["input"]
+
+
+@pytest.mark.parametrize("name", ["tv", "identity"])
+def test_a_taken_name_cannot_be_registered_again(name):
+    before = dict(BASELINES)
+    with pytest.raises(ConfigError, match=f"'{name}' is already registered"):
+        register_baseline(BaselineSpec("fresh", Identity, "Taken.", ("denoise",), aliases=(name,)))
+    with pytest.raises(ConfigError, match=f"'{name}' is already registered"):
+        register_baseline(BaselineSpec(name, Identity, "Taken.", ("denoise",)))
+    assert BASELINES == before
+
+
+def test_a_baseline_that_restores_no_task_is_refused():
+    with pytest.raises(ConfigError, match="restores no task"):
+        register_baseline(BaselineSpec("idle", Identity, "Restores nothing.", ()))
+    assert "idle" not in BASELINES
 
 
 def test_input_baseline_returns_an_unchanged_copy():

@@ -10,8 +10,8 @@ from converge.models.durr import DURR, DURRConfig
 from converge.models.groupsc import GroupSC, GroupSCConfig
 from converge.physics.jpeg import JPEGCompression
 from converge.physics.mosaic import BayerMosaic
-from converge.physics.tasks import make_task
-from converge.restorers import make_restorer
+from converge.physics.tasks import make_task, task_names
+from converge.restorers import make_restorer, restorer_names
 from converge.zoo import save_weights
 
 TINY_GROUPSC = {"patch_size": 5, "atoms": 16, "steps": 3, "window": 12, "similarity_every": 2, "stride": 8}
@@ -81,7 +81,7 @@ def test_blind_restoration_lets_the_model_estimate_the_noise_level(tmp_path: Pat
     told = make_restorer(path, task)(observed, task.operator)
     estimated, info = model.restore(observed)
     assert info.extra["sigma_used"] == [50.0]
-    assert blind.noise_level == pytest.approx(info.extra["sigma_estimated"][0])
+    assert blind.noise_level == pytest.approx(info.noise_level[0])
     assert told.noise_level is None
     assert torch.equal(blind.image, estimated)
     assert torch.equal(told.image, model.restore(observed, sigma=5 / 255)[0])
@@ -148,6 +148,38 @@ def test_options_a_restorer_cannot_take_raise(tmp_path: Path) -> None:
         make_restorer("tv", task, loops=3)
     with pytest.raises(ConfigError, match="cannot be restored in tiles"):
         make_restorer(path, task, tile=16)
+
+
+BASELINE_TASKS = [
+    (name, task) for name, spec in baselines.BASELINES.items() if name == spec.name for task in spec.tasks
+]
+
+
+@pytest.mark.parametrize(("name", "task_name"), BASELINE_TASKS)
+def test_every_baseline_restores_the_tasks_it_declares(name: str, task_name: str) -> None:
+    if name == "bm3d":
+        pytest.importorskip("bm3d")
+    task = make_task(task_name)
+    clean = smooth_image(3)
+    observed, operator = task.degrade(clean, torch.Generator().manual_seed(0))
+    restored = make_restorer(name, task)(observed, operator)
+    assert restored.image.shape == clean.shape and restored.model == name
+    assert 0 <= float(restored.image.min()) and float(restored.image.max()) <= 1
+
+
+@pytest.mark.parametrize("name", sorted(baselines.BASELINES))
+def test_a_baseline_refuses_a_task_it_does_not_declare(name: str) -> None:
+    spec = baselines.BASELINES[name]
+    other = next(task for task in task_names() if task not in spec.tasks)
+    with pytest.raises(ConfigError, match=f"baseline '{name}' restores task\\(s\\) {', '.join(spec.tasks)}, not '{other}'"):
+        make_restorer(name, make_task(other))
+
+
+def test_restorer_names_list_each_baseline_once_with_its_description() -> None:
+    names = restorer_names()
+    for name, spec in baselines.BASELINES.items():
+        assert (names.get(name) == spec.description) == (name == spec.name)
+    assert "identity" not in names and names["input"] == baselines.BASELINES["identity"].description
 
 
 def test_weights_digest_follows_the_weights_content(tmp_path):

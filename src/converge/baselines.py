@@ -1,14 +1,15 @@
 """Classical restorers for side-by-side tables: BM3D, TV, NL-means, bicubic upsampling, Malvar-He-Cutler
 demosaicking, the input itself.
 
-Every baseline is a :class:`Restorer`: ``restorer(y, sigma=None) -> x`` with ``y`` and ``x``
+Every baseline is a :class:`ClassicalRestorer`: ``restorer(y, sigma=None) -> x`` with ``y`` and ``x``
 ``(B, C, H, W)`` float tensors in [0, 1] (``y`` may overshoot slightly: benchmark noise is not clipped)
 and ``sigma`` the Gaussian noise standard deviation on the same scale (``25 / 255``). Outputs keep the
 dtype and device of ``y`` and are clipped to [0, 1]. The denoisers run on the CPU in float64 NumPy,
 one image of the batch at a time, and are not differentiable.
 
 scikit-image and bm3d are imported inside the calls that need them, so importing this module is cheap.
-Look baselines up by name with :func:`get_baseline`; :data:`BASELINES` lists them.
+Each baseline registers a :class:`BaselineSpec` (its name, description and the tasks it restores) with
+:func:`register_baseline`; :data:`BASELINES` holds them by name and :func:`get_baseline` builds one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ Sigma = float | Tensor | None
 BM3D_PROFILES = ("np", "refilter", "vn", "vn_old", "high", "deb")
 
 
-class Restorer(ABC):
+class ClassicalRestorer(ABC):
     """A classical restorer: ``restorer(y, sigma=None) -> x``, ``(B, C, H, W)`` in [0, 1] both ways."""
 
     @abstractmethod
@@ -39,7 +40,7 @@ class Restorer(ABC):
         """Restore ``y``; ``sigma`` is a float or a ``(B,)`` tensor of noise levels in [0, 1] units."""
 
 
-class _PerImageDenoiser(Restorer):
+class _PerImageDenoiser(ClassicalRestorer):
     """A NumPy denoiser applied to each image of the batch with its own noise level."""
 
     name: str
@@ -158,7 +159,7 @@ class NLMeans(_PerImageDenoiser):
         )
 
 
-class BicubicUpsample(Restorer):
+class BicubicUpsample(ClassicalRestorer):
     """Super-resolution baseline: :func:`bicubic_upsample` by ``factor``; ``sigma`` is accepted and unused."""
 
     def __init__(self, factor: int) -> None:
@@ -168,7 +169,7 @@ class BicubicUpsample(Restorer):
         return bicubic_upsample(y, self.factor)
 
 
-class Identity(Restorer):
+class Identity(ClassicalRestorer):
     """The "input" column of a table: a copy of the degraded observation; ``sigma`` is accepted and unused.
 
     For masking tasks (inpainting, demosaicking) pass the masked image, for SR use :class:`BicubicUpsample`.
@@ -194,7 +195,7 @@ def bicubic_upsample(y: Tensor, factor: int) -> Tensor:
     return _upsample_axis(_upsample_axis(y, factor, dim=-2), factor, dim=-1).clamp(0.0, 1.0)
 
 
-class MalvarDemosaic(Restorer):
+class MalvarDemosaic(ClassicalRestorer):
     """Demosaicking baseline: :func:`malvar_demosaic` for Bayer ``pattern``; ``sigma`` is accepted and unused."""
 
     def __init__(self, pattern: str = "RGGB") -> None:
@@ -327,26 +328,103 @@ def _per_image_sigma(sigma: Sigma, batch: int, name: str) -> list[float]:
 
 @dataclass(frozen=True)
 class BaselineSpec:
-    """How to build a baseline (``build(**options)``) and the line that describes it."""
+    """A classical baseline: its name, how to build it and the line that describes it, and the tasks
+    (:func:`~converge.physics.tasks.make_task` names) it restores.
 
-    build: Callable[..., Restorer]
+    ``build(**options)`` makes the :class:`ClassicalRestorer`. To restore a task, it is built with the
+    task's parameters named in ``task_options`` (``factor`` for bicubic) and, when ``needs_sigma``,
+    called with the noise level. ``aliases`` are further names it answers to (not listed apart).
+    """
+
+    name: str
+    build: Callable[..., ClassicalRestorer]
     description: str
+    tasks: tuple[str, ...]
+    task_options: tuple[str, ...] = ()
+    needs_sigma: bool = False
+    aliases: tuple[str, ...] = ()
 
 
-BASELINES: dict[str, BaselineSpec] = {
-    "bm3d": BaselineSpec(BM3D, "BM3D collaborative filtering (bm3d package, non-commercial); needs sigma."),
-    "tv": BaselineSpec(TVChambolle, "Total-variation denoising (Chambolle), weight 1.3 sigma^1.2; needs sigma."),
-    "nlm": BaselineSpec(NLMeans, "Non-local means (scikit-image, fast mode), h = 0.3 sigma^0.7; needs sigma."),
-    "bicubic": BaselineSpec(BicubicUpsample, "MATLAB-style bicubic upsampling by factor (option factor=...)."),
-    "malvar": BaselineSpec(
-        MalvarDemosaic, "Malvar-He-Cutler gradient-corrected bilinear demosaicking (option pattern=..., default RGGB)."
-    ),
-    "input": BaselineSpec(Identity, "The degraded observation itself, unchanged."),
-    "identity": BaselineSpec(Identity, "Same as 'input'."),
-}
+# Every name a baseline answers to (its own and its aliases), in registration order.
+BASELINES: dict[str, BaselineSpec] = {}
 
 
-def get_baseline(name: str, **options: object) -> Restorer:
+def register_baseline(spec: BaselineSpec) -> BaselineSpec:
+    """Make ``spec`` available to :func:`get_baseline`, the CLI and the benchmarks under its name and aliases.
+
+    Raises :class:`ConfigError` when one of those names is taken or ``spec`` restores no task.
+
+    >>> BASELINES["bicubic"].tasks
+    ('sr',)
+    >>> register_baseline(BaselineSpec("tv", TVChambolle, "TV again.", ("denoise",)))
+    Traceback (most recent call last):
+    ...
+    converge.errors.ConfigError: A baseline named 'tv' is already registered; choose another name.
+    """
+    if not spec.tasks:
+        raise ConfigError(f"Baseline '{spec.name}' restores no task; give it at least one.")
+    for name in (spec.name, *spec.aliases):
+        if name in BASELINES:
+            raise ConfigError(f"A baseline named '{name}' is already registered; choose another name.")
+    for name in (spec.name, *spec.aliases):
+        BASELINES[name] = spec
+    return spec
+
+
+_RESTORES_OBSERVATION = ("denoise", "deblur", "inpaint", "demosaic", "deblock")
+register_baseline(
+    BaselineSpec(
+        "input", Identity, "The degraded observation itself, unchanged.", _RESTORES_OBSERVATION, aliases=("identity",)
+    )
+)
+register_baseline(
+    BaselineSpec(
+        "bm3d",
+        BM3D,
+        "BM3D collaborative filtering (bm3d package, non-commercial); needs sigma.",
+        ("denoise",),
+        needs_sigma=True,
+    )
+)
+register_baseline(
+    BaselineSpec(
+        "tv",
+        TVChambolle,
+        "Total-variation denoising (Chambolle), weight 1.3 sigma^1.2; needs sigma.",
+        ("denoise",),
+        needs_sigma=True,
+    )
+)
+register_baseline(
+    BaselineSpec(
+        "nlm",
+        NLMeans,
+        "Non-local means (scikit-image, fast mode), h = 0.3 sigma^0.7; needs sigma.",
+        ("denoise",),
+        needs_sigma=True,
+    )
+)
+register_baseline(
+    BaselineSpec(
+        "bicubic",
+        BicubicUpsample,
+        "MATLAB-style bicubic upsampling by factor (option factor=...).",
+        ("sr",),
+        task_options=("factor",),
+    )
+)
+register_baseline(
+    BaselineSpec(
+        "malvar",
+        MalvarDemosaic,
+        "Malvar-He-Cutler gradient-corrected bilinear demosaicking (option pattern=..., default RGGB).",
+        ("demosaic",),
+        task_options=("pattern",),
+    )
+)
+
+
+def get_baseline(name: str, **options: object) -> ClassicalRestorer:
     """Build the baseline ``name`` with its options (``factor`` for bicubic, ``profile`` for bm3d).
 
     >>> get_baseline("bicubic", factor=2)(torch.full((1, 1, 4, 4), 0.5)).shape

@@ -149,7 +149,7 @@ def restore(
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
     from converge.physics.tasks import make_task
-    from converge.restorers import Restorer, make_restorer
+    from converge.restorers import RestoreFunction, make_restorer
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
@@ -161,7 +161,7 @@ def restore(
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
 
     @cache
-    def restorer_for(file_quality: int | None) -> tuple[Restorer, Operator]:
+    def restorer_for(file_quality: int | None) -> tuple[RestoreFunction, Operator]:
         """The restorer and forward operator for the given task, at a JPEG file's own quality if given."""
         chosen = make_task(task, **(params if file_quality is None else {**params, "quality": file_quality}))
         made = make_restorer(

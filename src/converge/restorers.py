@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,23 +27,6 @@ from converge.physics.tasks import Task
 
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
 _TILEABLE_TASKS = ("denoise", "deblock")
-# Inference options a model's ``restore`` or ``set_inference`` may take: (what each sets, the models
-# that take it).
-_INFERENCE_OPTIONS = {
-    "loops": ("loop count", "durr"),
-    "stride": ("block stride", "groupsc (penalties csr and group)"),
-    "window": ("attention window", "nerd"),
-}
-
-# Which task each classical baseline restores; "input" returns the observation unchanged.
-_BASELINE_TASKS = {
-    "input": ("denoise", "deblur", "inpaint", "demosaic", "deblock"),
-    "bm3d": ("denoise",),
-    "tv": ("denoise",),
-    "nlm": ("denoise",),
-    "bicubic": ("sr",),
-    "malvar": ("demosaic",),
-}
 
 
 @dataclass(frozen=True)
@@ -61,14 +43,14 @@ class Restoration:
     noise_level: float | None = None
 
 
-Restorer = Callable[[Tensor, Operator], Restoration]
+RestoreFunction = Callable[[Tensor, Operator], Restoration]
 
 
 def restorer_names() -> dict[str, str]:
     """Every name ``make_restorer`` accepts, with a one-line description."""
     from converge import baselines, zoo
 
-    names = {name: baselines.BASELINES[name].description for name in _BASELINE_TASKS}
+    names = {name: spec.description for name, spec in baselines.BASELINES.items() if name == spec.name}
     names.update({name: entry.description for name, entry in zoo.ZOO.items()})
     for family in sorted(set(zoo.zoo_names()) - set(zoo.ZOO)):
         members = ", ".join(sorted(entry.name for entry in zoo.ZOO.values() if entry.model == family))
@@ -128,7 +110,7 @@ def make_restorer(
     stride: int | None = None,
     window: int | None = None,
     device: str | torch.device = "cpu",
-) -> Restorer:
+) -> RestoreFunction:
     """Resolve ``name`` for ``task``; ``tile`` (pixels) runs a learned model in overlapping tiles.
 
     ``blind``: the task's noise level is unknown to the restorer (the user gave none, or a blind
@@ -146,12 +128,14 @@ def make_restorer(
     (``demosaic``) is spread onto its three channels first. Raises :class:`ConfigError` for an
     unknown name or a restorer that does not handle the task or the options.
     """
+    from converge import baselines
+
     given = (("loops", loops), ("stride", stride), ("window", window))
     options = {key: value for key, value in given if value is not None}
     device = resolve_device(device)
-    if name in _BASELINE_TASKS:
-        if task.name not in _BASELINE_TASKS[name]:
-            handled = ", ".join(_BASELINE_TASKS[name])
+    if name in baselines.BASELINES:
+        if task.name not in baselines.BASELINES[name].tasks:
+            handled = ", ".join(baselines.BASELINES[name].tasks)
             raise ConfigError(f"baseline '{name}' restores task(s) {handled}, not '{task.name}'")
         if options:
             option = next(iter(options))
@@ -170,7 +154,7 @@ def make_restorer(
 
 def _zoo_restorer(
     name: str, task: Task, tile: int | None, blind: bool, options: dict[str, int], device: torch.device
-) -> Restorer:
+) -> RestoreFunction:
     """The restorer of zoo entry ``name`` or, for a model family, one that picks the family's entry for
     each image: by its channels and the task's level or, ``blind``, the family's blind entry or else
     the entry nearest to the noise level estimated from the image. The entry for the task's own level
@@ -178,10 +162,10 @@ def _zoo_restorer(
     from converge import zoo
     from converge.physics.noise import estimate_noise_sigma
 
-    built: dict[str, Restorer] = {}
+    built: dict[str, RestoreFunction] = {}
     quality = task.params.get("quality")
 
-    def entry_restorer(entry: zoo.ZooEntry) -> Restorer:
+    def entry_restorer(entry: zoo.ZooEntry) -> RestoreFunction:
         if entry.name not in built:
             if entry.task != task.name:
                 raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
@@ -224,30 +208,27 @@ def _noise_sigma(task: Task) -> float | None:
     return None if task.noise is None else float(task.noise.sigma)
 
 
-def _baseline_restorer(name: str, task: Task, blind: bool) -> Restorer:
+def _baseline_restorer(name: str, task: Task, blind: bool) -> RestoreFunction:
+    """Baseline ``name`` built with the task parameters it takes and, when it needs the noise level,
+    given the task's or (``blind``) the one estimated from each image."""
     from converge import baselines
 
-    if name == "input":
-        return _timed(name, lambda y, operator: y)
-    if name == "bicubic":
-        factor = int(task.params["factor"])
-        return _timed(name, lambda y, operator: baselines.bicubic_upsample(y, factor))
-    if name == "malvar":
-        pattern = str(task.params["pattern"])
-        return _timed(name, lambda y, operator: baselines.malvar_demosaic(y, pattern))
-    denoiser = baselines.get_baseline(name)
+    spec = baselines.BASELINES[name]
+    restorer = baselines.get_baseline(name, **{option: task.params[option] for option in spec.task_options})
+    if not spec.needs_sigma:
+        return _timed(name, lambda y, operator: restorer(y))
     if blind:
         from converge.physics.noise import estimate_noise_sigma
 
         def restore_blind(y: Tensor, operator: Operator) -> Restoration:
             start = time.perf_counter()
             sigma = float(estimate_noise_sigma(y)[0])
-            image = denoiser(y, sigma=sigma).clamp(0.0, 1.0)
+            image = restorer(y, sigma=sigma).clamp(0.0, 1.0)
             return Restoration(image, time.perf_counter() - start, model=name, noise_level=255.0 * sigma)
 
         return restore_blind
     sigma = _noise_sigma(task)
-    return _timed(name, lambda y, operator: denoiser(y, sigma=sigma))
+    return _timed(name, lambda y, operator: restorer(y, sigma=sigma))
 
 
 def _model_restorer(
@@ -258,7 +239,7 @@ def _model_restorer(
     blind: bool,
     options: dict[str, int],
     device: torch.device,
-) -> Restorer:
+) -> RestoreFunction:
     """``model`` (on ``device``) as a restorer of observations on any device, once ``tile`` and the
     inference ``options`` are checked against it: those its ``set_inference`` takes are set on it now,
     the others are passed to each ``restore``."""
@@ -267,20 +248,16 @@ def _model_restorer(
     if tile is not None:
         if task.name not in _TILEABLE_TASKS:
             raise ConfigError(f"tiled restoration supports tasks {', '.join(_TILEABLE_TASKS)}, not '{task.name}'")
-        if not hasattr(model, "receptive_radius"):
+        if model.receptive_radius is None:
             raise ConfigError(f"model '{label}' cannot be restored in tiles: drop --tile")
-    accepted = inspect.signature(model.restore).parameters
-    settable = inspect.signature(model.set_inference).parameters if hasattr(model, "set_inference") else {}
-    for option in options:
-        if option not in accepted and option not in settable:
-            sets, models = _INFERENCE_OPTIONS[option]
-            raise ConfigError(f"model '{label}' has no {sets} to set: --{option} applies to models such as {models}")
-    settings = {key: value for key, value in options.items() if key in settable}
+    options = model.checked_inference_options(options)
+    declared = model.inference_options
+    settings = {key: value for key, value in options.items() if not declared[key].per_call}
     if settings:
         model.set_inference(**settings)
-    options = {key: value for key, value in options.items() if key not in settings}
+    options = {key: value for key, value in options.items() if declared[key].per_call}
     sigma = None if blind else _noise_sigma(task)
-    on_luma = task.name == "deblock" and getattr(model.config, "channels", None) == 1
+    on_luma = task.name == "deblock" and model.channels == 1
 
     def restore_image(y: Tensor, operator: Operator) -> tuple[Tensor, RestoreInfo | None]:
         if tile is None:
@@ -312,7 +289,7 @@ def _model_restorer(
         seconds = time.perf_counter() - start
         if info is None:
             return Restoration(image, seconds, model=label)
-        return Restoration(image, seconds, _mean(info.iterations), label, _mean(info.extra.get("sigma_estimated")))
+        return Restoration(image, seconds, _mean(info.iterations), label, _mean(info.noise_level))
 
     return restore
 
@@ -324,7 +301,7 @@ def _mean(values: int | float | list | Tensor | None) -> float | None:
     return float(torch.as_tensor(values, dtype=torch.float64).mean())
 
 
-def _timed(name: str, function: Callable[[Tensor, Operator], Tensor]) -> Restorer:
+def _timed(name: str, function: Callable[[Tensor, Operator], Tensor]) -> RestoreFunction:
     def restore(y: Tensor, operator: Operator) -> Restoration:
         start = time.perf_counter()
         image = function(y, operator)

@@ -1,8 +1,10 @@
-"""Shipped weights: a name -> (model, YAML config, safetensors file) table, and safe loading.
+"""Shipped weights: the zoo read from their manifests, and safe loading.
 
-Weights are ``safetensors`` files (plain tensors, never unpickled) next to a YAML file that says how
-to build the model (``model: dncnn``, ``params: {...}``) and what it was trained for (``task``,
-``task_params``). The safetensors header repeats the model name and parameters, so a weights file
+Weights are ``safetensors`` files (plain tensors, never unpickled) next to a YAML manifest that says
+how to build the model (``model: dncnn``, ``params: {...}``), what it was trained for (``task``,
+``task_params``, ``sigma_range``) and, in its ``zoo`` section, the entry's name, description and
+measured score (with the ``converge eval`` command and report that measured it). :data:`ZOO` holds
+one entry per manifest with a ``zoo`` section: shipping a model is adding its two files. The safetensors header repeats the model name and parameters, so a weights file
 paired with the wrong config is caught before any tensor is loaded. Shipped files live in
 ``converge/weights/`` and are found with :mod:`importlib.resources`, so an installed package works.
 
@@ -30,17 +32,38 @@ import yaml
 
 from converge.atomic import write_atomic, write_text_atomic
 from converge.errors import ConfigError, WeightsError
-from converge.models import Restorer, build_model, model_class, model_name, model_params
+from converge.models import Restorer, build_model, model_class, model_name, model_params, saved_params
+
+
+@dataclass(frozen=True)
+class Score:
+    """What a shipped model measured on its standard benchmark: the set, the setting (level, blind),
+    the mean PSNR (dB) and the ``converge eval`` command whose report (``report``, in the repository's
+    ``benchmarks/results``) holds it."""
+
+    bench: str
+    setting: str
+    psnr: float
+    command: str
+    report: str
+
+    def summary(self) -> str:
+        """``"28.75 dB on BSD68 at sigma 25"``."""
+        from converge.data.registry import get_set
+
+        return f"{self.psnr:.2f} dB on {get_set(self.bench).folder} at {self.setting}"
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One shipped model: its registry name in ``converge.models`` (``model``), the YAML config and
-    safetensors files inside ``converge/weights/``, the task and noise level (8-bit levels) it was
-    trained for, a one-line description, for JPEG deblocking the quality it was trained for
-    (``None``: trained on a range of levels, or not a deblocking model), the image channels it
-    restores (1 grey, 3 RGB) and, for a blind entry (no level), the range of levels it was trained on
-    when it can also be told one (``None``: it is only picked when no level is known)."""
+    """One shipped model, read from the ``zoo`` section of its weights manifest (``weights/*.yaml``).
+
+    ``model``: its registry name in ``converge.models``; ``config_file`` and ``weights_file`` inside
+    ``converge/weights/``; the task and noise level (8-bit levels) it was trained for (the manifest's
+    ``task`` and ``task_params``); a one-line ``description``; for JPEG deblocking the quality it was
+    trained for (``None``: trained on a range of levels, or not a deblocking model); the image
+    ``channels`` it restores (1 grey, 3 RGB, from its parameters); for a blind entry (no level) the
+    range of noise levels it was trained on (``sigma_range``), if any; its measured ``score``."""
 
     name: str
     model: str
@@ -52,6 +75,7 @@ class ZooEntry:
     quality: int | None = None
     channels: int = 1
     trained_range: tuple[float, float] | None = None
+    score: Score | None = None
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
@@ -74,119 +98,50 @@ class ZooEntry:
         return model_class(self.model)
 
 
-def _gray_per_level(model: str, task: str, summary: str, scores: Mapping[int, str]) -> list[ZooEntry]:
-    """One entry per trained level of a family of gray models for ``task`` (``denoise``: one per sigma,
-    ``{model}-s{sigma}``, files ``{model}-gray-s{sigma}.*``; ``deblock``: one per JPEG quality,
-    ``{model}-deblock-q{quality}``, files ``{model}-gray-deblock-q{quality}.*``); ``scores`` maps each
-    level to its measured quality."""
-    tag, level_name = ("s", "sigma") if task == "denoise" else ("deblock-q", "quality")
-    return [
-        ZooEntry(
-            name=f"{model}-{tag}{level}",
-            model=model,
-            config_file=f"{model}-gray-{tag}{level}.yaml",
-            weights_file=f"{model}-gray-{tag}{level}.safetensors",
+def entry_from_manifest(config_file: str, spec: Mapping[str, Any]) -> ZooEntry:
+    """The zoo entry that the weights manifest ``spec`` (the parsed ``config_file``) describes in its
+    ``zoo`` section (``name``, ``description``, ``score``); the rest comes from the manifest itself.
+    A section that is incomplete raises :class:`WeightsError`."""
+    section = spec["zoo"]
+    try:
+        params, task_params = spec.get("params", {}), spec.get("task_params") or {}
+        task = spec["task"]
+        score = Score(**section["score"]) if "score" in section else None
+        sigma_range = spec.get("sigma_range")
+        return ZooEntry(
+            name=section["name"],
+            model=spec["model"],
+            config_file=config_file,
+            weights_file=config_file.removesuffix(".yaml") + ".safetensors",
             task=task,
-            sigma=float(level) if task == "denoise" else None,
-            description=f"{summary} at {level_name} {level}, Train400; {score}",
-            quality=level if task == "deblock" else None,
+            sigma=float(task_params["sigma"]) if task == "denoise" and "sigma" in task_params else None,
+            description=section["description"] + ("" if score is None else f"; {score.summary()}"),
+            quality=int(task_params["quality"]) if task == "deblock" and "quality" in task_params else None,
+            channels=int(params.get("channels", 1)),
+            trained_range=None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1])),
+            score=score,
         )
-        for level, score in scores.items()
-    ]
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsError(f"the zoo section of {config_file} is incomplete ({error}): fix the manifest") from None
 
 
-ZOO: dict[str, ZooEntry] = {
-    entry.name: entry
-    for entry in (
-        ZooEntry(
-            name="dncnn-s25",
-            model="dncnn",
-            config_file="dncnn-gray-s25.yaml",
-            weights_file="dncnn-gray-s25.safetensors",
-            task="denoise",
-            sigma=25.0,
-            description="compact gray DnCNN (17 x 32) for Gaussian noise at sigma 25, Train400; 28.75 dB on BSD68",
-        ),
-        *_gray_per_level(
-            "nerd",
-            "denoise",
-            "compact gray NERD (48 features, 15x15 attention) for Gaussian noise",
-            {15: "31.25 dB on BSD68", 25: "28.78 dB on BSD68", 50: "25.64 dB on BSD68"},
-        ),
-        *_gray_per_level(
-            "groupsc",
-            "denoise",
-            "compact gray GroupSC (7x7 patches, 256 atoms, 36x36 window, 44x44 at sigma 25) for Gaussian noise",
-            {
-                5: "37.54 dB on BSD68",
-                15: "31.31 dB on BSD68",
-                25: "28.79 dB on BSD68",
-                50: "25.70 dB on BSD68",
-            },
-        ),
-        ZooEntry(
-            name="groupsc-color-s25",
-            model="groupsc",
-            config_file="groupsc-rgb-s25.yaml",
-            weights_file="groupsc-rgb-s25.safetensors",
-            task="denoise",
-            sigma=25.0,
-            description="compact colour GroupSC (7x7x3 patches, 256 atoms, 36x36 window) for Gaussian noise at sigma 25, CBSD432; 30.90 dB on CBSD68",
-            channels=3,
-        ),
-        ZooEntry(
-            name="groupsc-color-blind",
-            model="groupsc",
-            config_file="groupsc-rgb-blind.yaml",
-            weights_file="groupsc-rgb-blind.safetensors",
-            task="denoise",
-            sigma=None,
-            description="compact colour GroupSC for Gaussian noise at sigma 5 to 25, blind (PCA noise estimate picks one of 5 threshold sets), CBSD432; 33.64 dB on CBSD68 at sigma 15, not told it",
-            channels=3,
-            trained_range=(5.0, 25.0),
-        ),
-        *_gray_per_level(
-            "groupsc",
-            "deblock",
-            "compact gray GroupSC for JPEG deblocking (Y channel)",
-            {
-                10: "29.13 dB on Classic5 q10",
-                20: "31.36 dB on Classic5 q20",
-                30: "32.65 dB on Classic5 q30",
-                40: "33.53 dB on Classic5 q40",
-            },
-        ),
-        ZooEntry(
-            name="groupsc-demosaic",
-            model="groupsc",
-            config_file="groupsc-rgb-demosaic.yaml",
-            weights_file="groupsc-rgb-demosaic.safetensors",
-            task="demosaic",
-            sigma=None,
-            description="compact colour GroupSC for demosaicking a noise-free Bayer RGGB mosaic, CBSD432; 40.55 dB on Kodak24",
-            channels=3,
-        ),
-        ZooEntry(
-            name="durr-denoise-blind",
-            model="durr",
-            config_file="durr-gray-denoise-blind.yaml",
-            weights_file="durr-gray-denoise-blind.safetensors",
-            task="denoise",
-            sigma=None,
-            description="compact DURR for gray Gaussian denoising, blind, loops chosen by its policy; 28.78 dB on BSD68 sigma 25",
-        ),
-        ZooEntry(
-            name="durr-deblock-blind",
-            model="durr",
-            config_file="durr-gray-deblock-blind.yaml",
-            weights_file="durr-gray-deblock-blind.safetensors",
-            task="deblock",
-            sigma=None,
-            description="compact DURR for JPEG deblocking (Y channel) at any quality, loops chosen by its policy; 31.53 dB on LIVE1 q20",
-        ),
-    )
-}
+def _read_zoo() -> dict[str, ZooEntry]:
+    """Every shipped model: one entry per manifest in ``converge/weights/`` that has a ``zoo`` section."""
+    entries: dict[str, ZooEntry] = {}
+    for path in sorted((resources.files("converge") / "weights").iterdir(), key=lambda item: item.name):
+        if not path.name.endswith(".yaml"):
+            continue
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(spec, dict) or "zoo" not in spec:
+            continue
+        entry = entry_from_manifest(path.name, spec)
+        if entry.name in entries:
+            raise WeightsError(f"two weights manifests name zoo entry {entry.name!r}: rename one")
+        entries[entry.name] = entry
+    return entries
 
+
+ZOO: dict[str, ZooEntry] = _read_zoo()
 DEFAULT_MODEL = "dncnn-s25"
 
 
@@ -283,8 +238,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu") ->
             f"{entry.config_file} builds a {model_name(model)!r} model but zoo entry {name!r} expects {entry.model!r}: "
             "reinstall the package"
         )
-    channels = getattr(model.config, "channels", None)
-    if channels is not None and channels != entry.channels:
+    channels = model.channels
+    if channels != entry.channels:
         raise WeightsError(
             f"{entry.config_file} builds a {channels}-channel model but zoo entry {name!r} says {entry.channels}: "
             "reinstall the package"
@@ -402,7 +357,7 @@ def _describes(header: Mapping[str, Any], model: Restorer) -> bool:
         return False
     try:
         params = json.loads(header["params"])
-        return isinstance(params, dict) and type(model.config)(**params) == model.config
+        return isinstance(params, dict) and type(model.config)(**saved_params(type(model), params)) == model.config
     except (ValueError, TypeError, ConfigError):
         return False
 

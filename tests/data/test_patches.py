@@ -8,9 +8,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from converge.data.patches import PatchDataset, dihedral
+from converge.data.patches import PatchDataset, collate_patches, dihedral
 from converge.data.registry import data_root
 from converge.errors import ConfigError, DataError
+from converge.physics import Downsample, Identity, OperatorBatch
+
+IDENTITY = Identity()
 
 
 def _images(count: int = 3, channels: int = 1, size: tuple[int, int] = (40, 48)) -> list[torch.Tensor]:
@@ -18,20 +21,20 @@ def _images(count: int = 3, channels: int = 1, size: tuple[int, int] = (40, 48))
     return [torch.rand(channels, *size, generator=generator) for _ in range(count)]
 
 
-def _add_noise(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _add_noise(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Identity, float]:
     assert x.ndim == 4 and x.shape[0] == 1
-    return x + 0.1 * torch.randn(x.shape, generator=generator)
+    return x + 0.1 * torch.randn(x.shape, generator=generator), IDENTITY, float("nan")
 
 
-def _all_items(dataset: PatchDataset) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def _all_items(dataset: PatchDataset) -> list[tuple[torch.Tensor, torch.Tensor, object, torch.Tensor]]:
     return [dataset[index] for index in range(len(dataset))]
 
 
 def test_items_are_patch_pairs_of_the_requested_size() -> None:
     dataset = PatchDataset(_images(channels=3), patch_size=16, patches_per_image=5)
     assert len(dataset) == 15
-    y, x, level = dataset[7]
-    assert y.shape == x.shape == (3, 16, 16) and x.dtype == torch.float32
+    y, x, operator, level = dataset[7]
+    assert y.shape == x.shape == (3, 16, 16) and x.dtype == torch.float32 and isinstance(operator, Identity)
     assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
     assert level.dtype == torch.float32 and level.shape == () and torch.isnan(level)
 
@@ -39,7 +42,7 @@ def test_items_are_patch_pairs_of_the_requested_size() -> None:
 def test_each_patch_is_a_crop_of_its_own_image() -> None:
     images = _images()
     dataset = PatchDataset(images, patch_size=8, patches_per_image=4, augment=False)
-    for index, (_, x, _) in enumerate(_all_items(dataset)):
+    for index, (_, x, _, _) in enumerate(_all_items(dataset)):
         windows = images[index // 4].unfold(1, 8, 1).unfold(2, 8, 1)
         assert (windows == x[:, None, None]).flatten(3).all(-1).any()
 
@@ -49,7 +52,7 @@ def test_items_depend_only_on_seed_epoch_and_index() -> None:
     second = PatchDataset(_images(), 16, 4, degrade=_add_noise, seed=3)
     forward = _all_items(first)
     backward = [second[index] for index in reversed(range(len(second)))][::-1]
-    for (y1, x1, _), (y2, x2, _) in zip(forward, backward):
+    for (y1, x1, _, _), (y2, x2, _, _) in zip(forward, backward):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     other_seed = PatchDataset(_images(), 16, 4, degrade=_add_noise, seed=4)
     assert not torch.equal(other_seed[0][1], forward[0][1])
@@ -57,12 +60,12 @@ def test_items_depend_only_on_seed_epoch_and_index() -> None:
 
 def test_set_epoch_draws_new_patches_and_going_back_repeats_them() -> None:
     dataset = PatchDataset(_images(), 16, 4)
-    epoch0 = torch.stack([x for _, x, _ in _all_items(dataset)])
+    epoch0 = torch.stack([x for _, x, _, _ in _all_items(dataset)])
     dataset.set_epoch(1)
-    epoch1 = torch.stack([x for _, x, _ in _all_items(dataset)])
+    epoch1 = torch.stack([x for _, x, _, _ in _all_items(dataset)])
     assert not torch.equal(epoch0, epoch1)
     dataset.set_epoch(0)
-    assert torch.equal(epoch0, torch.stack([x for _, x, _ in _all_items(dataset)]))
+    assert torch.equal(epoch0, torch.stack([x for _, x, _, _ in _all_items(dataset)]))
     with pytest.raises(ConfigError, match="epoch"):
         dataset.set_epoch(-1)
 
@@ -72,13 +75,13 @@ def test_augmentation_visits_all_eight_symmetries() -> None:
     image = torch.arange(36, dtype=torch.float32).reshape(1, 6, 6) / 35
     candidates = [dihedral(image, k) for k in range(8)]
     seen = set()
-    for _, x, _ in _all_items(PatchDataset([image], 6, 200)):
+    for _, x, _, _ in _all_items(PatchDataset([image], 6, 200)):
         matches = [k for k, candidate in enumerate(candidates) if torch.equal(x, candidate)]
         assert len(matches) == 1
         seen.add(matches[0])
     assert seen == set(range(8))
     unaugmented = _all_items(PatchDataset([image], 6, 10, augment=False))
-    assert all(torch.equal(x, image) for _, x, _ in unaugmented)
+    assert all(torch.equal(x, image) for _, x, _, _ in unaugmented)
 
 
 def test_dihedral_transforms_are_distinct_and_invertible() -> None:
@@ -95,39 +98,48 @@ def test_dihedral_transforms_are_distinct_and_invertible() -> None:
 
 def test_degrade_is_applied_with_the_item_generator() -> None:
     dataset = PatchDataset(_images(), 16, 3, degrade=_add_noise)
-    y, x, _ = dataset[4]
+    y, x, _, _ = dataset[4]
     residual = y - x
     assert 0.05 < residual.std() < 0.15
     assert torch.equal(dataset[4][0], y)
     assert not torch.equal(dataset[5][0] - dataset[5][1], residual)
 
 
-def test_degrade_may_change_the_measurement_size() -> None:
-    def downsample(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return torch.nn.functional.avg_pool2d(x, 2)
+def test_a_measurement_of_another_size_is_placed_on_the_patch_grid() -> None:
+    operator = Downsample(2)
 
-    y, x, _ = PatchDataset(_images(), 16, 2, degrade=downsample)[0]
-    assert y.shape == (1, 8, 8) and x.shape == (1, 16, 16)
-    assert torch.allclose(y, torch.nn.functional.avg_pool2d(x[None], 2)[0])
+    def downsample(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Downsample, float]:
+        return operator(x), operator, float("nan")
+
+    y, x, returned, _ = PatchDataset(_images(), 16, 2, degrade=downsample)[0]
+    assert y.shape == x.shape == (1, 16, 16) and returned is operator
+    assert torch.equal(operator.from_grid(y[None]), operator(x[None]))
+    assert torch.equal(operator.to_grid(operator.from_grid(y[None])), y[None])
+
+    def shrink(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Identity, float]:
+        return torch.nn.functional.avg_pool2d(x, 2), IDENTITY, 1.0
+
+    with pytest.raises(ConfigError, match="does not fill"):
+        PatchDataset(_images(), 16, 2, degrade=shrink)[0]
 
 
 def test_degrade_may_report_the_level_it_drew() -> None:
-    def random_noise(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    def random_noise(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Identity, float]:
         level = float(torch.randint(10, 60, (), generator=generator))
-        return x + level / 255 * torch.randn(x.shape, generator=generator), level
+        return x + level / 255 * torch.randn(x.shape, generator=generator), IDENTITY, level
 
     dataset = PatchDataset(_images(), 16, 4, degrade=random_noise)
     items = _all_items(dataset)
-    levels = [float(level) for _, _, level in items]
+    levels = [float(level) for _, _, _, level in items]
     assert len(set(levels)) > 1 and all(10 <= level < 60 for level in levels)
-    for y, x, level in items:
+    for y, x, _, level in items:
         assert 0.5 * level / 255 < float((y - x).std()) < 1.5 * level / 255
-    assert float(dataset[2][2]) == levels[2]
-    _, _, level_batch = next(iter(DataLoader(dataset, batch_size=5, shuffle=False)))
+    assert float(dataset[2][3]) == levels[2]
+    _, _, _, level_batch = next(iter(DataLoader(dataset, batch_size=5, shuffle=False, collate_fn=collate_patches)))
     assert level_batch.dtype == torch.float32 and level_batch.tolist() == levels[:5]
-    assert torch.isnan(PatchDataset(_images(), 16, 2, degrade=_add_noise)[0][2])
+    assert torch.isnan(PatchDataset(_images(), 16, 2, degrade=_add_noise)[0][3])
     with pytest.raises(ConfigError, match="level as a number"):
-        PatchDataset(_images(), 16, 2, degrade=lambda x, generator: (x, "high"))[0]
+        PatchDataset(_images(), 16, 2, degrade=lambda x, generator: (x, IDENTITY, "high"))[0]
 
 
 def test_clean_images_are_float_batches_in_the_unit_range() -> None:
@@ -138,22 +150,28 @@ def test_clean_images_are_float_batches_in_the_unit_range() -> None:
 
 
 def test_degrade_with_a_wrong_output_is_reported() -> None:
-    dataset = PatchDataset(_images(), 16, 2, degrade=lambda x, generator: x[0])
+    dataset = PatchDataset(_images(), 16, 2, degrade=lambda x, generator: (x[0], IDENTITY, 1.0))
     with pytest.raises(ConfigError, match=r"\(1, C, H, W\)"):
         dataset[0]
+    with pytest.raises(ConfigError, match=r"\(y, operator, level\)"):
+        PatchDataset(_images(), 16, 2, degrade=lambda x, generator: x)[0]
+    with pytest.raises(ConfigError, match="the operator it applied"):
+        PatchDataset(_images(), 16, 2, degrade=lambda x, generator: (x, "blur", 1.0))[0]
 
 
-def test_data_loader_batches_pairs() -> None:
+def test_data_loader_batches_pairs_with_their_operators() -> None:
     dataset = PatchDataset(_images(channels=3), 16, 4, degrade=_add_noise)
-    batches = list(DataLoader(dataset, batch_size=5, shuffle=False, num_workers=0))
-    assert [tuple(y.shape) for y, _, _ in batches] == [(5, 3, 16, 16), (5, 3, 16, 16), (2, 3, 16, 16)]
+    batches = list(DataLoader(dataset, batch_size=5, shuffle=False, num_workers=0, collate_fn=collate_patches))
+    assert [tuple(y.shape) for y, _, _, _ in batches] == [(5, 3, 16, 16), (5, 3, 16, 16), (2, 3, 16, 16)]
     assert torch.equal(batches[0][1][1], dataset[1][1])
+    operators = batches[0][2]
+    assert isinstance(operators, OperatorBatch) and len(operators) == 5 and len(operators.distinct) == 1
 
 
 def test_colour_images_can_be_used_as_grayscale() -> None:
     colour = [torch.round(image * 255) / 255 for image in _images(channels=3)]
     dataset = PatchDataset(colour, 16, 2, channels=1, augment=False)
-    _, x, _ = dataset[0]
+    _, x, _, _ = dataset[0]
     assert x.shape == (1, 16, 16)
     assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-3)
     uint8 = [torch.round(image * 255).to(torch.uint8) for image in colour]
@@ -195,6 +213,6 @@ def test_patches_from_a_real_set_name(image_reader: None) -> None:
     dataset = PatchDataset("set12", patch_size=40, patches_per_image=2, degrade=_add_noise)
     assert len(dataset) == 24
     assert all(image.dtype == torch.uint8 for image in dataset.images)
-    y, x, _ = dataset[23]
+    y, x, _, _ = dataset[23]
     assert x.shape == y.shape == (1, 40, 40)
     assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-4) and 0 <= x.min() and x.max() <= 1

@@ -103,7 +103,7 @@ def test_registry_table_matches_the_manifest(shared_data: Path) -> None:
     manifest = (shared_data / "MANIFEST.md").read_text()
     rows = re.findall(r"^\| `(\w+)` \| (\d+) [^|]+\|.*`([0-9a-f]{64})` \|$", manifest, flags=re.MULTILINE)
     assert {(folder, int(count), digest) for folder, count, digest in rows} == {
-        (s.folder, s.file_count, s.digest) for s in SETS.values()
+        (s.folder, s.file_count, s.digest) for s in SETS.values() if s.subset_of is None
     }
     assert all(name == name.lower() for name in SETS)
 
@@ -218,3 +218,11 @@ def test_wrong_file_count_is_reported(tmp_path: Path, shared_data: Path, monkeyp
     monkeypatch.setitem(SETS, "tiny", ImageSet("tiny", "Tiny", 1, 3, "test", SETS["tiny"].digest))
     with pytest.raises(DataError, match="has 2 files .* should have 3"):
         list_images("tiny")
+
+
+def test_the_validation_split_is_held_out_of_the_colour_training_split(shared_data: Path) -> None:
+    validation = {path.name for path in list_images("bsds-val32")}
+    training = {path.name for path in list_images("cbsd400")}
+    assert len(validation) == 32 and len(training) == 400 and not validation & training
+    assert validation | training == {path.name for path in list_images("cbsd432")}
+    assert get_set("bsds-val32").role == "validation" and get_set("cbsd400").role == "train"

@@ -10,6 +10,7 @@ from converge.models import groupsc
 from converge.models.groupsc import GroupSC, GroupSCConfig, lista_step
 from converge.models.sparse_prox import soft_threshold
 from converge.physics.base import Identity
+from converge.physics.batch import OperatorBatch
 from converge.physics.blur import GaussianBlur
 from converge.physics.mask import PixelMask
 from converge.physics.mosaic import BayerMosaic
@@ -89,8 +90,6 @@ def test_default_config_is_the_papers_and_resolves_channel_defaults() -> None:
         ({"sigmas": 25}, "sigmas"),
         ({"sigmas": "25"}, "sigmas"),
         ({"sigmas": (0,)}, "positive"),
-        ({"mosaic": "RGBG", "channels": 3}, "mosaic"),
-        ({"mosaic": "RGGB"}, "channels to 3"),
     ],
 )
 def test_bad_config_raises(options: dict, message: str) -> None:
@@ -229,7 +228,7 @@ def test_blind_model_picks_the_thresholds_of_the_nearest_level() -> None:
     y = clean + torch.tensor([25.0, 50.0]).reshape(2, 1, 1, 1) / 255 * noise
     x, info = blind.restore(y)
     assert info.extra["sigma_used"] == [25.0, 50.0]
-    estimated = info.extra["sigma_estimated"]
+    estimated = info.noise_level
     assert abs(estimated[0] - 25) < 3 and abs(estimated[1] - 50) < 5
     with torch.no_grad():
         assert torch.allclose(x, blind(y, sigma=torch.tensor([25.0, 50.0]) / 255).clamp(0, 1))
@@ -237,11 +236,11 @@ def test_blind_model_picks_the_thresholds_of_the_nearest_level() -> None:
         single.thresholds.copy_(blind.thresholds[1:2])
         assert torch.allclose(x[:1], single(y[:1]).clamp(0, 1))
         assert not torch.allclose(x[:1], blind(y[:1], sigma=5 / 255).clamp(0, 1), atol=1e-3)
-        trained_levels = blind.training_forward(y, torch.tensor([5.0, 26.0]))
+        trained_levels = blind.training_forward(y, Identity(), torch.tensor([5.0, 26.0]))
         assert torch.allclose(trained_levels, blind(y, sigma=torch.tensor([5.0, 25.0]) / 255))
-        assert torch.allclose(blind.training_forward(y, torch.full((2,), float("nan"))).clamp(0, 1), x)
+        assert torch.allclose(blind.training_forward(y, Identity(), torch.full((2,), float("nan"))).clamp(0, 1), x)
     _, known = blind.restore(y, sigma=12 / 255)
-    assert known.extra["sigma_used"] == [5.0, 5.0] and known.extra["sigma_estimated"] is None
+    assert known.extra["sigma_used"] == [5.0, 5.0] and known.noise_level is None
     with pytest.raises(ConfigError, match="masked"):
         tiny(channels=3, sigmas=(5, 25))(noisy_image(3), physics=BayerMosaic())
 
@@ -396,15 +395,29 @@ def test_adopting_weights_whose_tensors_do_not_fit_their_parameters_raises() -> 
         tiny().adopt_weights(tensors, TINY)
 
 
-def test_a_demosaicking_model_applies_its_mosaic_without_an_operator() -> None:
-    model = tiny(penalty="group", channels=3, patch_size=3, mosaic="GRBG")
-    mosaic = BayerMosaic("GRBG")
-    y = mosaic(noisy_image(3, height=16, width=18).clamp(0, 1))
+def test_training_masks_each_sample_with_its_own_operator_from_the_batch() -> None:
+    model = tiny(penalty="group", channels=3, patch_size=3)
+    mosaics = OperatorBatch([BayerMosaic("GRBG"), BayerMosaic("RGGB")])
+    y = mosaics(noisy_image(3, batch=2, height=16, width=18).clamp(0, 1))
     with torch.no_grad():
-        expected = model(y, physics=mosaic)
-        assert torch.equal(model(y), expected)
-        assert torch.equal(model.training_forward(y, torch.tensor([float("nan")])), expected)
-        assert not torch.allclose(copy_of(model, mosaic=None)(y), expected, atol=1e-3)
+        expected = torch.cat([model(y[:1], physics=BayerMosaic("GRBG")), model(y[1:], physics=BayerMosaic("RGGB"))])
+        trained = model.training_forward(y, mosaics, torch.full((2,), float("nan")))
+        torch.testing.assert_close(trained, expected, rtol=0, atol=1e-6)
+        assert not torch.allclose(model(y), expected, atol=1e-3)
+
+
+def test_weights_saved_with_the_retired_mosaic_parameter_still_load(tmp_path) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    from converge.zoo import load_weights, save_weights, weights_header
+
+    model = tiny(penalty="group", channels=3, patch_size=3)
+    path = save_weights(model, {"task": "demosaic"}, tmp_path / "old.safetensors")
+    header = {"model": "groupsc", "params": json.dumps({**json.loads(weights_header(model)["params"]), "mosaic": "RGGB"})}
+    save_file(dict(model.state_dict()), str(path), metadata=header)
+    assert torch.equal(load_weights(path).dictionary, model.dictionary)
 
 
 def test_a_model_with_one_threshold_set_does_not_read_the_training_level() -> None:
@@ -414,7 +427,7 @@ def test_a_model_with_one_threshold_set_does_not_read_the_training_level() -> No
     with torch.no_grad():
         plain = model(y)
         for level in ([10.0, 40.0], [float("nan")] * 2):
-            assert torch.equal(model.training_forward(y, torch.tensor(level)), plain)
+            assert torch.equal(model.training_forward(y, Identity(), torch.tensor(level)), plain)
 
 
 @pytest.mark.parametrize("penalty", ["csr", "group"])

@@ -157,7 +157,7 @@ def test_restore_clamps_and_reports_iterations() -> None:
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     assert len(info.iterations) == 2 and all(1 < count <= 40 for count in info.iterations)
     assert len(info.residuals) == max(info.iterations)
-    assert info.residuals[-1] <= TOL and info.extra["converged"] == [True, True]
+    assert info.residuals[-1] <= TOL and info.converged == [True, True]
     with torch.no_grad():
         assert torch.allclose(x, model(y).clamp(0, 1), atol=1e-6)
 

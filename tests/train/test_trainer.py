@@ -16,6 +16,7 @@ from converge.train import trainer as trainer_module
 from converge.train.config import config_from_dict, load_config
 from converge.train.trainer import CHECKPOINT, LOG, Trainer, _lr_factor, train
 from converge.models import build_model
+from converge.physics import Identity, OperatorBatch
 from converge.zoo import load_weights, save_weights
 
 
@@ -179,10 +180,11 @@ def record_levels(trainer: Trainer) -> list[list[float]]:
     seen = []
     original = trainer.model.training_forward
 
-    def recording(y: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    def recording(y: torch.Tensor, operator: OperatorBatch, level: torch.Tensor) -> torch.Tensor:
         assert level.shape == (y.shape[0],) and level.dtype == torch.float32
+        assert isinstance(operator, OperatorBatch) and len(operator) == y.shape[0]
         seen.append(level.tolist())
-        return original(y, level)
+        return original(y, operator, level)
 
     trainer.model.training_forward = recording
     return seen
@@ -216,16 +218,17 @@ def test_blind_degradations_draw_the_level_they_report() -> None:
     x = torch.full((1, 1, 64, 64), 0.5)
     blind_noise = trainer_module._training_degradation(tiny_config(data=data_section(sigma_range=[10, 50])))
     for seed in range(4):
-        y, level = blind_noise(x, torch.Generator().manual_seed(seed))
-        assert 10 <= level <= 50 and abs(float((y - x).std()) * 255 - level) < 0.1 * level
+        y, operator, level = blind_noise(x, torch.Generator().manual_seed(seed))
+        assert isinstance(operator, Identity) and 10 <= level <= 50 and abs(float((y - x).std()) * 255 - level) < 0.1 * level
     x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     blind_jpeg = trainer_module._training_degradation(
         tiny_config(data=data_section(task="deblock", quality_range=[5, 60]))
     )
     qualities = set()
     for seed in range(6):
-        y, level = blind_jpeg(x, torch.Generator().manual_seed(seed))
+        y, operator, level = blind_jpeg(x, torch.Generator().manual_seed(seed))
         assert level == int(level) and torch.equal(y, JPEGCompression(int(level))(x))
+        assert isinstance(operator, JPEGCompression) and operator.quality == level
         qualities.add(level)
     assert len(qualities) > 1
 
@@ -237,7 +240,7 @@ def test_log_uniform_noise_levels_split_evenly_at_the_geometric_mean() -> None:
         degrade = trainer_module._training_degradation(
             tiny_config(data=data_section(sigma_range=[20, 80], sigma_sampling=sampling))
         )
-        levels[sampling] = torch.tensor([degrade(x, torch.Generator().manual_seed(seed))[1] for seed in range(2000)])
+        levels[sampling] = torch.tensor([degrade(x, torch.Generator().manual_seed(seed))[2] for seed in range(2000)])
     assert all(float(values.min()) >= 20 and float(values.max()) <= 80 for values in levels.values())
     # Below 40, the geometric mean of the range: half the patches when log-uniform, a third when uniform.
     assert abs(float((levels["log_uniform"] < 40).float().mean()) - 0.5) < 0.04
@@ -362,7 +365,9 @@ class ScriptedLoss(Trainer):
 
     LOSSES = [1.0, 1.0, 1.0, 0.9, 3.0, 3.0, 0.8, 0.8, math.nan, 1.0]
 
-    def _train_step(self, y: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> dict[str, float]:
+    def _train_step(
+        self, y: torch.Tensor, x: torch.Tensor, operator: OperatorBatch, level: torch.Tensor
+    ) -> dict[str, float]:
         with torch.no_grad():
             for parameter in self.model.parameters():
                 parameter.add_(1.0)

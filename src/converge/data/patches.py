@@ -4,16 +4,22 @@ Every item is a pure function of ``(seed, epoch, index)``: the crop position, th
 and the degradation's randomness all come from one generator seeded by those three numbers, so a run
 is reproducible whatever the number of workers or the order in which items are read.
 
+An item is ``(y, x, operator, level)``: the degraded patch (its measurement placed on the image grid,
+:meth:`~converge.physics.base.Operator.to_grid`), the clean patch, the operator that degraded it and
+the level it was degraded at. :func:`collate_patches` stacks items into a batch whose operators form
+one :class:`~converge.physics.batch.OperatorBatch`, so one batch may mix degradations.
+
 Example::
 
     >>> import torch
-    >>> from converge.data.patches import PatchDataset
+    >>> from converge.data.patches import PatchDataset, collate_patches
+    >>> from converge.physics import Identity
     >>> def add_noise(x, generator):
-    ...     return x + 25 / 255 * torch.randn(x.shape, generator=generator), 25.0
+    ...     return x + 25 / 255 * torch.randn(x.shape, generator=generator), Identity(), 25.0
     >>> dataset = PatchDataset([torch.rand(1, 64, 64)], patch_size=32, patches_per_image=4, degrade=add_noise)
-    >>> y, x, level = dataset[0]
-    >>> tuple(y.shape), tuple(x.shape), float(level)
-    ((1, 32, 32), (1, 32, 32), 25.0)
+    >>> y, x, operator, level = collate_patches([dataset[0], dataset[1]])
+    >>> tuple(y.shape), tuple(x.shape), len(operator), level.tolist()
+    ((2, 1, 32, 32), (2, 1, 32, 32), 2, [25.0, 25.0])
 """
 
 from __future__ import annotations
@@ -28,14 +34,19 @@ from torch.utils.data import Dataset
 from converge.data.registry import convert_channels, load_images
 from converge.data.seeding import stable_seed
 from converge.errors import ConfigError
+from converge.physics.base import Identity, Operator
+from converge.physics.batch import OperatorBatch
 
-Degrade = Callable[[Tensor, torch.Generator], Tensor | tuple[Tensor, float]]
+Degrade = Callable[[Tensor, torch.Generator], tuple[Tensor, Operator, float]]
+Patch = tuple[Tensor, Tensor, Operator, Tensor]
 DIHEDRAL_TRANSFORMS = 8
+_UNDEGRADED = Identity()
 
 
 class PatchDataset(Dataset):
-    """``(y, x, level)`` items: ``(C, p, p)`` patches, ``x`` a random crop of a clean image,
-    ``y = degrade(x)``, and the degradation level that produced ``y`` (a float32 scalar tensor).
+    """``(y, x, operator, level)`` items: ``(C, p, p)`` patches, ``x`` a random crop of a clean image,
+    ``y`` its degradation by ``operator`` (on the image grid), and the degradation level that produced
+    ``y`` (a float32 scalar tensor).
 
     ``images`` is a sequence of ``(C, H, W)`` or ``(1, C, H, W)`` tensors (float in [0, 1], or uint8
     holding 8-bit levels) or the name of a set of the shared data (kept in memory as 8-bit). Each image
@@ -43,11 +54,12 @@ class PatchDataset(Dataset):
 
     With ``augment`` each patch goes through one of the 8 symmetries of the square (``rot90`` by
     ``k`` quarter turns, then an optional horizontal flip). ``degrade(x, generator)`` receives the clean
-    patch as a ``(1, C, p, p)`` batch and the item's generator and returns a ``(1, C', h, w)`` batch,
-    or the pair ``(batch, level)`` where ``level`` is the degradation level it drew (noise sigma in
-    8-bit levels, JPEG quality); without a level, or without ``degrade`` (then ``y`` is ``x``),
-    ``level`` is NaN. ``channels=1`` turns colour images into grayscale (MATLAB ``rgb2gray``,
-    8-bit levels). Call :meth:`set_epoch` at the start of every epoch to draw new patches.
+    patch as a ``(1, C, p, p)`` batch and the item's generator and returns ``(y, operator, level)``:
+    the ``(1, C, h, w)`` measurement, the operator that made it (before any noise) and the level it
+    drew (noise sigma in 8-bit levels, JPEG quality, NaN for none). Without ``degrade``, ``y`` is
+    ``x``, the operator the identity and ``level`` NaN. ``channels=1`` turns colour images into
+    grayscale (MATLAB ``rgb2gray``, 8-bit levels). Call :meth:`set_epoch` at the start of every epoch
+    to draw new patches.
     """
 
     def __init__(
@@ -107,8 +119,9 @@ class PatchDataset(Dataset):
             for image in self.images
         ]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Item ``index`` of the current epoch: ``y`` and ``x`` ``(C, p, p)`` float32 and the 0-d float32 ``level``."""
+    def __getitem__(self, index: int) -> Patch:
+        """Item ``index`` of the current epoch: ``y`` and ``x`` ``(C, p, p)`` float32, the operator and
+        the 0-d float32 ``level``."""
         if not 0 <= index < len(self):
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
         generator = torch.Generator().manual_seed(stable_seed("patch", self.seed, self.epoch, index))
@@ -123,19 +136,35 @@ class PatchDataset(Dataset):
         if image.dtype == torch.uint8:
             x = x / 255.0
         if self.degrade is None:
-            return x.clone(), x, torch.tensor(math.nan)
-        y, level = self._degraded(x, generator)
-        return y, x, torch.tensor(level, dtype=torch.float32)
+            return x.clone(), x, _UNDEGRADED, torch.tensor(math.nan)
+        y, operator, level = self._degraded(x, generator)
+        return y, x, operator, torch.tensor(level, dtype=torch.float32)
 
-    def _degraded(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+    def _degraded(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Operator, float]:
         result = self.degrade(x[None], generator)
-        y, level = result if isinstance(result, tuple) and len(result) == 2 else (result, math.nan)
+        if not (isinstance(result, tuple) and len(result) == 3):
+            raise ConfigError("degrade must return (y, operator, level)")
+        y, operator, level = result
+        if not isinstance(operator, Operator):
+            raise ConfigError(f"degrade must return the operator it applied, got {type(operator).__name__}")
         if not isinstance(y, Tensor) or y.ndim != 4 or y.shape[0] != 1:
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise ConfigError(f"degrade must return a (1, C, H, W) tensor for a (1, C, p, p) patch, got {shape}")
         if isinstance(level, bool) or not isinstance(level, int | float):
             raise ConfigError(f"degrade must return its level as a number, got {level!r}")
-        return y[0], float(level)
+        grid = operator.to_grid(y)
+        if grid.shape != x[None].shape:
+            raise ConfigError(
+                f"degrade's measurement does not fill the {tuple(x.shape)} patch grid: {tuple(grid.shape[1:])}"
+            )
+        return grid[0], operator, float(level)
+
+
+def collate_patches(items: Sequence[Patch]) -> tuple[Tensor, Tensor, OperatorBatch, Tensor]:
+    """Items of :class:`PatchDataset` as one batch: ``y`` and ``x`` ``(B, C, p, p)``, their operators as
+    one :class:`~converge.physics.batch.OperatorBatch`, and ``level`` ``(B,)``."""
+    ys, xs, operators, levels = zip(*items, strict=True)
+    return torch.stack(ys), torch.stack(xs), OperatorBatch(operators), torch.stack(levels)
 
 
 def dihedral(image: Tensor, transform: int) -> Tensor:

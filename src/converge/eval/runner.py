@@ -17,7 +17,7 @@ from converge.data.seeding import evaluation_generator
 from converge.eval.metrics import psnr, ssim
 from converge.eval.report import BenchmarkReport, ImageScore
 from converge.physics.tasks import Task
-from converge.restorers import Restorer
+from converge.restorers import RestoreFunction
 
 # How a benchmark image is prepared before it is degraded: kept as stored, or reduced to luma
 # (the deblocking tables score grey JPEG of the BT.601 Y channel of colour sets such as LIVE1).
@@ -30,7 +30,7 @@ def restored_channels(bench: str, color: str) -> int:
 
 
 def evaluate(
-    restorer: Restorer,
+    restorer: RestoreFunction,
     model: str,
     bench: str,
     task: Task,

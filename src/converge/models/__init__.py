@@ -1,44 +1,27 @@
-"""Restorers and the string-keyed table a config uses to build them (``model: {name: dncnn, params: ...}``).
+"""Restorers and how a config builds them (``model: {name: dncnn, params: ...}``).
 
-Each model class carries a ``config_class`` (a frozen dataclass of its hyper-parameters) and is built
-as ``cls(config_class(**params))``. The table holds import paths, so naming a model imports only its file.
+Each model class registers itself under a name (:func:`~converge.models.registry.register_model`)
+and carries a ``config_class`` (a frozen dataclass of its hyper-parameters); it is built as
+``cls(config_class(**params))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from converge.errors import ConfigError
 from converge.models.base import RestoreInfo, Restorer
-
-MODELS: dict[str, str] = {
-    "dncnn": "converge.models.backbones:DnCNN",
-    "nerd": "converge.models.nerd:NERD",
-    "durr": "converge.models.durr:DURR",
-    "groupsc": "converge.models.groupsc:GroupSC",
-    "unet": "converge.models.unet:UNetDenoiser",
-}
-
-
-def model_class(name: str) -> type[Restorer]:
-    """The class registered under ``name``; unknown names raise :class:`ConfigError`."""
-    try:
-        module_name, class_name = MODELS[name].split(":")
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}") from None
-    return getattr(importlib.import_module(module_name), class_name)
+from converge.models.registry import model_class, register_model, registered_models
 
 
 def model_name(model: Restorer) -> str:
-    """The table name of ``model``'s class (the inverse of :func:`model_class`)."""
-    path = f"{type(model).__module__}:{type(model).__name__}"
-    for name, registered in MODELS.items():
-        if registered == path:
-            return name
-    raise ConfigError(f"model class {path} is not registered in converge.models.MODELS")
+    """The registered name of ``model``'s class (the inverse of :func:`model_class`)."""
+    name = getattr(type(model), "registry_name", None)
+    if name is None or registered_models().get(name) is not type(model):
+        raise ConfigError(f"model class {type(model).__qualname__} is not registered: decorate it with @register_model")
+    return name
 
 
 def build_model(name: str, params: Mapping[str, Any] | None = None) -> Restorer:
@@ -50,6 +33,11 @@ def build_model(name: str, params: Mapping[str, Any] | None = None) -> Restorer:
     if unknown:
         raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for model {name!r}: valid are {', '.join(valid)}")
     return cls(cls.config_class(**params))
+
+
+def saved_params(cls: type[Restorer], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters read from saved weights, less the ones ``cls`` has retired (:attr:`Restorer.retired_params`)."""
+    return {key: value for key, value in params.items() if key not in cls.retired_params}
 
 
 def model_params(model: Restorer) -> dict[str, Any]:
@@ -65,4 +53,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["MODELS", "RestoreInfo", "Restorer", "build_model", "model_class", "model_name", "model_params"]
+__all__ = [
+    "RestoreInfo",
+    "Restorer",
+    "build_model",
+    "model_class",
+    "model_name",
+    "model_params",
+    "register_model",
+    "registered_models",
+    "saved_params",
+]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from converge.errors import ConfigError
 from converge.models.base import Restorer, Sigma
+from converge.models.registry import register_model
 from converge.physics.base import Operator
 
 
@@ -49,6 +50,7 @@ class DnCNNConfig:
             raise ConfigError(f"DnCNN features must be positive, got {self.features}")
 
 
+@register_model("dncnn")
 class DnCNN(Restorer):
     """Residual CNN denoiser for one noise level (or a range, when trained blind).
 
@@ -59,6 +61,8 @@ class DnCNN(Restorer):
     """
 
     config_class = DnCNNConfig
+    tasks = ("denoise", "deblock")
+    example_params = {"depth": 4, "features": 8}
 
     def __init__(self, config: DnCNNConfig | None = None) -> None:
         super().__init__()

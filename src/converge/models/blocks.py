@@ -16,9 +16,11 @@ from converge.errors import ConfigError
 DEFAULT_CHUNK = 8
 
 
-def _check_window(window: int) -> None:
+def check_window(window: int) -> int:
+    """``window`` if it is a positive odd integer (an attention window side), else :class:`ConfigError`."""
     if not isinstance(window, int) or window < 1 or window % 2 == 0:
         raise ConfigError(f"window must be a positive odd integer, got {window!r}")
+    return window
 
 
 def _check_groups(channels: int, groups: int) -> None:
@@ -83,7 +85,7 @@ class NeighbourhoodAttention(nn.Module):
 
     @window.setter
     def window(self, window: int) -> None:
-        _check_window(window)
+        check_window(window)
         self._window = window
 
     @property

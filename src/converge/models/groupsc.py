@@ -34,8 +34,8 @@ the compact 7x7 / 36 setting), too little sparsity for a banded product to pay.
 Masked data (eqs. 15-16): when ``physics`` is a :class:`~converge.physics.mask.MaskOperator` (a
 :class:`~converge.physics.mosaic.BayerMosaic`, a :class:`~converge.physics.mask.PixelMask`), ``M_i``
 is the patch of its 0/1 mask and ``mu_i`` the mean of the measured values only (the released code
-averages the zeros too), so entries outside the mask influence nothing. A demosaicking model names
-its Bayer pattern in ``mosaic`` and applies that mask when given no operator (as in training). The
+averages the zeros too), so entries outside the mask influence nothing; the operator comes with the
+observation, in training (the trainer's operator batch) as at inference. The
 first similarity is computed on the input with each unmeasured entry replaced by the mean of the
 measured channels of its pixel: for a Bayer mosaic every channel then holds the raw sensor value, the
 authors' per-pixel channel sum up to a factor (pixels with no measured channel read 0).
@@ -79,12 +79,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from converge.errors import ConfigError
-from converge.models.base import RestoreInfo, Restorer, Sigma
+from converge.models.base import InferenceOption, RestoreInfo, Restorer, Sigma
+from converge.models.registry import register_model
 from converge.models.sparse_prox import csr_prox, group_prox, patch_similarity, soft_threshold
 from converge.physics.base import Identity, Operator
+from converge.physics.batch import OperatorBatch
 from converge.physics.jpeg import JPEGCompression
 from converge.physics.mask import MaskOperator
-from converge.physics.mosaic import BAYER_PATTERNS, BayerMosaic
 
 PENALTIES = ("sc", "csr", "group")
 GREY_LEVELS = 255.0
@@ -118,9 +119,7 @@ class GroupSCConfig:
     see the paper's Table 1);
     ``sigmas``: trained noise levels in 8-bit units, one set of thresholds each (``(25,)`` for one
     model per level, for instance ``(5, 10, 15, 20, 25)`` for a blind model; a model with one set,
-    such as a deblocking or demosaicking model, uses the level only to start its thresholds);
-    ``mosaic``: the Bayer pattern (``"RGGB"``, ...) of a demosaicking model, whose mask it applies when
-    given no ``physics`` (the trainer gives none), or ``None``.
+    such as a deblocking or demosaicking model, uses the level only to start its thresholds).
     """
 
     channels: int = 1
@@ -133,7 +132,6 @@ class GroupSCConfig:
     block: int | None = None
     stride: int | None = None
     sigmas: tuple[float, ...] = (25.0,)
-    mosaic: str | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -162,13 +160,6 @@ class GroupSCConfig:
                 f"({self.block - self.patch_size + 1}) so that the blocks cover every patch"
             )
         object.__setattr__(self, "sigmas", _noise_levels(self.sigmas))
-        if self.mosaic is not None:
-            if self.mosaic not in BAYER_PATTERNS:
-                raise ConfigError(
-                    f"GroupSC mosaic must be one of {', '.join(BAYER_PATTERNS)} or null, got {self.mosaic!r}"
-                )
-            if self.channels != 3:
-                raise ConfigError("a GroupSC with a Bayer mosaic restores colour images: set channels to 3")
 
 
 def _noise_levels(sigmas: object) -> tuple[float, ...]:
@@ -185,6 +176,7 @@ def _noise_levels(sigmas: object) -> tuple[float, ...]:
     return levels
 
 
+@register_model("groupsc")
 class GroupSC(Restorer):
     """Unrolled LISTA on centred patches with a sparse (``sc``) or non-local (``csr``, ``group``) prox.
 
@@ -197,6 +189,12 @@ class GroupSC(Restorer):
     """
 
     config_class = GroupSCConfig
+    tasks = ("denoise", "deblock", "demosaic")
+    example_params = {"patch_size": 5, "atoms": 16, "steps": 4, "window": 16, "similarity_every": 2, "stride": 6}
+    inference_options = {
+        "stride": InferenceOption("block stride", lambda model, stride: model.checked_stride(stride)),
+    }
+    retired_params = frozenset({"mosaic"})
 
     def __init__(self, config: GroupSCConfig | None = None) -> None:
         super().__init__()
@@ -306,26 +304,26 @@ class GroupSC(Restorer):
     def forward(self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None) -> Tensor:
         """Restore ``y`` ``(B, C, H, W)`` in [0, 1] (``H, W >= patch_size``); differentiable, not clamped.
 
-        ``physics``: ``None`` (the ``mosaic`` of a demosaicking model, else plain denoising),
-        :class:`~converge.physics.base.Identity` or JPEG compression (restored as noise), or a
-        :class:`~converge.physics.mask.MaskOperator` (masked data term); anything else raises
+        ``physics``: ``None`` (plain denoising), :class:`~converge.physics.base.Identity` or JPEG
+        compression (restored as noise), a :class:`~converge.physics.mask.MaskOperator` (masked data
+        term), or an :class:`~converge.physics.batch.OperatorBatch` of those; anything else raises
         :class:`ConfigError`. ``sigma``: a float or ``(B,)`` on the [0, 1] scale, selecting the
         nearest trained threshold set (see the module docstring).
         """
         return self._run(y, physics, sigma, self.config.stride)[0]
 
-    def training_forward(self, y: Tensor, level: Tensor) -> Tensor:
-        """The trainer's map: :meth:`forward` at the noise level each sample was made at.
+    def training_forward(self, y: Tensor, operator: Operator, level: Tensor) -> Tensor:
+        """The trainer's map: :meth:`forward` with the batch's operator, at each sample's noise level.
 
         ``level`` ``(B,)``: the trainer's degradation level per sample. A model with several threshold
         sets (blind denoising) reads it as the noise sigma in 8-bit units and trains each sample's
         nearest set (no estimate is needed), or estimates it where it is NaN (a task without a noise
         level). A model with one set does not read it, so the JPEG quality that the trainer gives for
-        deblocking is never taken for a noise level. A demosaicking model (``mosaic``) applies its mask.
+        deblocking is never taken for a noise level. A masking operator (demosaicking) masks the data term.
         """
         if len(self.config.sigmas) > 1 and bool(torch.isfinite(level).all()):
-            return self(y, sigma=level.detach().to(torch.float64) / GREY_LEVELS)
-        return self(y)
+            return self(y, physics=operator, sigma=level.detach().to(torch.float64) / GREY_LEVELS)
+        return self(y, physics=operator)
 
     def restore(
         self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None, stride: int | None = None
@@ -334,18 +332,21 @@ class GroupSC(Restorer):
 
         ``stride``: block stride in pixels for this call instead of the config's (``csr`` and
         ``group``; at most ``block - patch_size + 1``): larger is faster and truncates more windows.
+        ``noise_level``: the blind estimate per image (8-bit), ``None`` when none was needed.
         ``extra``: ``sigma_used``, the trained level (8-bit) whose thresholds restored each image;
-        ``sigma_estimated``, the blind estimate per image (8-bit) or ``None`` when none was needed;
         ``penalty``; ``blocks``, the number of blocks per image.
         """
         start = time.perf_counter()
         with torch.no_grad():
-            x, extra = self._run(y, physics, sigma, self._checked_stride(stride))
+            x, estimated, extra = self._run(y, physics, sigma, self.checked_stride(stride))
         return x.clamp(0.0, 1.0), RestoreInfo(
-            iterations=[self.config.steps] * y.shape[0], seconds=time.perf_counter() - start, extra=extra
+            iterations=[self.config.steps] * y.shape[0],
+            seconds=time.perf_counter() - start,
+            noise_level=None if estimated is None else (estimated * GREY_LEVELS).tolist(),
+            extra=extra,
         )
 
-    def _checked_stride(self, stride: int | None) -> int:
+    def checked_stride(self, stride: int | None) -> int:
         """The block stride to restore with: ``stride``, or the config's when ``None``."""
         if stride is None:
             return self.config.stride
@@ -362,7 +363,9 @@ class GroupSC(Restorer):
 
     def _run(
         self, y: Tensor, physics: Operator | None, sigma: Sigma | None, stride: int
-    ) -> tuple[Tensor, dict[str, Any]]:
+    ) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+        """The estimate, the blind noise estimate per image ([0, 1] scale; ``None`` when told or not
+        needed) and the ``extra`` details of :meth:`restore`."""
         if y.dim() != 4:
             raise ValueError(f"GroupSC expects (B, C, H, W) images, got shape {tuple(y.shape)}")
         if min(y.shape[-2:]) < self.config.patch_size:
@@ -370,8 +373,6 @@ class GroupSC(Restorer):
                 f"GroupSC needs images of at least {self.config.patch_size}x{self.config.patch_size} pixels, "
                 f"got {tuple(y.shape[-2:])}"
             )
-        if physics is None and self.config.mosaic is not None:
-            physics = BayerMosaic(self.config.mosaic)
         mask = _measurement_mask(y, physics)
         levels, estimated = self._levels(y, sigma, mask)
         thresholds = self.thresholds.abs()[levels]
@@ -390,11 +391,10 @@ class GroupSC(Restorer):
         x = self._on_model_channels(y, restore_images)
         extra = {
             "sigma_used": [self.config.sigmas[index] for index in levels.tolist()],
-            "sigma_estimated": None if estimated is None else (estimated * GREY_LEVELS).tolist(),
             "penalty": self.config.penalty,
             "blocks": blocks[0],
         }
-        return x, extra
+        return x, estimated, extra
 
     def _levels(self, y: Tensor, sigma: Sigma | None, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Index of the threshold set per image ``(B,)`` and the blind noise estimate (``None`` if not made)."""
@@ -634,11 +634,14 @@ def _first_estimate(blocks: Tensor, masks: Tensor | None) -> Tensor:
 
 
 def _measurement_mask(y: Tensor, physics: Operator | None) -> Tensor | None:
-    """The 0/1 mask ``(B, C, H, W)`` of a masking operator, ``None`` for denoising-like degradations."""
-    if physics is None or isinstance(physics, Identity | JPEGCompression):
+    """The 0/1 mask ``(B, C, H, W)`` of a masking operator (or a batch of them), ``None`` for
+    denoising-like degradations."""
+    parts = list(physics.distinct) if isinstance(physics, OperatorBatch) else [physics]
+    if all(part is None or isinstance(part, Identity | JPEGCompression) for part in parts):
         return None
-    if isinstance(physics, MaskOperator):
+    if all(isinstance(part, MaskOperator | Identity) for part in parts):
         return physics(torch.ones_like(y)).detach()
+    physics = next(part for part in parts if not isinstance(part, MaskOperator | Identity | JPEGCompression))
     raise ConfigError(
         f"GroupSC restores noisy, JPEG-compressed or masked images and cannot invert {type(physics).__name__}: "
         "use another model for this task"

@@ -38,8 +38,9 @@ from torch.nn.utils import parametrize
 
 from converge.deq import DEQ, available_backward_modes, check_solver_options, make_backward
 from converge.errors import ConfigError
-from converge.models.base import Restorer, RestoreInfo, Sigma
-from converge.models.blocks import NonLocalBlock, TransformBlock
+from converge.models.base import InferenceOption, Restorer, RestoreInfo, Sigma
+from converge.models.registry import register_model
+from converge.models.blocks import NonLocalBlock, TransformBlock, check_window
 from converge.physics.base import Operator
 
 EQUILIBRIA = ("noise", "image")
@@ -175,6 +176,7 @@ class ImplicitLayer(nn.Module):
         return features
 
 
+@register_model("nerd")
 class NERD(Restorer):
     """The NERD denoiser for one noise level (``sigma`` and ``physics`` are accepted and not used).
 
@@ -184,6 +186,12 @@ class NERD(Restorer):
     """
 
     config_class = NERDConfig
+    example_params = {"features": 8, "heads": 2, "groups": 2, "window": 5, "max_iter": 6}
+    # Each solver step widens the context and GroupNorm pools over the whole input (receptive_radius).
+    exact_tiling = False
+    inference_options = {
+        "window": InferenceOption("attention window", lambda model, window: check_window(window), per_call=False),
+    }
 
     def __init__(self, config: NERDConfig | None = None) -> None:
         super().__init__()
@@ -279,7 +287,7 @@ class NERD(Restorer):
 
         ``iterations``: solver iterations per solved image (per colour channel for a gray model on a
         colour image); ``residuals``: per iteration, the largest relative residual over the images
-        still iterating; ``extra``: ``converged`` (per image) and the solver's one-line ``summary``.
+        still iterating; ``converged``: per image; ``extra``: the solver's one-line ``summary``.
         """
         start = time.perf_counter()
         # Weight normalisation is recomputed once for the whole solve rather than at every step.
@@ -292,5 +300,6 @@ class NERD(Restorer):
             iterations=info.iterations.tolist(),
             residuals=worst.tolist(),
             seconds=time.perf_counter() - start,
-            extra={"converged": info.converged.tolist(), "summary": info.summary()},
+            converged=info.converged.tolist(),
+            extra={"summary": info.summary()},
         )

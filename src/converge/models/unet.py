@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from converge.errors import ConfigError
 from converge.models.base import Restorer, Sigma
+from converge.models.registry import register_model
 from converge.physics.base import Operator
 
 SCALES = 4
@@ -77,15 +78,17 @@ def _stage(width: int, blocks: int) -> nn.Sequential:
     return nn.Sequential(*(ResBlock(width) for _ in range(blocks)))
 
 
+@register_model("unet")
 class UNetDenoiser(Restorer):
     """Gaussian denoiser told its noise level: ``x = U(y, sigma)``, ``(B, C, H, W)`` in [0, 1].
 
     ``forward(y, sigma=...)`` takes ``sigma`` on the [0, 1] scale, a float or a ``(B,)`` tensor;
     without one it is estimated from each image (:func:`~converge.physics.noise.estimate_noise_sigma`).
-    ``training_forward(y, level)`` takes the level in 8-bit grey levels, as the trainer records it.
+    ``training_forward(y, operator, level)`` takes the level in 8-bit grey levels, as the trainer records it.
     """
 
     config_class = UNetConfig
+    example_params = {"widths": (4, 8, 8, 8), "blocks": 1}
 
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
@@ -111,7 +114,7 @@ class UNetDenoiser(Restorer):
             sigma = estimate_noise_sigma(y).to(y.dtype)
         return self._on_model_channels(y, lambda images: self.denoise(images, self._levels(sigma, y, images)))
 
-    def training_forward(self, y: Tensor, level: Tensor) -> Tensor:
+    def training_forward(self, y: Tensor, operator: Operator, level: Tensor) -> Tensor:
         """``y`` ``(B, C, H, W)`` denoised at ``level`` ``(B,)`` (8-bit grey levels)."""
         return self.denoise(y, level.to(y.dtype) / 255.0)
 

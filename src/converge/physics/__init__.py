@@ -5,6 +5,7 @@ Every linear operator owns its forward map, exact adjoint, data-term gradient an
 """
 
 from converge.physics.base import Identity, LinearOperator, Operator, conjugate_gradient
+from converge.physics.batch import OperatorBatch, as_operator_batch
 from converge.physics.blur import GaussianBlur, KernelBlur
 from converge.physics.downsample import Downsample
 from converge.physics.jpeg import JPEGCompression
@@ -23,10 +24,12 @@ __all__ = [
     "JPEGCompression",
     "KernelBlur",
     "LinearOperator",
+    "OperatorBatch",
     "Operator",
     "PixelMask",
     "RandomPixelDrop",
     "Task",
+    "as_operator_batch",
     "bicubic_kernel",
     "conjugate_gradient",
     "estimate_noise_sigma",

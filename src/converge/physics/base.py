@@ -19,6 +19,15 @@ class Operator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def to_grid(self, y: Tensor) -> Tensor:
+        """A measurement ``y`` placed on the image grid, so measurements of any operator batch together
+        (:class:`~converge.physics.batch.OperatorBatch`): the identity for operators that keep the size."""
+        return y
+
+    def from_grid(self, y: Tensor) -> Tensor:
+        """The measurement that :meth:`to_grid` placed on the grid (its left inverse)."""
+        return y
+
 
 class LinearOperator(Operator):
     """A linear forward model with its adjoint, data-term gradient and data-term prox.

@@ -101,6 +101,14 @@ class Downsample(LinearOperator):
     def adjoint(self, y: Tensor) -> Tensor:
         return self.blur.adjoint(self.upsample_zero_fill(y))
 
+    def to_grid(self, y: Tensor) -> Tensor:
+        """The low-resolution ``y`` zero-filled onto the high-resolution grid (``S_o^T y``)."""
+        return self.upsample_zero_fill(y)
+
+    def from_grid(self, y: Tensor) -> Tensor:
+        """The sampled pixels of a grid measurement (``S_o y``)."""
+        return y[..., self.offset :: self.factor, self.offset :: self.factor]
+
     def aliased_spectrum(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> Tensor:
         """One-sided spectrum of ``A A^T`` on the low-resolution grid of a high-resolution ``shape`` (real)."""
         f = self.factor

@@ -15,7 +15,7 @@ where it was found and the valid keys, so a typo never trains the wrong model si
 
 Noise levels in ``task_params`` and ``sigma_range`` are 8-bit levels (25 means 25/255), as on the command line.
 ``trainer: dqn`` with a ``dqn`` section trains DURR's policy unit by deep Q-learning instead
-(:mod:`converge.train.policy`); the default ``supervised`` trainer fits ``model.training_forward``.
+(:mod:`converge.models.durr.training`); the default ``supervised`` trainer fits ``model.training_forward``.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from typing import Any
 import yaml
 
 from converge.errors import ConfigError
+from converge.train.registry import trainer_class
 
 LOSSES = ("mse", "l1", "charbonnier", "noise_mse")
-REWARDS = ("mse", "psnr")  # DURR policy rewards: converge.train.dqn.continue_rewards
+REWARDS = ("mse", "psnr")  # DURR policy rewards: converge.models.durr.dqn.continue_rewards
 SIGMA_SAMPLINGS = ("uniform", "log_uniform")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 EXPORTS = ("final", "best")
-TRAINERS = ("supervised", "dqn")
 EVAL_MODES = ("restore", "training")
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_BETAS = (0.9, 0.999)
@@ -169,7 +169,7 @@ class EvalSection:
     ``every`` steps and at the end, with the seeded evaluation degradation of ``task``.
 
     ``mode``: ``restore`` runs the model's inference (``restore``: DURR's learned policy);
-    ``training`` runs the map being trained, ``training_forward(y, level)`` clamped to [0, 1], with
+    ``training`` runs the map being trained, ``training_forward(y, operator, level)`` clamped to [0, 1], with
     the eval task's level (DURR's refined policy while its restoration unit trains).
     """
 
@@ -197,9 +197,9 @@ class DQNSection:
     linearly to ``epsilon_end`` over the first ``epsilon_steps`` steps; ``target_every``: updates
     between copies of the policy into the target network; ``reward``: ``mse`` (the paper's ``lam
     (L(x_{n-1}) - L(x_n))``, ``L`` the per-patch MSE on the [0, 1] scale) or ``psnr`` (``lam`` times
-    the decibels a loop gains; :func:`~converge.train.dqn.continue_rewards`); ``lam``: its scale;
+    the decibels a loop gains; :func:`~converge.models.durr.dqn.continue_rewards`); ``lam``: its scale;
     ``double``: Double DQN targets (the next action chosen by the online network, valued by the
-    target network; :func:`~converge.train.dqn.q_targets`).
+    target network; :func:`~converge.models.durr.dqn.q_targets`).
     """
 
     replay_capacity: int = 10000
@@ -290,7 +290,7 @@ class TrainConfig:
         _check_choice("loss", self.loss, LOSSES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("export", self.export, EXPORTS)
-        _check_choice("trainer", self.trainer, TRAINERS)
+        trainer_class(self.trainer)  # an unknown kind raises, listing the registered ones
         if (self.trainer == "dqn") != (self.dqn is not None):
             raise ConfigError("a dqn section goes with trainer: dqn, and trainer: dqn needs a dqn section")
         if self.trainer == "dqn" and self.loss != "mse":

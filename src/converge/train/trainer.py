@@ -17,9 +17,11 @@ from ``PatchDataset``'s per-item generators, the batch order from a per-epoch pe
 resumed from a checkpoint continues exactly as if it had never stopped.
 
 Each patch carries the degradation level that made it (noise sigma, JPEG quality, NaN for other
-tasks), and the model is fitted through ``model.training_forward(y, level)``. A fresh run first loads
+tasks) and the operator that degraded it; a batch's operators form one
+:class:`~converge.physics.batch.OperatorBatch` (:func:`~converge.data.patches.collate_patches`), and
+the model is fitted through ``model.training_forward(y, operator, level)``. A fresh run first loads
 ``init_weights`` when the config names them, or else calls the model's
-``initialise_from_data(images, generator)`` when it has one; a resumed run takes everything from its
+``initialise_from_data(images, generator)`` (a no-op for most models); a resumed run takes everything from its
 checkpoint (with backtracking also the snapshot, the loss window and the learning-rate scale).
 
 Under ``torchrun --nproc-per-node N`` (:mod:`converge.distributed`) N processes train one model
@@ -36,7 +38,8 @@ time): it checkpoints and exports the weights trained so far; a later ``resume``
 had never stopped. (Restarting from the exported weights alone would not: Adam's first steps with
 fresh moments move every weight by the full learning rate, and two of them took a DURR unit at step
 750 from 27.3 to 22.4 dB.)
-:class:`Trainer` is also the base of DURR's policy trainer (:mod:`converge.train.policy`),
+:class:`Trainer` (``trainer: supervised``) is also the base of DURR's policy trainer
+(:mod:`converge.models.durr.training`, ``trainer: dqn``; :mod:`converge.train.registry` finds it),
 which overrides the hooks ``_initialise_model``, ``_trainable_parameters``, ``_prepare_training``,
 ``_train_step``, ``_extra_state`` and ``_load_extra_state``.
 """
@@ -60,15 +63,18 @@ from torch.utils.data import DataLoader
 
 from converge import distributed
 from converge.atomic import write_atomic, write_text_atomic
-from converge.data.patches import Degrade, PatchDataset
+from converge.data.patches import Degrade, PatchDataset, collate_patches
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator, seed_everything, stable_seed
 from converge.devices import resolve_device
 from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
-from converge.models import Restorer, build_model, model_name
+from converge.models import Restorer, build_model, model_name, saved_params
+from converge.physics.base import Identity, Operator
+from converge.physics.batch import OperatorBatch, as_operator_batch
 from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from converge.train.losses import get_loss
+from converge.train.registry import register_trainer, trainer_class
 
 if TYPE_CHECKING:
     from converge.physics.tasks import Task
@@ -80,6 +86,7 @@ BEST_WEIGHTS = "best.safetensors"
 MODEL_WEIGHTS = "model.safetensors"
 
 
+@register_trainer("supervised")
 class Trainer:
     """Runs one training config in ``run_dir``; :meth:`run` trains to the last step and exports the model.
 
@@ -90,8 +97,9 @@ class Trainer:
     ``cuda``, ``cuda:1``, ...); patches are drawn on the CPU and moved.
     """
 
-    kind = "supervised"
-    """The config's ``trainer`` value this class runs."""
+    kind: str
+    """The config's ``trainer`` value this class runs (set by
+    :func:`~converge.train.registry.register_trainer`)."""
     data_parallel = True
     """Whether several ``torchrun`` processes can share this trainer's batches."""
 
@@ -199,10 +207,11 @@ class Trainer:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 self.dataset.set_epoch(epoch)
                 batches = [self.workers.share(batch) for batch in self._epoch_batches(epoch, offset, batch_size)]
-                for y, x, level in DataLoader(self.dataset, batch_sampler=batches):
+                loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate_patches)
+                for y, x, operator, level in loader:
                     started = time.perf_counter()
                     y, x, level = y.to(self.device), x.to(self.device), level.to(self.device)
-                    metrics = self._train_step(y, x, level)
+                    metrics = self._train_step(y, x, operator.to(self.device), level)
                     self.seconds += time.perf_counter() - started
                     self.step += 1
                     sums = {key: sums.get(key, 0.0) + value for key, value in metrics.items()}
@@ -233,15 +242,15 @@ class Trainer:
         distributed.wait_for_all()
         return exported
 
-    def _train_step(self, y: Tensor, x: Tensor, level: Tensor) -> dict[str, float]:
-        """One optimiser step on a batch: ``y``, ``x`` ``(B, C, p, p)``, ``level`` ``(B,)``; returns
-        the metrics to average into the log (``loss`` at least)."""
+    def _train_step(self, y: Tensor, x: Tensor, operator: OperatorBatch, level: Tensor) -> dict[str, float]:
+        """One optimiser step on a batch: ``y``, ``x`` ``(B, C, p, p)``, the batch's operators, ``level``
+        ``(B,)``; returns the metrics to average into the log (``loss`` at least)."""
         self.model.train()
         with self.autocast():
             if self._replica is None:
-                x_hat = self.model.training_forward(y, level)
+                x_hat = self.model.training_forward(y, operator, level)
             else:
-                x_hat = self._replica(y, level)
+                x_hat = self._replica(y, operator, level)
         loss = self.loss_fn(x_hat.float(), x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -310,10 +319,8 @@ class Trainer:
         if self.config.init_weights is not None:
             load_init_weights(self.model, self.config.init_weights)
             return
-        initialise = getattr(self.model, "initialise_from_data", None)
-        if callable(initialise):
-            generator = torch.Generator().manual_seed(stable_seed("initialise-from-data", self.config.seed))
-            initialise(self.dataset.clean_images(), generator)
+        generator = torch.Generator().manual_seed(stable_seed("initialise-from-data", self.config.seed))
+        self.model.initialise_from_data(self.dataset.clean_images(), generator)
 
     def _trainable_parameters(self) -> Iterable[torch.nn.Parameter]:
         """The parameters the optimiser updates (all of the model's here)."""
@@ -356,7 +363,8 @@ class Trainer:
             if evaluation.mode == "training":
                 level = torch.full((observed.shape[0],), task_level(task), device=self.device)
                 with torch.no_grad():
-                    restored = self.model.training_forward(observed, level).clamp(0.0, 1.0)
+                    batch = as_operator_batch(operator, observed.shape[0])
+                    restored = self.model.training_forward(observed, batch, level).clamp(0.0, 1.0)
             else:
                 restored, _ = self.model.restore(observed, physics=operator, sigma=sigma)
             scores.append(float(psnr(restored, clean)[0]))
@@ -480,13 +488,9 @@ def train(
             raise ConfigError(f"threads must be a positive integer, got {threads}")
         torch.set_num_threads(threads)
     config = load_config(config_path, overrides)
-    trainer_class = Trainer
-    if config.trainer == "dqn":
-        from converge.train.policy import PolicyTrainer
-
-        trainer_class = PolicyTrainer
+    runner = trainer_class(config.trainer)
     try:
-        trainer = trainer_class(config, run_dir, resume=resume, until=until, time_limit=time_limit, device=device)
+        trainer = runner(config, run_dir, resume=resume, until=until, time_limit=time_limit, device=device)
         return trainer.run()
     finally:
         distributed.leave()
@@ -507,9 +511,9 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     """Load the safetensors file at ``path`` into ``model`` in place (strictly: every tensor, no extra).
 
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
-    describe ``model`` exactly, unless the model has an ``adopt_weights(tensors, params)`` method that
-    starts it from weights of the same model saved with other parameters (GroupSC: other noise
-    levels). A missing or unreadable file or a mismatch raises :class:`ConfigError`.
+    describe ``model`` exactly, or else the same model saved with other parameters that
+    ``model.adopt_weights`` can start from (GroupSC: other noise levels). A missing or unreadable file
+    or a mismatch raises :class:`ConfigError`.
     """
     from converge.zoo import load_tensors, read_safetensors
 
@@ -521,12 +525,11 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
         return
     except WeightsError as error:
         mismatch = ConfigError(f"init_weights: {error}")
-    adopt = getattr(model, "adopt_weights", None)
     try:
         metadata, tensors = read_safetensors(path)
     except WeightsError:
         raise mismatch from None
-    if not callable(adopt) or metadata.get("model") != model_name(model):
+    if metadata.get("model") != model_name(model):
         raise mismatch
     try:
         params = json.loads(metadata.get("params") or "")
@@ -535,9 +538,9 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     if not isinstance(params, dict):
         raise mismatch
     try:
-        adopt(tensors, params)
+        model.adopt_weights(tensors, saved_params(type(model), params))
     except ConfigError as error:
-        raise ConfigError(f"init_weights {path}: {error}") from None
+        raise ConfigError(f"{mismatch}; {error}") from None
 
 
 def task_level(task: Task) -> float:
@@ -548,35 +551,36 @@ def task_level(task: Task) -> float:
 
 
 def _training_degradation(config: TrainConfig) -> Degrade:
-    """The per-patch degradation ``(x, generator) -> (y, level)`` of the config's task, or of its blind
-    noise or quality range (one level drawn per patch)."""
+    """The per-patch degradation ``(x, generator) -> (y, operator, level)`` of the config's task, or of
+    its blind noise or quality range (one level drawn per patch)."""
     from converge.physics.tasks import make_task
 
     data = config.data
     if data.sigma_range is not None:
         low, high = data.sigma_range
         logarithmic = data.sigma_sampling == "log_uniform"
+        identity = Identity()
 
-        def add_blind_noise(x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        def add_blind_noise(x: Tensor, generator: torch.Generator) -> tuple[Tensor, Identity, float]:
             fraction = float(torch.rand((), generator=generator))
             level = low * (high / low) ** fraction if logarithmic else low + (high - low) * fraction
-            return x + level / 255.0 * torch.randn(x.shape, generator=generator), level
+            return x + level / 255.0 * torch.randn(x.shape, generator=generator), identity, level
 
         return add_blind_noise
     if data.quality_range is not None:
         low, high = data.quality_range
         tasks = {quality: make_task(data.task, quality=quality, **data.task_params) for quality in range(low, high + 1)}
 
-        def compress_blind(x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
+        def compress_blind(x: Tensor, generator: torch.Generator) -> tuple[Tensor, Operator, float]:
             quality = int(torch.randint(low, high + 1, (), generator=generator))
-            return tasks[quality].degrade(x, generator)[0], float(quality)
+            return *tasks[quality].degrade(x, generator), float(quality)
 
         return compress_blind
     task = make_task(data.task, **data.task_params)
     level = task_level(task)
 
-    def degrade(x: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
-        return task.degrade(x, generator)[0], level
+    def degrade(x: Tensor, generator: torch.Generator) -> tuple[Tensor, Operator, float]:
+        return *task.degrade(x, generator), level
 
     return degrade
 
@@ -659,8 +663,8 @@ class _TrainingForward(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, y: Tensor, level: Tensor) -> Tensor:
-        return self.model.training_forward(y, level)
+    def forward(self, y: Tensor, operator: OperatorBatch, level: Tensor) -> Tensor:
+        return self.model.training_forward(y, operator, level)
 
 
 class _Progress:

@@ -17,6 +17,7 @@ from converge.models.durr import (
     RestorationUnit,
     block_grid_statistics,
 )
+from converge.physics.base import Identity
 
 PAPER_UNIT_PARAMETERS = 1.8e5
 PAPER_POLICY_PARAMETERS = 1.0e5
@@ -302,7 +303,7 @@ def test_training_forward_takes_exactly_the_scheduled_loops_per_sample() -> None
     samples_seen = []
     model.unit.register_forward_hook(lambda module, inputs, output: samples_seen.append(inputs[0].shape[0]))
     y = torch.rand(4, 1, 8, 8)
-    x = model.training_forward(y, level)
+    x = model.training_forward(y, Identity(), level)
     assert sum(samples_seen) == sum(expected) and len(samples_seen) == max(expected)
     with torch.no_grad():
         for index, loops in enumerate(expected):
@@ -318,9 +319,9 @@ def test_training_forward_takes_exactly_the_scheduled_loops_per_sample() -> None
 
 def test_training_forward_needs_a_schedule_and_levels() -> None:
     with pytest.raises(ConfigError, match="loop_schedule"):
-        small().training_forward(torch.rand(2, 1, 8, 8), torch.tensor([25.0, 30.0]))
+        small().training_forward(torch.rand(2, 1, 8, 8), Identity(), torch.tensor([25.0, 30.0]))
     with pytest.raises(ConfigError, match="NaN"):
-        paper_denoiser().training_forward(torch.rand(2, 1, 8, 8), torch.tensor([25.0, float("nan")]))
+        paper_denoiser().training_forward(torch.rand(2, 1, 8, 8), Identity(), torch.tensor([25.0, float("nan")]))
 
 
 @pytest.mark.parametrize(

@@ -17,14 +17,14 @@ patch of a batch of degraded patches (the data section's task and level range), 
 Choices the paper leaves open, and why (each one fixes a way the single-transition version failed
 to learn to stop):
 
-- Replay holds episodes, not transitions (:class:`~converge.train.dqn.Episode`): the standardised
+- Replay holds episodes, not transitions (:class:`~converge.models.durr.dqn.Episode`): the standardised
   features of ``X_0 ... X_C`` and the rewards between them. Every update unrolls the LSTM over the
   whole stored prefix from its zero state, online and target network alike, so Q-values are
   always those of the current weights with the hidden state they would have at inference.
   Replaying single transitions with the hidden state stored at play time trains a recurrent
   network on inputs its current weights would never produce, and never teaches the LSTM to carry
   anything (a loop count, the input's noise level) across loops.
-- Both actions are fitted at every stored state (:func:`~converge.train.dqn.sequence_q_targets`):
+- Both actions are fitted at every stored state (:func:`~converge.models.durr.dqn.sequence_q_targets`):
   ``Q(X_n, STOP) -> 0`` (its value is known exactly), ``Q(X_n, CONTINUE) -> r_n + gamma max_a
   Q_target(X_{n+1}, a)``, or with ``dqn.double`` Double DQN's ``r_n + gamma Q_target(X_{n+1},
   argmax_a Q(X_{n+1}, a))``: the maximum of noisy estimates overrates CONTINUE past the best stop.
@@ -43,7 +43,7 @@ to learn to stop):
 - A training patch must be one policy tile (``data.patch_size`` up to
   :data:`~converge.models.durr.POLICY_TILE` = 40 pixels): at inference the policy reads an image
   tile by tile and averages the tiles' Q-values, which is what a policy learnt on tiles can read.
-- Exploration is per episode (:func:`~converge.train.dqn.exploration_stops`): with probability
+- Exploration is per episode (:func:`~converge.models.durr.dqn.exploration_stops`): with probability
   epsilon (linear from ``epsilon_start`` to ``epsilon_end`` over ``epsilon_steps`` steps) an
   episode stops at a loop count drawn uniformly from ``[min_loops, max_loops]``, otherwise it is
   greedy. Uniformly random actions at every loop would end exploratory episodes after two loops on
@@ -75,8 +75,7 @@ from torch import Tensor, nn
 
 from converge.data.seeding import stable_seed
 from converge.errors import ConfigError, WeightsError
-from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, DURRConfig, PolicyUnit
-from converge.train.dqn import (
+from converge.models.durr.dqn import (
     Episode,
     ReplayBuffer,
     continue_rewards,
@@ -85,6 +84,9 @@ from converge.train.dqn import (
     state_masks,
     update_target,
 )
+from converge.models.durr.model import CONTINUE, DURR, POLICY_TILE, STOP, DURRConfig, PolicyUnit
+from converge.physics.batch import OperatorBatch
+from converge.train.registry import register_trainer
 from converge.train.trainer import Trainer
 from converge.zoo import read_safetensors
 
@@ -96,7 +98,7 @@ CALIBRATION_PATCHES = 64
 
 def td_loss(policy: PolicyUnit, target: PolicyUnit, episodes: Episode, gamma: float, double: bool = False) -> Tensor:
     """Huber loss between ``policy``'s Q-values of every stored state of ``episodes`` and the
-    :func:`~converge.train.dqn.sequence_q_targets` that ``target`` gives (``double``: the next
+    :func:`~converge.models.durr.dqn.sequence_q_targets` that ``target`` gives (``double``: the next
     action chosen by ``policy``, Double DQN); both networks are unrolled from their zero state over
     the stored features (only as far as the longest episode)."""
     states = int(episodes.transitions.max()) + 1
@@ -111,6 +113,7 @@ def td_loss(policy: PolicyUnit, target: PolicyUnit, episodes: Episode, gamma: fl
     return F.smooth_l1_loss(predicted, wanted)
 
 
+@register_trainer("dqn")
 class PolicyTrainer(Trainer):
     """Trains a :class:`~converge.models.durr.DURR`'s policy unit by deep Q-learning (``trainer: dqn``).
 
@@ -118,7 +121,6 @@ class PolicyTrainer(Trainer):
     LSTM cell and head are optimised.
     """
 
-    kind = "dqn"
     # Episodes, the replay buffer and the target network live in one process.
     data_parallel = False
 
@@ -174,7 +176,7 @@ class PolicyTrainer(Trainer):
         progress = min(1.0, step / dqn.epsilon_steps)
         return dqn.epsilon_start + progress * (dqn.epsilon_end - dqn.epsilon_start)
 
-    def _train_step(self, y: Tensor, x: Tensor, level: Tensor) -> dict[str, float]:
+    def _train_step(self, y: Tensor, x: Tensor, operator: OperatorBatch, level: Tensor) -> dict[str, float]:
         self.model.train()
         epsilon = self.epsilon(self.step)
         loops, returns = self.play_episodes(y, x, epsilon)

@@ -7,7 +7,7 @@ scheme of ``dX/dt = f(X)``:
 
 and a policy unit decides, after reading each estimate ``X_n``, whether to stop (``N = n``) or loop
 again. The policy outputs two Q-values per sample, ``Q(stop)`` and ``Q(continue)``, and is trained by
-deep Q-learning (:mod:`converge.train.dqn`) with the reward ``lam (L(X_{n-1}) - L(X_n))`` for
+deep Q-learning (:mod:`converge.models.durr.dqn`) with the reward ``lam (L(X_{n-1}) - L(X_n))`` for
 continuing and 0 for stopping.
 
 Choices the paper leaves open (no official code is public), made here and fixed by the defaults:
@@ -71,7 +71,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from converge.errors import ConfigError
-from converge.models.base import RestoreInfo, Restorer, Sigma
+from converge.models.base import InferenceOption, RestoreInfo, Restorer, Sigma
+from converge.models.registry import register_model
 from converge.physics.base import Operator
 
 STOP = 0
@@ -337,6 +338,7 @@ class PolicyUnit(nn.Module):
         return q.reshape(batch, tiles, -1).mean(dim=1), hidden
 
 
+@register_model("durr")
 class DURR(Restorer):
     """Blind restorer: the restoration unit unfolded for a number of loops the policy unit chooses.
 
@@ -346,6 +348,16 @@ class DURR(Restorer):
     """
 
     config_class = DURRConfig
+    tasks = ("denoise", "deblock")
+    example_params = {
+        "features": 4,
+        "bottom_convs": 1,
+        "policy_features": 4,
+        "policy_hidden": 4,
+        "max_loops": 3,
+        "loop_schedule": ((25.0, 1), (50.0, 2)),
+    }
+    inference_options = {"loops": InferenceOption("loop count", lambda model, loops: _checked_loops(loops))}
     # Supervised training unfolds the restoration unit only; the policy unit learns in a later stage.
     training_skips_parameters = True
 
@@ -406,7 +418,7 @@ class DURR(Restorer):
         interpolated = counts[segment] + fraction * (counts[segment + 1] - counts[segment])
         return torch.floor(interpolated + 0.5).long()
 
-    def training_forward(self, y: Tensor, level: Tensor) -> Tensor:
+    def training_forward(self, y: Tensor, operator: Operator, level: Tensor) -> Tensor:
         """Stage-1 training map: each sample of ``y`` ``(B, C, H, W)`` unfolded for exactly
         :meth:`scheduled_loops` of its ``level`` ``(B,)`` (the refined policy); output not clamped."""
         self._check_channels(y)
@@ -483,3 +495,10 @@ class DURR(Restorer):
     def _check_channels(self, y: Tensor) -> None:
         if y.shape[1] != self.config.channels:
             raise ConfigError(f"this DURR expects {self.config.channels}-channel images, got {y.shape[1]} channels")
+
+
+def _checked_loops(loops: int) -> int:
+    """A loop count to run instead of the policy's: a non-negative integer, else :class:`ConfigError`."""
+    if isinstance(loops, bool) or not isinstance(loops, int) or loops < 0:
+        raise ConfigError(f"--loops must be a non-negative number of loops, got {loops!r}")
+    return loops

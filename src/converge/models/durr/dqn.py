@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from converge.errors import ConfigError
-from converge.models.durr import CONTINUE, STOP
+from converge.models.durr.model import CONTINUE, STOP
 from converge.train.config import REWARDS
 
 __all__ = [

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from converge.errors import ConfigError
-from converge.train.dqn import (
+from converge.models.durr.dqn import (
     CONTINUE,
     STOP,
     Episode,

@@ -2,6 +2,8 @@
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,14 +11,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from converge.data.patches import collate_patches
 from converge.data.registry import load_images
 from converge.data.seeding import seed_everything
 from converge.errors import ConfigError
 from converge.models import build_model
 from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, PolicyUnit
+from converge.models.durr.dqn import Episode, exploration_stops, update_target
+from converge.models.durr.training import PolicyTrainer, td_loss
 from converge.train.config import config_from_dict
-from converge.train.dqn import Episode, exploration_stops, update_target
-from converge.train.policy import PolicyTrainer, td_loss
+from converge.train.registry import register_trainer, trainer_class, trainer_kinds
 from converge.train.trainer import CHECKPOINT, LOG, Trainer, train
 from converge.zoo import load_weights, save_weights
 
@@ -62,6 +66,35 @@ def test_the_policy_trainer_refuses_to_run_under_torchrun(tmp_path: Path, crops,
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="without torchrun"):
         PolicyTrainer(policy_config(stage_one), tmp_path, progress=False, train_images=crops)
+
+
+def test_the_policy_trainer_registers_as_dqn_beside_the_supervised_trainer() -> None:
+    assert trainer_class("dqn") is PolicyTrainer and PolicyTrainer.kind == "dqn"
+    assert trainer_class("supervised") is Trainer and Trainer.kind == "supervised"
+    assert {"supervised", "dqn"} <= set(trainer_kinds())
+    with pytest.raises(ConfigError, match="unknown trainer 'reinforce': choose one of .*dqn.*supervised"):
+        trainer_class("reinforce")
+
+
+def test_a_kind_taken_by_another_class_is_refused() -> None:
+    class Impostor(Trainer):
+        pass
+
+    with pytest.raises(ConfigError, match="'dqn' is already registered"):
+        register_trainer("dqn")(Impostor)
+    assert trainer_class("dqn") is PolicyTrainer
+
+
+def test_a_fresh_process_finds_the_dqn_trainer_in_the_durr_package() -> None:
+    """Nothing imports converge.models.durr.training before the first lookup of ``dqn``."""
+    code = (
+        "import sys\n"
+        "from converge.train import trainer_class\n"
+        "assert 'converge.models.durr.training' not in sys.modules\n"
+        "print(trainer_class('dqn').__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "converge.models.durr.training"
 
 
 def seeded_durr(seed: int, **params) -> DURR:
@@ -145,7 +178,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, crops, 
 
 
 def batch_of(trainer: PolicyTrainer) -> tuple[torch.Tensor, torch.Tensor]:
-    y, x, _ = next(iter(torch.utils.data.DataLoader(trainer.dataset, batch_size=4)))
+    y, x, _, _ = collate_patches([trainer.dataset[index] for index in range(4)])
     return y, x
 
 
