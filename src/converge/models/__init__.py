@@ -14,6 +14,7 @@ from typing import Any
 from converge.errors import ConfigError
 from converge.models.base import RestoreInfo, Restorer
 from converge.models.registry import model_class, register_model, registered_models
+from converge.plain import plain_data
 
 
 def model_name(model: Restorer) -> str:
@@ -42,15 +43,7 @@ def saved_params(cls: type[Restorer], params: Mapping[str, Any]) -> dict[str, An
 
 def model_params(model: Restorer) -> dict[str, Any]:
     """``model``'s hyper-parameters as a plain dict (what :func:`build_model` takes back; tuples as lists)."""
-    return _plain(dataclasses.asdict(model.config))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
+    return plain_data(dataclasses.asdict(model.config))
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from converge.errors import ConfigError
+from converge.plain import plain_data
 from converge.train.registry import trainer_class
 
 LOSSES = ("mse", "l1", "charbonnier", "noise_mse")
@@ -49,7 +50,7 @@ JPEG_QUALITIES = (1, 100)
 
 @dataclass(frozen=True)
 class ModelSection:
-    """Which model to build: a name of ``converge.models.MODELS`` and its hyper-parameters."""
+    """Which model to build: a registered model name (:func:`converge.models.registered_models`) and its hyper-parameters."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -362,7 +363,7 @@ def config_from_dict(raw: object) -> TrainConfig:
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """Plain, YAML-safe data that :func:`config_from_dict` turns back into an equal config."""
-    return _plain(dataclasses.asdict(config))
+    return plain_data(dataclasses.asdict(config))
 
 
 def _build(cls: type, raw: object, where: str) -> Any:
@@ -429,14 +430,6 @@ def _convert(hint: Any, value: object, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
     return value
 
 
