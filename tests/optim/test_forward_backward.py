@@ -212,7 +212,7 @@ def test_forward_backward_registers_itself_and_the_registry_refuses_duplicates(m
         return y, AlgorithmInfo("mine", 0, [], converged=True, diverged=False)
 
     register_algorithm("mine", mine)
-    assert get_algorithm("mine") is mine and algorithm_names() == sorted(["forward_backward", "mine"])
+    assert get_algorithm("mine") is mine and "mine" in algorithm_names()
     register_algorithm("mine", forward_backward, overwrite=True)
     assert get_algorithm("mine") is forward_backward
 

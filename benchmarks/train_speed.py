@@ -1,0 +1,252 @@
+"""Seconds per training step of every trainable model's compact config, per numeric mode and thread count.
+
+For each config, each case runs in a fresh process (so thread counts and compiled graphs do not leak):
+the config's own trainer, data and batch shape, its evaluation switched off, ``--warmup`` steps, then the
+median of ``--steps`` timed optimiser steps (``Trainer._train_step``: forward, loss, backward, update)
+and the median time to draw one batch of patches (crops, augmentation, degradation, collation), which
+the trainer does between steps in the same process.
+
+Cases: ``fp32``; ``bf16`` (the config's ``precision: bf16``: the model's training forward under
+``torch.autocast(cpu, bfloat16)``, loss and optimiser in float32); each with ``channels_last`` memory
+format; each with ``torch.compile`` (inductor) of the model's ``training_forward``; at 1 and 2 torch
+threads; and two 1-thread processes side by side (``pair``: the step time each of them sees), which is
+how this 2-core machine runs two trainings at once.
+
+``--quality CONFIG`` instead trains the config twice for ``--quality-steps`` steps, in fp32 and in bf16,
+same seed and data, and scores both on the validation split (``bsds-val32``, never a test set) at the
+config's evaluation task: whether the fast mode keeps the quality.
+
+Writes ``train_speed.json`` (and ``train_speed_quality.json``) to ``--out-dir`` and the Markdown tables
+to ``--doc``.
+
+Usage:
+    python benchmarks/train_speed.py [--configs configs/dncnn-denoise-compact.yaml ...] [--steps 4]
+        [--warmup 2] [--out-dir benchmarks/results] [--doc docs/training-speed.md]
+    python benchmarks/train_speed.py --quality configs/dncnn-denoise-compact.yaml --quality-steps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CONFIGS = (
+    "configs/dncnn-denoise-compact.yaml",
+    "configs/unet-denoise-color-compact.yaml",
+    "configs/nerd-denoise-compact.yaml",
+    "configs/groupsc-denoise-compact.yaml",
+    "configs/durr-denoise-compact.yaml",
+    "configs/durr-policy-denoise-compact.yaml",
+)
+# (precision, channels_last, compiled, threads): every case at one thread, the plain modes at two.
+CASES = (
+    ("fp32", False, False, 1),
+    ("bf16", False, False, 1),
+    ("fp32", True, False, 1),
+    ("bf16", True, False, 1),
+    ("fp32", False, True, 1),
+    ("bf16", False, True, 1),
+    ("fp32", False, False, 2),
+    ("bf16", False, False, 2),
+)
+# The stage-one weights a policy config starts from, when its own run folder is not here.
+SHIPPED_DURR = "src/converge/weights/durr-gray-denoise-blind.safetensors"
+
+
+def measure_case(config_path: str, precision: str, channels_last: bool, compiled: bool, threads: int,
+                 steps: int, warmup: int) -> dict[str, Any]:
+    """Time one case in this process (see the module docstring); returns the medians in seconds."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from converge.data.patches import collate_patches
+    from converge.train.config import load_config
+    from converge.train.registry import trainer_class
+
+    torch.set_num_threads(threads)
+    overrides = [f"precision={precision}", "eval=null", "export=final"]
+    config = load_config(REPOSITORY / config_path, overrides)
+    if config.init_weights is not None and not Path(config.init_weights).is_file():
+        config = load_config(REPOSITORY / config_path, [*overrides, f"init_weights={REPOSITORY / SHIPPED_DURR}"])
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = trainer_class(config.trainer)(config, run_dir, progress=False)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        trainer.model.to(memory_format=memory_format)
+        if compiled:
+            trainer.model.training_forward = torch.compile(trainer.model.training_forward)
+        batches = trainer._epoch_batches(0, 0, config.data.batch_size)
+        loader = iter(DataLoader(trainer.dataset, batch_sampler=batches, collate_fn=collate_patches))
+        step_seconds, data_seconds = [], []
+        for index in range(warmup + steps):
+            started = time.perf_counter()
+            y, x, operator, level = next(loader)
+            drawn = time.perf_counter()
+            y, x = y.contiguous(memory_format=memory_format), x.contiguous(memory_format=memory_format)
+            trainer._train_step(y, x, operator, level)
+            trainer.step += 1
+            if index >= warmup:
+                step_seconds.append(time.perf_counter() - drawn)
+                data_seconds.append(drawn - started)
+    return {"step": statistics.median(step_seconds), "data": statistics.median(data_seconds)}
+
+
+def run_case(config_path: str, case: tuple, steps: int, warmup: int) -> dict[str, Any]:
+    """One case in a fresh process: its medians, or the last line of its error."""
+    precision, channels_last, compiled, threads = case
+    command = [sys.executable, __file__, "--case", config_path, precision, str(int(channels_last)),
+               str(int(compiled)), str(threads), "--steps", str(steps), "--warmup", str(warmup)]
+    return _result_of(subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY))
+
+
+def run_pair(config_path: str, precision: str, steps: int, warmup: int) -> list[dict[str, Any]]:
+    """Two 1-thread processes of the same case side by side: each one's medians."""
+    command = [sys.executable, __file__, "--case", config_path, precision, "0", "0", "1",
+               "--steps", str(steps), "--warmup", str(warmup)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY)
+                 for _ in range(2)]
+    return [_result_of(subprocess.CompletedProcess(command, p.wait(), *p.communicate())) for p in processes]
+
+
+def _result_of(completed: subprocess.CompletedProcess) -> dict[str, Any]:
+    if completed.returncode == 0:
+        return json.loads(completed.stdout.strip().splitlines()[-1])
+    lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+    return {"error": lines[-1][:200] if lines else f"exit {completed.returncode}"}
+
+
+def quality(config_path: str, steps: int, out_dir: Path) -> dict[str, Any]:
+    """Train ``config_path`` for ``steps`` steps in fp32 and in bf16 and score both on bsds-val32."""
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as run_dir:
+            command = [sys.executable, "-m", "converge", "train", config_path, "--run-dir", run_dir, "--threads", "1",
+                       "--set", f"steps={steps}", "--set", f"precision={precision}", "--set", "export=final",
+                       "--set", "eval.bench=bsds-val32", "--set", "eval.max_images=null",
+                       "--set", f"eval.every={steps}", "--set", "init_weights=null"]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, cwd=REPOSITORY, capture_output=True)
+            log = [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+            evaluated = [record for record in log if "eval_psnr" in record]
+            trained = [record for record in log if "loss" in record]
+            scores[precision] = {"validation_psnr": evaluated[-1]["eval_psnr"], "train_seconds": trained[-1]["seconds"],
+                                 "wall_seconds": round(time.perf_counter() - started, 1)}
+    result = {"config": config_path, "steps": steps, **scores,
+              "difference_db": round(scores["bf16"]["validation_psnr"] - scores["fp32"]["validation_psnr"], 4)}
+    path = out_dir / "train_speed_quality.json"
+    previous = json.loads(path.read_text()) if path.exists() else []
+    kept = [entry for entry in previous if entry["config"] != config_path]
+    path.write_text(json.dumps([*kept, result], indent=1) + "\n")
+    return result
+
+
+def markdown(results: list[dict[str, Any]], qualities: list[dict[str, Any]], command: str) -> str:
+    lines = [
+        "# Training speed",
+        "",
+        f"Made by `{command}` on {platform.machine()}, {_cpu_name()}, torch {_torch_version()}. "
+        "Seconds per optimiser step (median; forward, loss, backward, update) of each compact config at "
+        "its own batch shape; `data`: seconds to draw one batch (crops, degradation, collation). "
+        "`pair`: two 1-thread processes of the fp32 or bf16 case side by side, each one's step time.",
+        "",
+        "| config | fp32 1t | bf16 1t | fp32 CL 1t | bf16 CL 1t | compile fp32 1t | compile bf16 1t | fp32 2t | bf16 2t "
+        "| pair fp32 | pair bf16 | data | bf16 speed-up (1t) |",
+        "|---|" + "---|" * 12,
+    ]
+    for result in results:
+        cells = [_cell(case) for case in result["cases"]]
+        pairs = [" / ".join(_cell(each) for each in result["pairs"][precision]) for precision in ("fp32", "bf16")]
+        fp32, bf16 = result["cases"][0], result["cases"][1]
+        speedup = f"{fp32['step'] / bf16['step']:.2f}x" if "step" in fp32 and "step" in bf16 else "-"
+        data = f"{fp32['data']:.3f}" if "data" in fp32 else "-"
+        lines.append(f"| `{result['config']}` | " + " | ".join([*cells, *pairs, data, speedup]) + " |")
+    errors = [(result["config"], case) for result in results for case in result["cases"] if "error" in case]
+    if errors:
+        lines += ["", "Cases that did not run (last line of their error):", ""]
+        lines += [f"- `{config}`: {case['label']}: {case['error']}" for config, case in errors]
+    if qualities:
+        lines += ["", "## Does bf16 keep the quality?", "",
+                  "Each config trained twice from the same seed and data for the same number of steps, "
+                  "in fp32 and in bf16, scored on the validation split bsds-val32 (32 BSDS500 images in no "
+                  "test set) at the config's evaluation task (`python benchmarks/train_speed.py --quality "
+                  "CONFIG --quality-steps N`).", "",
+                  "| config | steps | fp32 PSNR | bf16 PSNR | bf16 - fp32 (dB) | fp32 s/step | bf16 s/step |",
+                  "|---|---|---|---|---|---|---|"]
+        for entry in qualities:
+            fp32, bf16 = entry["fp32"], entry["bf16"]
+            lines.append(
+                f"| `{entry['config']}` | {entry['steps']} | {fp32['validation_psnr']:.2f} | {bf16['validation_psnr']:.2f} "
+                f"| {entry['difference_db']:+.2f} | {fp32['train_seconds'] / entry['steps']:.3f} "
+                f"| {bf16['train_seconds'] / entry['steps']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _cell(case: dict[str, Any]) -> str:
+    return f"{case['step']:.3f}" if "step" in case else "fails"
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _label(case: tuple) -> str:
+    precision, channels_last, compiled, threads = case
+    return f"{'compile ' if compiled else ''}{precision}{' CL' if channels_last else ''} {threads}t"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out-dir", type=Path, default=REPOSITORY / "benchmarks" / "results")
+    parser.add_argument("--doc", type=Path, default=REPOSITORY / "docs" / "training-speed.md")
+    parser.add_argument("--quality", help="a config to train in fp32 and bf16 and score on the validation split")
+    parser.add_argument("--quality-steps", type=int, default=1000)
+    parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        config_path, precision, channels_last, compiled, threads = args.case
+        print(json.dumps(measure_case(config_path, precision, bool(int(channels_last)), bool(int(compiled)),
+                                      int(threads), args.steps, args.warmup)))
+        return
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    quality_path = args.out_dir / "train_speed_quality.json"
+    speed_path = args.out_dir / "train_speed.json"
+    if args.quality:
+        print(json.dumps(quality(args.quality, args.quality_steps, args.out_dir)))
+        results = json.loads(speed_path.read_text())["results"] if speed_path.exists() else []
+        command = json.loads(speed_path.read_text())["command"] if speed_path.exists() else "-"
+    else:
+        results = []
+        for config_path in args.configs:
+            cases = [{"label": _label(case), **run_case(config_path, case, args.steps, args.warmup)} for case in CASES]
+            pairs = {precision: run_pair(config_path, precision, args.steps, args.warmup) for precision in ("fp32", "bf16")}
+            results.append({"config": config_path, "cases": cases, "pairs": pairs})
+            print(config_path, [(case["label"], case.get("step", case.get("error"))) for case in cases], flush=True)
+        command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
+        speed_path.write_text(json.dumps({"command": command.strip(), "results": results}, indent=1) + "\n")
+    qualities = json.loads(quality_path.read_text()) if quality_path.exists() else []
+    args.doc.write_text(markdown(results, qualities, command.strip()))
+
+
+if __name__ == "__main__":
+    main()
