@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from converge.errors import ImageReadError, ImageWriteError
-from converge.imageio import read_image, write_image
+from converge.imageio import read_image, stored_channels, write_image
 
 
 def _save(path: Path, array: np.ndarray, **kwargs) -> Path:
@@ -158,3 +158,54 @@ def test_jpeg_quality_is_read_from_the_file(tmp_path, rng):
     Image.fromarray(pixels[..., 0]).save(tmp_path / "b.jpeg", quality=90)
     assert jpeg_quality(tmp_path / "a.jpg") == 37 and jpeg_quality(tmp_path / "b.jpeg") == 90
     assert jpeg_quality(_save(tmp_path / "c.png", pixels)) is None
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width x height`` grey pixels, with one tiny data chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_header_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    bomb = _png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(ImageReadError, match="100000x100000 is over the limit of 150,000,000 pixels"):
+        read_image(bomb)
+    thin = _png_header_only(tmp_path / "thin.png", 12, 13_041_676)
+    with pytest.raises(ImageReadError, match="over the limit"):
+        read_image(thin)
+    monkeypatch.setenv("CONVERGE_MAX_PIXELS", "100")
+    small = _save(tmp_path / "small.png", np.zeros((20, 20), dtype=np.uint8))
+    with pytest.raises(ImageReadError, match="20x20 is over the limit of 100 pixels"):
+        read_image(small)
+    monkeypatch.setenv("CONVERGE_MAX_PIXELS", "many")
+    with pytest.raises(ImageReadError, match="CONVERGE_MAX_PIXELS must be a positive whole number"):
+        read_image(small)
+
+
+def test_grey_content_in_a_colour_file_is_read_as_grey(tmp_path, rng):
+    grey = rng.integers(0, 256, (9, 7), dtype=np.uint8)
+    for suffix in (".png", ".webp", ".gif"):
+        path = tmp_path / f"grey{suffix}"
+        Image.fromarray(np.stack([grey] * 3, axis=-1)).save(path, **({"lossless": True} if suffix == ".webp" else {}))
+        image = read_image(path)
+        assert image.shape == (1, 1, 9, 7) and stored_channels(path) == 3
+        if suffix != ".gif":
+            assert torch.equal(image[0, 0], torch.from_numpy(grey).float() / 255)
+    colour = _save(tmp_path / "colour.png", np.stack([grey, grey, 255 - grey], axis=-1))
+    assert read_image(colour).shape == (1, 3, 9, 7) and stored_channels(colour) == 3
+    assert stored_channels(_save(tmp_path / "plain.png", grey)) == 1
+
+
+def test_an_animated_file_is_refused(tmp_path):
+    frames = [Image.fromarray(np.full((4, 4), value, dtype=np.uint8)) for value in (0, 255)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageReadError, match="animated image \\(2 frames\\)"):
+        read_image(tmp_path / "moving.gif")

@@ -144,7 +144,7 @@ def restore(
     Under `torchrun --nproc-per-node N -m converge restore ...` the N processes share a folder's images.
     """
     from converge.distributed import workers
-    from converge.imageio import jpeg_quality, read_image, write_image
+    from converge.imageio import jpeg_quality, read_image, stored_channels, write_image
     from converge.physics.base import Operator
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
@@ -156,7 +156,6 @@ def restore(
     params = _task_params(sigma, factor, quality, None, None, pattern)
     if (task == "inpaint") != (mask is not None):
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
-    _check_loops(loops)
     blind = task == "denoise" and sigma is None
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
 
@@ -179,7 +178,9 @@ def restore(
             file_quality = jpeg_quality(in_path) if read_quality else None
             restorer, operator = restorer_for(file_quality)
             result = restorer(observed, operator)
-            write_image(out_path, result.image, bits=bits)
+            # A colour file of grey content was restored as grey: written back as the file stored it.
+            layout = stored_channels(in_path) if result.image.shape[1] == 1 else 1
+            write_image(out_path, result.image.expand(-1, layout, -1, -1), bits=bits)
             level, note = sigma, ""
             if file_quality is not None:
                 note = f" (JPEG quality {file_quality}, read from the file)"
@@ -236,11 +237,6 @@ def degrade(
             advance()
 
 
-def _check_loops(loops: int | None) -> None:
-    if loops is not None and loops < 0:
-        raise ConfigError(f"--loops must be a non-negative number of loops, got {loops}")
-
-
 @app.command(name="eval")
 def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)],
@@ -282,7 +278,6 @@ def evaluate(
     chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
-    _check_loops(loops)
     restorer = make_restorer(
         model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, window=window, device=device
     )

@@ -1,14 +1,18 @@
 """Read images into float tensors and write them back atomically.
 
-Reading accepts PNG (8/16-bit; L, LA, RGB, RGBA, P, I;16, I), JPEG, TIFF and BMP and returns a
-``(1, C, H, W)`` float32 tensor in [0, 1] with ``C`` = 1 (grey) or 3 (colour). Alpha is dropped;
-palette images are expanded to RGB. Writing produces 8- or 16-bit
+Reading accepts PNG (8/16-bit; L, LA, RGB, RGBA, P, I;16, I), JPEG, TIFF, BMP, WebP and single-frame
+GIF and returns a ``(1, C, H, W)`` float32 tensor in [0, 1] with ``C`` = 1 (grey) or 3 (colour). A
+colour file whose three channels are equal everywhere is grey content and is read as grey
+(:func:`stored_channels` tells how the file stores it, so an output can be written back the same
+way). The pixel count is checked from the header before anything is decoded (:func:`max_pixels`).
+Alpha is dropped; palette images are expanded to RGB. Writing produces 8- or 16-bit
 PNG through a temporary file in the destination folder and an atomic rename, so a failed write
 never leaves a half-written output.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,9 @@ from torch import Tensor
 from converge.atomic import write_atomic
 from converge.errors import ImageReadError, ImageWriteError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+DEFAULT_MAX_PIXELS = 150_000_000
+""":func:`max_pixels` without ``CONVERGE_MAX_PIXELS``: 150 megapixels (a 12000x12000 image fits)."""
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
@@ -29,12 +35,25 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def max_pixels() -> int:
+    """The largest image (width x height) the reader decodes: ``$CONVERGE_MAX_PIXELS`` or
+    :data:`DEFAULT_MAX_PIXELS`. A header over it is refused before decoding (a decompression bomb
+    cannot exhaust memory)."""
+    configured = os.environ.get("CONVERGE_MAX_PIXELS")
+    if configured is None:
+        return DEFAULT_MAX_PIXELS
+    if not configured.isdigit() or int(configured) < 1:
+        raise ImageReadError(f"CONVERGE_MAX_PIXELS must be a positive whole number, got {configured!r}")
+    return int(configured)
+
+
 def read_image(path: str | Path) -> Tensor:
     """Read one image as a ``(1, C, H, W)`` float32 tensor in [0, 1], ``C`` in {1, 3}.
 
     Raises :class:`ImageReadError` for a missing file, a file that is not an image, a truncated
-    file, a zero-size image or an unsupported mode (mode F). CMYK and other colour
-    spaces are converted to RGB; 16-bit colour PNG is read at Pillow's 8-bit precision.
+    file, a zero-size image, an image over :func:`max_pixels`, an animated file or an unsupported
+    mode (mode F). CMYK and other colour spaces are converted to RGB; 16-bit colour PNG is read at
+    Pillow's 8-bit precision; colour files of grey content are read as grey.
     """
     path = Path(path)
     if not path.exists():
@@ -42,21 +61,51 @@ def read_image(path: str | Path) -> Tensor:
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as image:
+        with _opened(path) as image:
+            if getattr(image, "n_frames", 1) > 1:
+                raise ImageReadError(f"{path}: an animated image ({image.n_frames} frames): save one frame as PNG")
             image.load()
             array = _to_array(image, path)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"{path}: unreadable or truncated image ({_first_line(error)})") from None
     if array.size == 0:
         raise ImageReadError(f"{path}: the image has zero size")
+    if array.ndim == 3 and _grey_content(array):
+        array = array[..., 0]
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.ndim == 2:
         tensor = tensor.unsqueeze(-1)
     return tensor.permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def stored_channels(path: str | Path) -> int:
+    """How many channels the file at ``path`` stores (1 grey, 3 colour), from its header: a colour
+    file of grey content, which :func:`read_image` reads as grey, counts 3."""
+    with _opened(Path(path)) as image:
+        return 1 if image.mode in ("L", "LA", "1", "I", "F", *_SIXTEEN_BIT_MODES) else 3
+
+
+def _opened(path: Path) -> Image.Image:
+    """``Image.open(path)`` (header only) once its pixel count is checked against :func:`max_pixels`."""
+    limit = max_pixels()
+    # The header is checked here against our own limit; Pillow's warning or refusal at its own
+    # (lower or higher) limit would only get in the way.
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        image = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if image.width * image.height > limit:
+        image.close()
+        raise ImageReadError(
+            f"{path}: {image.width}x{image.height} is over the limit of {limit:,} pixels "
+            "(set CONVERGE_MAX_PIXELS to read larger images)"
+        )
+    return image
 
 
 def jpeg_quality(path: str | Path) -> int | None:
@@ -134,6 +183,11 @@ def _to_pil(image: Tensor, bits: int, path: Path) -> Image.Image:
         return Image.fromarray(np.rint(array[:, :, 0] * 65535.0).astype(np.uint16))
     quantised = np.rint(array * 255.0).astype(np.uint8)
     return Image.fromarray(quantised[:, :, 0] if quantised.shape[2] == 1 else quantised)
+
+
+def _grey_content(array: np.ndarray) -> bool:
+    """Whether an ``(H, W, 3)`` array holds the same values in its three channels."""
+    return np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2])
 
 
 def _first_line(error: BaseException) -> str:

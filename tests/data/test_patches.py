@@ -142,6 +142,27 @@ def test_degrade_may_report_the_level_it_drew() -> None:
         PatchDataset(_images(), 16, 2, degrade=lambda x, generator: (x, IDENTITY, "high"))[0]
 
 
+def test_items_of_one_group_share_their_crop_and_differ_in_their_degradation() -> None:
+    dataset = PatchDataset(_images(2), 16, 10, degrade=_add_noise, per_crop=5)
+    items = _all_items(dataset)
+    for group in range(4):
+        first = items[5 * group][1]
+        for y, x, _, _ in items[5 * group + 1 : 5 * group + 5]:
+            assert torch.equal(x, first) and not torch.equal(y, items[5 * group][0])
+    assert not any(torch.equal(items[5 * group][1], items[5 * (group + 1)][1]) for group in range(3))
+    # A group's crop comes from its own image: groups never straddle two.
+    images = _images(2)
+    for index, (_, x, _, _) in enumerate(items):
+        assert any(
+            torch.equal(dihedral(x, t), images[index // 10][:, top : top + 16, left : left + 16])
+            for t in range(8) for top in range(25) for left in range(33)
+        ), index
+    # The first item of each group is not the item a dataset without groups draws at that index.
+    assert not torch.equal(items[5][1], PatchDataset(_images(2), 16, 10, degrade=_add_noise)[5][1])
+    with pytest.raises(ConfigError, match="per_crop must be a positive integer dividing patches_per_image 10"):
+        PatchDataset(_images(2), 16, 10, per_crop=3)
+
+
 def test_clean_images_are_float_batches_in_the_unit_range() -> None:
     uint8 = torch.randint(0, 256, (1, 20, 24), dtype=torch.uint8)
     images = PatchDataset([uint8, torch.rand(1, 20, 24)], 16, 2).clean_images()

@@ -41,11 +41,13 @@ def test_restore_keeps_the_layout_clamps_and_reports(name: str, task: str) -> No
     model = build(name, task)
     y, operators, _ = degraded(model, task, batch=1)
     sigma = make_task(task).noise.sigma.item() if make_task(task).noise is not None else None
+    # The image lies on the measurement's grid (larger than a super-resolution measurement).
+    image_shape = operators[0].to_grid(y).shape
     with torch.no_grad():
         x = model(y, physics=operators[0], sigma=sigma)
-    assert x.shape == y.shape and x.dtype == y.dtype
+    assert x.shape == image_shape and x.dtype == y.dtype
     restored, info = model.restore(y, physics=operators[0], sigma=sigma)
-    assert restored.shape == y.shape and float(restored.min()) >= 0.0 and float(restored.max()) <= 1.0
+    assert restored.shape == image_shape and float(restored.min()) >= 0.0 and float(restored.max()) <= 1.0
     assert isinstance(info, RestoreInfo) and info.seconds >= 0.0
     assert torch.isfinite(restored).all()
 
@@ -53,7 +55,9 @@ def test_restore_keeps_the_layout_clamps_and_reports(name: str, task: str) -> No
 @pytest.mark.parametrize(("name", "task"), CASES, ids=[f"{name}-{task}" for name, task in CASES])
 def test_gradients_reach_the_parameters_through_a_batched_operator(name: str, task: str) -> None:
     model = build(name, task).train()
-    y, operators, levels = degraded(model, task, batch=2)
+    measured, operators, levels = degraded(model, task, batch=2)
+    # Training batches hold their measurements on the image grid (PatchDataset, collate_patches).
+    y = torch.cat([operator.to_grid(measured[index : index + 1]) for index, operator in enumerate(operators)])
     batch = OperatorBatch(operators)
     x = model.training_forward(y, batch, levels)
     assert x.shape == y.shape

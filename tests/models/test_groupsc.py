@@ -349,7 +349,7 @@ def test_adopted_weights_scale_the_nearest_levels_thresholds_and_copy_the_rest()
         source.thresholds[1] = 0.08
         source.dictionary.add_(0.01)
     target = tiny(sigmas=(5, 20, 50))
-    target.adopt_weights(source.state_dict(), {**TINY, "sigmas": [10, 40]})
+    target.adopt_weights(source.state_dict(), {**TINY, "sigmas": [10, 40]}, "groupsc")
     for name, tensor in source.state_dict().items():
         if name != "thresholds":
             assert torch.equal(target.state_dict()[name], tensor), name
@@ -368,7 +368,7 @@ def test_adopted_weights_scale_the_nearest_levels_thresholds_and_copy_the_rest()
 )
 def test_adopting_weights_of_another_model_raises(params: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        tiny().adopt_weights(tiny().state_dict(), params)
+        tiny().adopt_weights(tiny().state_dict(), params, "groupsc")
 
 
 def test_weights_adopted_across_block_geometries_restore_alike_at_the_same_geometry() -> None:
@@ -376,23 +376,28 @@ def test_weights_adopted_across_block_geometries_restore_alike_at_the_same_geome
     with torch.no_grad():
         source.dictionary.add_(0.01)
     wider = tiny(sigmas=(25,), window=20, block=20, stride=8)
-    wider.adopt_weights(source.state_dict(), {**TINY, "sigmas": [25]})
+    wider.adopt_weights(source.state_dict(), {**TINY, "sigmas": [25]}, "groupsc")
     for name, tensor in source.state_dict().items():
         assert torch.equal(wider.state_dict()[name], tensor), name
     back = tiny(sigmas=(25,))
-    back.adopt_weights(wider.state_dict(), {**TINY, "window": 20, "block": 20, "stride": 8, "sigmas": [25]})
+    back.adopt_weights(wider.state_dict(), {**TINY, "window": 20, "block": 20, "stride": 8, "sigmas": [25]}, "groupsc")
     y = noisy_image()
     with torch.no_grad():
         assert torch.equal(back.eval()(y, sigma=25 / 255), source.eval()(y, sigma=25 / 255))
 
 
+def test_adopting_weights_saved_for_another_model_raises() -> None:
+    with pytest.raises(ConfigError, match="saved for a unet model, not a GroupSC"):
+        tiny().adopt_weights(tiny().state_dict(), TINY, "unet")
+
+
 def test_adopting_weights_whose_tensors_do_not_fit_their_parameters_raises() -> None:
     tensors = tiny(sigmas=(15, 25)).state_dict()
     with pytest.raises(ConfigError, match="thresholds do not fit"):
-        tiny().adopt_weights(tensors, {**TINY, "sigmas": [15]})
+        tiny().adopt_weights(tensors, {**TINY, "sigmas": [15]}, "groupsc")
     tensors = {**tiny().state_dict(), "extra": torch.zeros(1)}
     with pytest.raises(ConfigError, match="tensors do not fit"):
-        tiny().adopt_weights(tensors, TINY)
+        tiny().adopt_weights(tensors, TINY, "groupsc")
 
 
 def test_training_masks_each_sample_with_its_own_operator_from_the_batch() -> None:

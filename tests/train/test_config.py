@@ -140,6 +140,69 @@ def test_new_options_default_to_the_previous_behaviour() -> None:
     assert config_from_dict(config_to_dict(dqn)) == dqn
 
 
+def multitask(patch_size: int = 48, batch_size: int = 10, patches_per_image: int = 20, **section) -> dict:
+    return minimal(data={"train_set": "cbsd400", "patch_size": patch_size, "batch_size": batch_size,
+                         "patches_per_image": patches_per_image, "multitask": section})
+
+
+def test_the_multitask_section_defaults_to_the_papers_sets() -> None:
+    data = config_from_dict(multitask()).data
+    section = data.multitask
+    assert section.sr_factors == (1, 2, 3, 4) and section.blur_sigmas == (0.4, 0.8, 1.2, 1.6, 2.0, 2.4)
+    assert section.drop_probabilities == (0.2, 0.4, 0.5, 0.6, 0.8, 0.9) and section.blur_size == 25
+    assert section.noise_sigmas == pytest.approx([0.005 * s * 255 for s in range(50)]) and section.per_crop == 5
+    single = config_from_dict(multitask(sr_factors=[2], blur_sigmas=[], drop_probabilities=[], noise_sigmas=[2.55],
+                                        per_crop=1))
+    assert single.data.multitask.sr_factors == (2,) and single.data.multitask.blur_sigmas == ()
+    assert config_from_dict(config_to_dict(single)) == single
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (multitask(patch_size=50), "patch_size 50 is not a multiple of the super-resolution factor.s. 3, 4 .*"
+                                   "multiple of 12"),
+        (multitask(batch_size=8), "batch_size 8 is not a multiple of data.multitask.per_crop 5"),
+        (multitask(patches_per_image=12), "patches_per_image 12 is not a multiple"),
+        (multitask(sr_factors=[], blur_sigmas=[], drop_probabilities=[]), "at least one degradation"),
+        (multitask(sr_factors=[0, 2]), "sr_factors must be positive"),
+        (multitask(sr_factors=[2, 2]), "lists a value twice"),
+        (multitask(sr_factors=[1.5]), "integer"),
+        (multitask(blur_sigmas=[0.0]), "blur_sigmas must be positive"),
+        (multitask(blur_size=0), "blur_size"),
+        (multitask(drop_probabilities=[1.0]), r"drop_probabilities must lie in \[0, 1\)"),
+        (multitask(noise_sigmas=[]), "noise_sigmas must list"),
+        (multitask(noise_sigmas=[-1]), "noise_sigmas must list"),
+        (multitask(per_crop=0), "per_crop must be a positive"),
+        (multitask(factors=[2]), "unknown key 'factors' in config.data.multitask"),
+        (minimal(data={"train_set": "cbsd400", "patch_size": 48, "batch_size": 10, "patches_per_image": 20,
+                       "task": "deblur", "multitask": {}}), "replaces task"),
+        (minimal(data={"train_set": "cbsd400", "patch_size": 48, "batch_size": 10, "patches_per_image": 20,
+                       "sigma_range": [0, 50], "multitask": {}}), "replaces task"),
+    ],
+)
+def test_multitask_sections_are_checked(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_mtdeq_configs_are_the_papers_and_their_compact_and_single_task_forms() -> None:
+    paper = load_config(CONFIGS / "mtdeq-multitask-paper.yaml")
+    assert paper.model.params["widths"] == [64, 128, 256, 512] and paper.model.params["blocks"] == 4
+    assert (paper.data.patch_size, paper.data.batch_size // paper.data.multitask.per_crop) == (132, 16)
+    assert (paper.optim.name, paper.optim.lr, paper.schedule.name, paper.schedule.gamma, paper.epochs) == (
+        "adam", 1e-5, "step", 0.25, 250)
+    assert paper.init_weights.endswith("unet-color-paper/model.safetensors")
+    compact = load_config(CONFIGS / "mtdeq-multitask-compact.yaml")
+    assert compact.model.params["widths"] == [32, 64, 128, 256] and compact.data.batch_size == 10
+    assert compact.init_weights.endswith("runs/unet-color/model.safetensors")
+    comp = load_config(CONFIGS / "mtdeq-st-comp-compact.yaml").data.multitask
+    assert (comp.sr_factors, comp.blur_sigmas, comp.drop_probabilities, comp.noise_sigmas) == ((), (), (0.9,), (0.0,))
+    sr = load_config(CONFIGS / "mtdeq-st-sr-compact.yaml").data.multitask
+    assert (sr.sr_factors, sr.blur_sigmas, sr.drop_probabilities, sr.noise_sigmas) == ((2,), (), (), (2.55,))
+    assert comp.per_crop == sr.per_crop == 1
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
 def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
     config = load_config(path)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from converge.data.patches import collate_patches
 from converge.data.registry import load_images
 from converge.errors import ConfigError
 from converge.models.backbones import DnCNN
@@ -540,3 +541,53 @@ def test_torchrun_needs_a_batch_that_splits_evenly(tmp_path: Path, crops, monkey
     with pytest.raises(ConfigError, match="multiple of --nproc-per-node"):
         Trainer(tiny_config(), tmp_path, progress=False, train_images=crops)
     assert not (tmp_path / "config.yaml").exists()
+
+
+MTDEQ_PRIOR = {"channels": 1, "widths": [4, 8, 8, 8], "blocks": 1}
+
+
+def multitask_config(**overrides) -> object:
+    return tiny_config(
+        model={"name": "mtdeq", "params": {**MTDEQ_PRIOR, "max_iter": 4}},
+        loss="mse",
+        data={"train_set": "train400", "patch_size": 12, "patches_per_image": 10, "batch_size": 10,
+              "multitask": {"sr_factors": [1, 2, 3], "blur_sigmas": [0.8], "blur_size": 9,
+                            "drop_probabilities": [0.5], "noise_sigmas": [0, 10], "per_crop": 5}},
+        eval={"bench": "set12", "task": "deblur", "task_params": {"blur_sigma": 1.6, "size": 9}, "every": 2,
+              "max_images": 1},
+        **overrides,
+    )
+
+
+def test_multitask_batches_hold_whole_groups_of_one_crop_and_record_noise_levels(tmp_path: Path, crops) -> None:
+    trainer = Trainer(multitask_config(), tmp_path, progress=False, train_images=crops)
+    assert trainer.steps_per_epoch == 4 and trainer.dataset.per_crop == 5
+    for epoch in (0, 1):
+        batches = trainer._epoch_batches(epoch, 0, 10)
+        assert sorted(index for batch in batches for index in batch) == list(range(40))
+        for batch in batches:
+            groups = [index // 5 for index in batch]
+            assert all(groups.count(group) == 5 for group in groups)
+    trainer.dataset.set_epoch(0)
+    y, x, operator, level = collate_patches([trainer.dataset[index] for index in batches[0]])
+    assert set(level.tolist()) <= {0.0, 10.0}
+    for start in (0, 5):
+        assert all(torch.equal(x[start], x[start + offset]) for offset in range(5))
+    assert len(operator) == 10 and y.shape == x.shape == (10, 1, 12, 12)
+
+
+def test_a_multitask_mtdeq_run_starts_from_unet_weights_and_trains(tmp_path: Path, crops) -> None:
+    torch.manual_seed(5)
+    gauss = build_model("unet", MTDEQ_PRIOR)
+    path = save_weights(gauss, {"task": "denoise"}, tmp_path / "gauss.safetensors")
+    trainer = Trainer(multitask_config(steps=2, init_weights=str(path)), tmp_path / "run", progress=False,
+                      train_images=crops)
+    for name, tensor in gauss.state_dict().items():
+        assert torch.equal(trainer.model.prior.state_dict()[name], tensor), name
+    weights = trainer.run()
+    assert all(math.isfinite(loss) for _, loss in train_losses(tmp_path / "run"))
+    assert [r["step"] for r in records(tmp_path / "run") if "eval_psnr" in r] == [2]
+    assert not torch.equal(trainer.model.prior.tail.weight, gauss.tail.weight)
+    saved = yaml.safe_load(weights.with_suffix(".yaml").read_text())
+    assert saved["task"] is None and saved["multitask"]["sr_factors"] == [1, 2, 3]
+    assert load_weights(weights).config == trainer.model.config

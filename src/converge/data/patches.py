@@ -2,7 +2,10 @@
 
 Every item is a pure function of ``(seed, epoch, index)``: the crop position, the dihedral transform
 and the degradation's randomness all come from one generator seeded by those three numbers, so a run
-is reproducible whatever the number of workers or the order in which items are read.
+is reproducible whatever the number of workers or the order in which items are read. With
+``per_crop > 1`` consecutive items share one crop (and its transform), drawn from a generator of
+``(seed, epoch, index // per_crop)``, and each degrades it with its own generator: one clean crop
+degraded several ways (MTDEQ).
 
 An item is ``(y, x, operator, level)``: the degraded patch (its measurement placed on the image grid,
 :meth:`~converge.physics.base.Operator.to_grid`), the clean patch, the operator that degraded it and
@@ -58,8 +61,9 @@ class PatchDataset(Dataset):
     the ``(1, C, h, w)`` measurement, the operator that made it (before any noise) and the level it
     drew (noise sigma in 8-bit levels, JPEG quality, NaN for none). Without ``degrade``, ``y`` is
     ``x``, the operator the identity and ``level`` NaN. ``channels=1`` turns colour images into
-    grayscale (MATLAB ``rgb2gray``, 8-bit levels). Call :meth:`set_epoch` at the start of every epoch
-    to draw new patches.
+    grayscale (MATLAB ``rgb2gray``, 8-bit levels). ``per_crop``: consecutive items that share one crop
+    (items ``k * per_crop`` to ``(k + 1) * per_crop - 1``), each with its own degradation; it must
+    divide ``patches_per_image``. Call :meth:`set_epoch` at the start of every epoch to draw new patches.
     """
 
     def __init__(
@@ -71,11 +75,16 @@ class PatchDataset(Dataset):
         augment: bool = True,
         seed: int = 0,
         channels: int | None = None,
+        per_crop: int = 1,
     ) -> None:
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ConfigError(f"patch_size must be a positive integer, got {patch_size!r}")
         if not isinstance(patches_per_image, int) or patches_per_image < 1:
             raise ConfigError(f"patches_per_image must be a positive integer, got {patches_per_image!r}")
+        if not isinstance(per_crop, int) or per_crop < 1 or patches_per_image % per_crop:
+            raise ConfigError(
+                f"per_crop must be a positive integer dividing patches_per_image {patches_per_image}, got {per_crop!r}"
+            )
         if channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1, 3 or None, got {channels!r}")
         if degrade is not None and not callable(degrade):
@@ -101,6 +110,7 @@ class PatchDataset(Dataset):
         self.degrade = degrade
         self.augment = augment
         self.seed = seed
+        self.per_crop = per_crop
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -124,7 +134,7 @@ class PatchDataset(Dataset):
         the 0-d float32 ``level``."""
         if not 0 <= index < len(self):
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
-        generator = torch.Generator().manual_seed(stable_seed("patch", self.seed, self.epoch, index))
+        generator = torch.Generator().manual_seed(self._crop_seed(index))
         image = self.images[index // self.patches_per_image]
         height, width = image.shape[-2:]
         top = int(torch.randint(height - self.patch_size + 1, (1,), generator=generator))
@@ -137,8 +147,17 @@ class PatchDataset(Dataset):
             x = x / 255.0
         if self.degrade is None:
             return x.clone(), x, _UNDEGRADED, torch.tensor(math.nan)
+        if self.per_crop > 1:
+            generator = torch.Generator().manual_seed(stable_seed("patch", self.seed, self.epoch, index))
         y, operator, level = self._degraded(x, generator)
         return y, x, operator, torch.tensor(level, dtype=torch.float32)
+
+    def _crop_seed(self, index: int) -> int:
+        """The seed of item ``index``'s crop: its own (its degradation then draws from the same
+        generator), or its group's when ``per_crop`` items share one crop."""
+        if self.per_crop == 1:
+            return stable_seed("patch", self.seed, self.epoch, index)
+        return stable_seed("patch-crop", self.seed, self.epoch, index // self.per_crop)
 
     def _degraded(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Operator, float]:
         result = self.degrade(x[None], generator)

@@ -151,9 +151,11 @@ class Restorer(nn.Module, metaclass=ABCMeta):
         """Start the parameters from clean training images (each ``(1, C, H, W)`` in [0, 1]) before step
         0 of a fresh run; the default keeps the constructor's initialisation."""
 
-    def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any]) -> None:
-        """Start from ``tensors`` saved for this model with other parameters ``params`` (for instance
-        another noise level); the default cannot and raises :class:`ConfigError`."""
+    def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any], saved_model: str) -> None:
+        """Start from ``tensors`` saved for the registered model ``saved_model`` with parameters ``params``
+        that do not describe this model exactly: this model with other parameters (GroupSC: another
+        noise level) or another model it contains (MTDEQ: its U-Net prior). The default cannot and
+        raises :class:`ConfigError`."""
         raise ConfigError(f"{type(self).__name__} starts only from weights saved with its own parameters")
 
     def _on_model_channels(self, y: Tensor, run: Callable[[Tensor], Tensor]) -> Tensor:

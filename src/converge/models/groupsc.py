@@ -242,17 +242,21 @@ class GroupSC(Restorer):
         self.thresholds.copy_(start[:, None, None].expand_as(self.thresholds))
 
     @torch.no_grad()
-    def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any]) -> None:
+    def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any], saved_model: str) -> None:
         """Start from the weights ``tensors`` of a GroupSC trained for other noise levels.
 
         ``params``: the saved model's parameters; they must equal this model's but for ``sigmas`` and
-        the block geometry (``window``, ``block``, ``stride``, which size no tensor), else
-        :class:`ConfigError`. Every tensor is copied except the thresholds: the set of each of
-        this model's levels ``sigma`` is the saved set of the nearest saved level ``sigma'`` times
-        ``sigma / sigma'``, the ratio at which :meth:`reset_thresholds` would start the two. This is
-        how a model for one level starts another level's training, or a blind model's, or a training
-        run with a larger non-local window.
+        the block geometry (``window``, ``block``, ``stride``, which size no tensor), and
+        ``saved_model`` must be ``groupsc``, else :class:`ConfigError`. Every tensor is copied except
+        the thresholds: the set of each of this model's levels ``sigma`` is the saved set of the
+        nearest saved level ``sigma'`` times ``sigma / sigma'``, the ratio at which
+        :meth:`reset_thresholds` would start the two. This is how a model for one level starts
+        another level's training, or a blind model's, or a training run with a larger non-local window.
         """
+        if saved_model != "groupsc":
+            raise ConfigError(
+                f"the weights were saved for a {saved_model} model, not a GroupSC: start from GroupSC weights"
+            )
         try:
             saved = GroupSCConfig(**dict(params))
         except (TypeError, ConfigError) as error:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -56,6 +57,67 @@ class ModelSection:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+# MTDEQ's training sets (Willingham et al., Sec. III-A): noise sigma 0.005 s on [0, 1], s = 0..49, in
+# 8-bit levels; bicubic SR factors (1: no downsampling); Gaussian blur widths; completion drop rates.
+PAPER_NOISE_SIGMAS = tuple(round(0.005 * step * 255.0, 6) for step in range(50))
+PAPER_SR_FACTORS = (1, 2, 3, 4)
+PAPER_BLUR_SIGMAS = (0.4, 0.8, 1.2, 1.6, 2.0, 2.4)
+PAPER_DROP_PROBABILITIES = (0.2, 0.4, 0.5, 0.6, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class MultiTaskSection:
+    """Multi-task degradations (MTDEQ, :class:`converge.data.multitask.MultiTaskDegradation`); the
+    defaults are the paper's sets.
+
+    Each patch draws one problem uniformly from all of ``sr_factors`` (bicubic downsampling by that
+    factor, circular; factor 1 is no downsampling), ``blur_sigmas`` (Gaussian blur of that width in
+    pixels on a ``blur_size`` square support, circular: the test protocol's 25x25) and
+    ``drop_probabilities`` (pixel completion, each pixel dropped with that probability, a fresh mask
+    per patch), then one noise sigma uniformly from ``noise_sigmas`` (8-bit levels, added to the
+    measurement); an empty list leaves that family out. ``per_crop``: consecutive patches that share
+    one clean crop, each degraded its own way (the paper degrades every crop 5 ways); batches hold
+    whole groups, so ``data.batch_size`` and ``data.patches_per_image`` must be multiples of it.
+    """
+
+    sr_factors: tuple[int, ...] = PAPER_SR_FACTORS
+    blur_sigmas: tuple[float, ...] = PAPER_BLUR_SIGMAS
+    blur_size: int = 25
+    drop_probabilities: tuple[float, ...] = PAPER_DROP_PROBABILITIES
+    noise_sigmas: tuple[float, ...] = PAPER_NOISE_SIGMAS
+    per_crop: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("sr_factors", "blur_sigmas", "drop_probabilities", "noise_sigmas"):
+            values = tuple(getattr(self, name))
+            object.__setattr__(self, name, values)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"data.multitask.{name} lists a value twice: {list(values)}")
+            if not all(math.isfinite(value) for value in values):
+                raise ConfigError(f"data.multitask.{name} must hold finite numbers, got {list(values)}")
+        if any(factor < 1 for factor in self.sr_factors):
+            raise ConfigError(f"data.multitask.sr_factors must be positive integers, got {list(self.sr_factors)}")
+        if any(sigma <= 0 for sigma in self.blur_sigmas):
+            raise ConfigError(f"data.multitask.blur_sigmas must be positive (pixels), got {list(self.blur_sigmas)}")
+        if self.blur_size < 1:
+            raise ConfigError(f"data.multitask.blur_size must be a positive integer, got {self.blur_size}")
+        if any(not 0 <= p < 1 for p in self.drop_probabilities):
+            raise ConfigError(
+                f"data.multitask.drop_probabilities must lie in [0, 1), got {list(self.drop_probabilities)}"
+            )
+        if not (self.sr_factors or self.blur_sigmas or self.drop_probabilities):
+            raise ConfigError(
+                "data.multitask needs at least one degradation: list sr_factors, blur_sigmas or drop_probabilities"
+            )
+        if not self.noise_sigmas or any(sigma < 0 for sigma in self.noise_sigmas):
+            raise ConfigError(
+                "data.multitask.noise_sigmas must list at least one non-negative level (8-bit; [0] for no noise), "
+                f"got {list(self.noise_sigmas)}"
+            )
+        if self.per_crop < 1:
+            raise ConfigError(f"data.multitask.per_crop must be a positive integer, got {self.per_crop}")
+
+
 @dataclass(frozen=True)
 class DataSection:
     """Training patches and how they are degraded on the fly.
@@ -68,7 +130,26 @@ class DataSection:
     ``sigma_sampling``: how that level is drawn, ``uniform`` or ``log_uniform`` (uniform in
     ``log sigma``, ``low > 0``: as many patches between 20 and 40 as between 40 and 80);
     ``quality_range``: ``[low, high]`` JPEG qualities for blind deblocking, one integer per patch drawn
-    uniformly from ``low..high`` (then ``task`` must be ``deblock`` without a fixed ``quality``).
+    uniformly from ``low..high`` (then ``task`` must be ``deblock`` without a fixed ``quality``);
+    ``multitask``: a :class:`MultiTaskSection` that replaces ``task``, ``task_params`` and the ranges
+    (MTDEQ: each patch degraded by a drawn problem and noise level, the level recorded is its noise
+    sigma); ``patch_size`` must then be a multiple of every SR factor, and ``batch_size`` and
+    ``patches_per_image`` multiples of its ``per_crop``. For example (the paper's sets, 16 crops a
+    batch)::
+
+        data:
+          train_set: cbsd400
+          patch_size: 128
+          patches_per_image: 60
+          batch_size: 80                 # 16 crops x per_crop 5
+          channels: 3
+          multitask:
+            sr_factors: [1, 2, 3, 4]
+            blur_sigmas: [0.4, 0.8, 1.2, 1.6, 2.0, 2.4]
+            blur_size: 25
+            drop_probabilities: [0.2, 0.4, 0.5, 0.6, 0.8, 0.9]
+            noise_sigmas: [0, 1.275, 2.55, ..., 62.475]   # 0.005 s * 255, s = 0..49
+            per_crop: 5
     """
 
     train_set: str
@@ -82,6 +163,7 @@ class DataSection:
     quality_range: tuple[int, int] | None = None
     sigma_sampling: str = "uniform"
     augment: bool = True
+    multitask: MultiTaskSection | None = None
 
     def __post_init__(self) -> None:
         for name in ("patch_size", "patches_per_image", "batch_size"):
@@ -111,6 +193,27 @@ class DataSection:
                 )
             if self.task != "deblock" or "quality" in self.task_params:
                 raise ConfigError("data.quality_range needs task 'deblock' without a fixed task_params.quality")
+        if self.multitask is not None:
+            self._check_multitask(self.multitask)
+
+    def _check_multitask(self, multitask: MultiTaskSection) -> None:
+        if self.task != "denoise" or self.task_params or self.sigma_range is not None or self.quality_range is not None:
+            raise ConfigError(
+                "data.multitask replaces task, task_params, sigma_range and quality_range: remove them"
+            )
+        misfits = [factor for factor in multitask.sr_factors if self.patch_size % factor]
+        if misfits:
+            multiple = math.lcm(*multitask.sr_factors)
+            raise ConfigError(
+                f"data.patch_size {self.patch_size} is not a multiple of the super-resolution factor(s) "
+                f"{', '.join(map(str, misfits))} of data.multitask.sr_factors: choose a multiple of {multiple}"
+            )
+        for name in ("batch_size", "patches_per_image"):
+            if getattr(self, name) % multitask.per_crop:
+                raise ConfigError(
+                    f"data.{name} {getattr(self, name)} is not a multiple of data.multitask.per_crop "
+                    f"{multitask.per_crop}: batches and images hold whole groups of degradations of one crop"
+                )
 
 
 @dataclass(frozen=True)
@@ -259,8 +362,9 @@ class TrainConfig:
     ``loss``: one of ``mse``, ``l1``, ``charbonnier``, ``noise_mse``; ``checkpoint_every`` and
     ``log_every``: in steps; ``export``: which weights become ``model.safetensors`` (``final`` or the
     ``best`` evaluated ones); ``seed``: seeds model initialisation, patch sampling and training noise.
-    ``init_weights``: a safetensors file (saved for this very model and parameters) that a fresh run
-    loads before step 0; a resumed run ignores it. :func:`load_config` resolves a relative path
+    ``init_weights``: a safetensors file (saved for this very model and parameters, or one that the
+    model's ``adopt_weights`` takes: MTDEQ from its U-Net prior's) that a fresh run loads before
+    step 0; a resumed run ignores it. :func:`load_config` resolves a relative path
     against the config file's folder. ``trainer``: ``supervised`` or ``dqn`` (needs a ``dqn``
     section, and no ``loss``: its loss is the temporal-difference Huber loss). ``backtrack``: a
     :class:`BacktrackSection`, or ``None`` for none. ``precision``: ``fp32``, or ``bf16`` to run the

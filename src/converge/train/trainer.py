@@ -17,7 +17,8 @@ from ``PatchDataset``'s per-item generators, the batch order from a per-epoch pe
 resumed from a checkpoint continues exactly as if it had never stopped.
 
 Each patch carries the degradation level that made it (noise sigma, JPEG quality, NaN for other
-tasks) and the operator that degraded it; a batch's operators form one
+tasks; the noise sigma for every patch of multi-task data) and the operator that degraded it; a
+batch's operators form one
 :class:`~converge.physics.batch.OperatorBatch` (:func:`~converge.data.patches.collate_patches`), and
 the model is fitted through ``model.training_forward(y, operator, level)``. A fresh run first loads
 ``init_weights`` when the config names them, or else calls the model's
@@ -69,8 +70,9 @@ from converge.data.seeding import evaluation_generator, seed_everything, stable_
 from converge.devices import resolve_device
 from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
-from converge.models import Restorer, build_model, model_name, saved_params
+from converge.models import Restorer, build_model, model_class, registered_models, saved_params
 from converge.physics.base import Identity, Operator
+from converge.plain import plain_data
 from converge.physics.batch import OperatorBatch, as_operator_batch
 from converge.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from converge.train.losses import get_loss
@@ -147,6 +149,7 @@ class Trainer:
             augment=config.data.augment,
             seed=config.seed,
             channels=config.data.channels,
+            per_crop=1 if config.data.multitask is None else config.data.multitask.per_crop,
         )
         self.steps_per_epoch = len(self.dataset) // config.data.batch_size
         if self.steps_per_epoch == 0:
@@ -337,9 +340,16 @@ class Trainer:
         """Hook for subclasses: restore what :meth:`_extra_state` stored."""
 
     def _epoch_batches(self, epoch: int, offset: int, batch_size: int) -> list[list[int]]:
-        """The epoch's shuffled, full batches of item indices, from batch ``offset`` on."""
+        """The epoch's shuffled, full batches of item indices, from batch ``offset`` on.
+
+        Items sharing one crop (``per_crop`` of the multi-task data) are shuffled as groups and stay
+        together, so a batch holds whole groups (``batch_size`` is a multiple of ``per_crop``).
+        """
         generator = torch.Generator().manual_seed(stable_seed("batch-order", self.config.seed, epoch))
-        order = torch.randperm(len(self.dataset), generator=generator)
+        group = self.dataset.per_crop
+        order = torch.randperm(len(self.dataset) // group, generator=generator)
+        if group > 1:
+            order = (order[:, None] * group + torch.arange(group)).reshape(-1)
         usable = order[: self.steps_per_epoch * batch_size].reshape(self.steps_per_epoch, batch_size)
         return usable[offset:].tolist()
 
@@ -511,9 +521,10 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     """Load the safetensors file at ``path`` into ``model`` in place (strictly: every tensor, no extra).
 
     The file's header (model name and parameters, as :func:`converge.zoo.save_weights` writes it) must
-    describe ``model`` exactly, or else the same model saved with other parameters that
-    ``model.adopt_weights`` can start from (GroupSC: other noise levels). A missing or unreadable file
-    or a mismatch raises :class:`ConfigError`.
+    describe ``model`` exactly, or else weights that ``model.adopt_weights`` can start from, given the
+    saved model's registry name and parameters (GroupSC: itself at other noise levels; MTDEQ: a
+    ``unet`` file of its prior's parameters). A missing or unreadable file or a mismatch raises
+    :class:`ConfigError`.
     """
     from converge.zoo import load_tensors, read_safetensors
 
@@ -529,7 +540,8 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
         metadata, tensors = read_safetensors(path)
     except WeightsError:
         raise mismatch from None
-    if metadata.get("model") != model_name(model):
+    saved_model = metadata.get("model")
+    if saved_model not in registered_models():
         raise mismatch
     try:
         params = json.loads(metadata.get("params") or "")
@@ -538,7 +550,7 @@ def load_init_weights(model: Restorer, path: str | Path) -> None:
     if not isinstance(params, dict):
         raise mismatch
     try:
-        model.adopt_weights(tensors, saved_params(type(model), params))
+        model.adopt_weights(tensors, saved_params(model_class(saved_model), params), saved_model)
     except ConfigError as error:
         raise ConfigError(f"{mismatch}; {error}") from None
 
@@ -551,11 +563,23 @@ def task_level(task: Task) -> float:
 
 
 def _training_degradation(config: TrainConfig) -> Degrade:
-    """The per-patch degradation ``(x, generator) -> (y, operator, level)`` of the config's task, or of
-    its blind noise or quality range (one level drawn per patch)."""
+    """The per-patch degradation ``(x, generator) -> (y, operator, level)`` of the config's task, of
+    its blind noise or quality range (one level drawn per patch), or of its multi-task section (one
+    problem and noise level drawn per patch; the level is the noise sigma)."""
     from converge.physics.tasks import make_task
 
     data = config.data
+    if data.multitask is not None:
+        from converge.data.multitask import MultiTaskDegradation
+
+        section = data.multitask
+        return MultiTaskDegradation(
+            sr_factors=section.sr_factors,
+            blur_sigmas=section.blur_sigmas,
+            drop_probabilities=section.drop_probabilities,
+            noise_sigmas=section.noise_sigmas,
+            blur_size=section.blur_size,
+        )
     if data.sigma_range is not None:
         low, high = data.sigma_range
         logarithmic = data.sigma_sampling == "log_uniform"
@@ -617,10 +641,13 @@ def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
 def _weights_info(config: TrainConfig, step: int) -> dict[str, Any]:
     data = config.data
     ranges = {"sigma_range": data.sigma_range, "quality_range": data.quality_range}
+    # Weights trained on a mix of tasks name none (any task may be restored with them) and list the mix.
+    multitask = {} if data.multitask is None else {"multitask": plain_data(dataclasses.asdict(data.multitask))}
     return {
-        "task": data.task,
+        "task": data.task if data.multitask is None else None,
         "task_params": dict(data.task_params),
         **{name: list(value) for name, value in ranges.items() if value is not None},
+        **multitask,
         "trained_steps": step,
         "precision": config.precision,
     }
