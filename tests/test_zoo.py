@@ -363,3 +363,24 @@ def test_a_manifest_without_its_zoo_fields_is_refused() -> None:
     spec = {"model": "dncnn", "params": {}, "task": "denoise", "zoo": {"name": "x"}}
     with pytest.raises(WeightsError, match="zoo section of x.yaml is incomplete"):
         zoo.entry_from_manifest("x.yaml", spec)
+
+
+def test_a_shipped_file_that_differs_from_its_digest_is_refused(tmp_path, monkeypatch) -> None:
+    entry = zoo.ZOO["dncnn-s25"]
+    altered = tmp_path / entry.weights_file
+    data = bytearray(zoo.weights_path("dncnn-s25").read_bytes())
+    data[-5] ^= 0x01  # one flipped bit in a tensor
+    altered.write_bytes(bytes(data))
+    (tmp_path / entry.config_file).write_text(zoo._package_file(entry.config_file).read_text())
+    monkeypatch.setattr(zoo, "_package_file", lambda name: tmp_path / name)
+    with pytest.raises(WeightsError, match="does not match the SHA-256 in dncnn-gray-s25.yaml"):
+        zoo.load_model("dncnn-s25")
+
+
+def test_weights_holding_non_finite_values_are_refused(tmp_path) -> None:
+    model = DnCNN(DnCNNConfig(depth=3, features=4))
+    with torch.no_grad():
+        model.body[0].weight[0, 0, 0, 0] = float("inf")
+    path = zoo.save_weights(model, {"task": "denoise"}, tmp_path / "broken.safetensors")
+    with pytest.raises(WeightsError, match="NaN or infinite values \\(in body.0.weight\\)"):
+        zoo.load_weights(path)

@@ -3,9 +3,11 @@
 Weights are ``safetensors`` files (plain tensors, never unpickled) next to a YAML manifest that says
 how to build the model (``model: dncnn``, ``params: {...}``), what it was trained for (``task``,
 ``task_params``, ``sigma_range``) and, in its ``zoo`` section, the entry's name, description and
-measured score (with the ``converge eval`` command and report that measured it). :data:`ZOO` holds
-one entry per manifest with a ``zoo`` section: shipping a model is adding its two files. The safetensors header repeats the model name and parameters, so a weights file
-paired with the wrong config is caught before any tensor is loaded. Shipped files live in
+measured score (with the ``converge eval`` command and report that measured it) and the SHA-256 of
+the weights, checked at every load. :data:`ZOO` holds one entry per manifest with a ``zoo`` section:
+shipping a model is adding its two files. The safetensors header repeats the model name and
+parameters, so a weights file paired with the wrong config is caught before any tensor is loaded,
+and a file holding NaN or infinite values is refused. Shipped files live in
 ``converge/weights/`` and are found with :mod:`importlib.resources`, so an installed package works.
 
 Example::
@@ -20,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,7 +66,8 @@ class ZooEntry:
     ``task`` and ``task_params``); a one-line ``description``; for JPEG deblocking the quality it was
     trained for (``None``: trained on a range of levels, or not a deblocking model); the image
     ``channels`` it restores (1 grey, 3 RGB, from its parameters); for a blind entry (no level) the
-    range of noise levels it was trained on (``sigma_range``), if any; its measured ``score``."""
+    range of noise levels it was trained on (``sigma_range``), if any; its measured ``score``; the
+    SHA-256 of its weights file, checked whenever the entry is loaded."""
 
     name: str
     model: str
@@ -76,6 +80,7 @@ class ZooEntry:
     channels: int = 1
     trained_range: tuple[float, float] | None = None
     score: Score | None = None
+    sha256: str | None = None
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
@@ -100,7 +105,8 @@ class ZooEntry:
 
 def entry_from_manifest(config_file: str, spec: Mapping[str, Any]) -> ZooEntry:
     """The zoo entry that the weights manifest ``spec`` (the parsed ``config_file``) describes in its
-    ``zoo`` section (``name``, ``description``, ``score``); the rest comes from the manifest itself.
+    ``zoo`` section (``name``, ``description``, ``sha256`` of the weights, ``score``); the rest comes
+    from the manifest itself.
     A section that is incomplete raises :class:`WeightsError`."""
     section = spec["zoo"]
     try:
@@ -120,6 +126,7 @@ def entry_from_manifest(config_file: str, spec: Mapping[str, Any]) -> ZooEntry:
             channels=int(params.get("channels", 1)),
             trained_range=None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1])),
             score=score,
+            sha256=str(section["sha256"]),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsError(f"the zoo section of {config_file} is incomplete ({error}): fix the manifest") from None
@@ -229,10 +236,16 @@ def weights_path(name: str) -> Path:
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Restorer:
     """Build shipped model ``name`` and load its weights, in eval mode on ``device``.
 
-    Raises :class:`WeightsError` if a file is missing or corrupt or the weights do not fit the config.
+    Raises :class:`WeightsError` if a file is missing, differs from the digest in its manifest, or
+    the weights do not fit the config.
     """
     entry = get_entry(name)
-    model = load_weights(_package_file(entry.weights_file), _package_file(entry.config_file), device=device)
+    weights = _package_file(entry.weights_file)
+    if weights.is_file() and _sha256(weights) != entry.sha256:
+        raise WeightsError(
+            f"{weights} does not match the SHA-256 in {entry.config_file} (altered or corrupt): reinstall the package"
+        )
+    model = load_weights(weights, _package_file(entry.config_file), device=device)
     if model_name(model) != entry.model:
         raise WeightsError(
             f"{entry.config_file} builds a {model_name(model)!r} model but zoo entry {name!r} expects {entry.model!r}: "
@@ -274,10 +287,15 @@ def load_tensors(model: Restorer, weights: Path, described_by: str, remedy: str)
     extra), once its header names ``model``'s registry name and parameters exactly. A parameter the
     header lacks counts as its default (it was added to the model after the file was saved).
 
-    Raises :class:`WeightsError` for an unreadable file, a header for another model or tensors that
-    do not fit; the messages name ``described_by`` (what built ``model``) and end with ``remedy``.
+    Raises :class:`WeightsError` for an unreadable file, non-finite values, a header for another model
+    or tensors that do not fit; the messages name ``described_by`` (what built ``model``) and end with ``remedy``.
     """
     metadata, tensors = read_safetensors(weights)
+    broken = sorted(
+        name for name, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()
+    )
+    if broken:
+        raise WeightsError(f"{weights} holds NaN or infinite values (in {broken[0]}): the weights are unusable")
     expected = weights_header(model)
     found = {"model": metadata.get("model"), "params": metadata.get("params")}
     if not _describes(found, model):
@@ -364,6 +382,10 @@ def _describes(header: Mapping[str, Any], model: Restorer) -> bool:
 
 def _canonical(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _package_file(name: str) -> Path:
