@@ -23,3 +23,7 @@ class DataError(ConvergeError):
 
 class WeightsError(ConvergeError):
     """Shipped or user weights are missing, corrupt or do not match their model config."""
+
+
+class TrainingError(ConvergeError):
+    """A training run diverged (its loss turned non-finite or exploded) and was stopped."""

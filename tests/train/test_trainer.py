@@ -10,12 +10,12 @@ import yaml
 
 from converge.data.patches import collate_patches
 from converge.data.registry import load_images
-from converge.errors import ConfigError
+from converge.errors import ConfigError, TrainingError
 from converge.models.backbones import DnCNN
 from converge.physics.jpeg import JPEGCompression
 from converge.train import trainer as trainer_module
 from converge.train.config import config_from_dict, load_config
-from converge.train.trainer import CHECKPOINT, LOG, Trainer, _lr_factor, train
+from converge.train.trainer import CHECKPOINT, LOG, Trainer, _lr_factor, read_checkpoint, train
 from converge.models import build_model
 from converge.physics import Identity, OperatorBatch
 from converge.zoo import load_weights, save_weights
@@ -59,7 +59,7 @@ def test_three_steps_write_log_checkpoint_and_model(tmp_path: Path, crops) -> No
     assert all(math.isfinite(loss) for _, loss in train_losses(tmp_path))
     evaluations = [r for r in records(tmp_path) if "eval_psnr" in r]
     assert [r["step"] for r in evaluations] == [2, 3] and all(r["eval_psnr"] > 10 for r in evaluations)
-    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    state = read_checkpoint(tmp_path / CHECKPOINT)
     assert state["step"] == 3 and {"model", "optimizer", "scheduler", "rng"} <= set(state)
     assert weights == tmp_path / "model.safetensors"
     assert yaml.safe_load((tmp_path / "model.yaml").read_text())["trained_steps"] == 3
@@ -92,8 +92,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path, crop
     resumed.run()
 
     assert train_losses(tmp_path / "resumed") == train_losses(tmp_path / "straight")
-    straight_state = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
-    resumed_state = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    straight_state = read_checkpoint(tmp_path / "straight" / CHECKPOINT)
+    resumed_state = read_checkpoint(tmp_path / "resumed" / CHECKPOINT)
     assert resumed_state["step"] == 5
     for name, tensor in straight_state["model"].items():
         assert torch.equal(tensor, resumed_state["model"][name]), name
@@ -431,15 +431,15 @@ def test_backtracking_state_survives_a_resume(tmp_path: Path, crops, monkeypatch
 
 def test_checkpoints_without_backtracking_hold_no_backtracking_state(tmp_path: Path, crops) -> None:
     Trainer(tiny_config(steps=2, eval=None), tmp_path, progress=False, train_images=crops).run()
-    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
-    assert set(state) == {"step", "seconds", "best_psnr", "model", "optimizer", "scheduler", "rng"}
+    state = read_checkpoint(tmp_path / CHECKPOINT)
+    assert set(state) == {"step", "seconds", "best_psnr", "lowest_loss", "model", "optimizer", "scheduler", "rng"}
 
 
 def test_until_stops_and_exports_and_a_resume_finishes_the_run(tmp_path: Path, crops) -> None:
     config = tiny_config(steps=5, eval=None, checkpoint_every=10)
     weights = Trainer(config, tmp_path, progress=False, train_images=crops, until=3).run()
     spec = yaml.safe_load(weights.with_suffix(".yaml").read_text())
-    assert spec["trained_steps"] == 3 and torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 3
+    assert spec["trained_steps"] == 3 and read_checkpoint(tmp_path / CHECKPOINT)["step"] == 3
     Trainer(config, tmp_path, resume=True, progress=False, train_images=crops).run()
     assert [step for step, _ in train_losses(tmp_path)] == [1, 2, 3, 4, 5]
     with pytest.raises(ConfigError, match="until must be a positive step"):
@@ -454,7 +454,7 @@ def test_time_limit_stops_after_the_first_step_past_it_and_exports(tmp_path: Pat
     # The deadline is 60 s after the start (t = 0); the clock reads 25 s more at every step's check.
     assert [step for step, _ in train_losses(tmp_path)] == [1, 2, 3]
     assert yaml.safe_load(weights.with_suffix(".yaml").read_text())["trained_steps"] == 3
-    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 3
+    assert read_checkpoint(tmp_path / CHECKPOINT)["step"] == 3
     with pytest.raises(ConfigError, match="time_limit must be a positive number"):
         Trainer(config, tmp_path / "b", progress=False, train_images=crops, time_limit=0)
 
@@ -514,7 +514,7 @@ def test_two_processes_train_like_one_and_resume(tmp_path: Path) -> None:
     train(config_path, tmp_path / "one", threads=1)
     first = torchrun_train(config_path, tmp_path / "two", "--time-limit", "0.0001")
     assert first.returncode == 0, first.stderr
-    assert torch.load(tmp_path / "two" / CHECKPOINT, weights_only=True)["step"] == 1
+    assert read_checkpoint(tmp_path / "two" / CHECKPOINT)["step"] == 1
     second = torchrun_train(config_path, tmp_path / "two", "--resume")
     assert second.returncode == 0, second.stderr
     assert second.stderr.count("trained weights: ") == 1
@@ -531,7 +531,7 @@ def test_two_processes_train_like_one_and_resume(tmp_path: Path) -> None:
     parallel_model = load_weights(tmp_path / "two" / "model.safetensors").state_dict()
     for name, tensor in single_model.items():
         assert torch.allclose(parallel_model[name], tensor, atol=1e-6), name
-    state = torch.load(tmp_path / "two" / CHECKPOINT, weights_only=True)
+    state = read_checkpoint(tmp_path / "two" / CHECKPOINT)
     assert state["step"] == 4 and len(state["worker_rng"]) == 2
 
 
@@ -591,3 +591,65 @@ def test_a_multitask_mtdeq_run_starts_from_unet_weights_and_trains(tmp_path: Pat
     saved = yaml.safe_load(weights.with_suffix(".yaml").read_text())
     assert saved["task"] is None and saved["multitask"]["sr_factors"] == [1, 2, 3]
     assert load_weights(weights).config == trainer.model.config
+
+
+def test_a_damaged_checkpoint_is_refused_with_one_line(tmp_path: Path, crops) -> None:
+    config = tiny_config(steps=2, eval=None)
+    Trainer(config, tmp_path / "run", progress=False, train_images=crops).run()
+    checkpoint = tmp_path / "run" / CHECKPOINT
+    intact = checkpoint.read_bytes()
+    state = read_checkpoint(checkpoint)
+    flipped = bytearray(intact)
+    flipped[len(flipped) // 2] ^= 0x04
+    damaged = {
+        "a flipped bit": bytes(flipped),
+        "a truncated file": intact[: len(intact) // 2],
+        "an empty file": b"",
+        "random bytes": bytes(range(256)) * 8,
+    }
+    for what, data in damaged.items():
+        checkpoint.write_bytes(data)
+        with pytest.raises(ConfigError, match="cannot resume from") as caught:
+            Trainer(config, tmp_path / "run", resume=True, progress=False, train_images=crops)
+        assert "\n" not in str(caught.value), what
+    for tensor in state["model"].values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    trainer_module.write_checkpoint(checkpoint, state)
+    with pytest.raises(ConfigError, match="NaN or infinite weights"):
+        Trainer(config, tmp_path / "run", resume=True, progress=False, train_images=crops)
+
+
+def test_resume_needs_a_checkpoint_and_cleans_stale_temporaries(tmp_path: Path, crops) -> None:
+    config = tiny_config(steps=2, eval=None)
+    with pytest.raises(ConfigError, match="has no checkpoint.pt to resume from"):
+        Trainer(config, tmp_path / "empty", resume=True, progress=False, train_images=crops)
+    Trainer(config, tmp_path / "run", progress=False, train_images=crops).run()
+    stale = tmp_path / "run" / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half")
+    with (tmp_path / "run" / LOG).open("a") as stream:
+        stream.write('{"step": 3, "lo')
+    resumed = Trainer(config, tmp_path / "run", resume=True, progress=False, train_images=crops)
+    assert resumed.step == 2 and not stale.exists()
+    assert all(record["step"] <= 2 for record in records(tmp_path / "run"))
+
+
+def test_a_diverging_run_stops_without_exporting(tmp_path: Path, crops) -> None:
+    config = tiny_config(steps=40, eval=None, max_bad_steps=3, optim={"name": "adam", "lr": 1000.0})
+    with pytest.raises(TrainingError, match="training diverged: .* after 3 bad steps"):
+        Trainer(config, tmp_path, progress=False, train_images=crops).run()
+    assert not (tmp_path / "model.safetensors").exists()
+    assert any(record.get("diverged") for record in records(tmp_path))
+
+
+class NaNOnce(Trainer):
+    """Reports one NaN loss among finite ones: one bad step is not a divergence."""
+
+    def _train_step(self, y, x, operator, level) -> dict[str, float]:
+        metrics = super()._train_step(y, x, operator, level)
+        return {"loss": math.nan} if self.step == 2 else metrics
+
+
+def test_isolated_bad_steps_do_not_stop_a_run(tmp_path: Path, crops) -> None:
+    NaNOnce(tiny_config(steps=5, eval=None, max_bad_steps=2), tmp_path, progress=False, train_images=crops).run()
+    assert (tmp_path / "model.safetensors").exists()

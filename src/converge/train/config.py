@@ -370,7 +370,9 @@ class TrainConfig:
     :class:`BacktrackSection`, or ``None`` for none. ``precision``: ``fp32``, or ``bf16`` to run the
     model's training forward under bfloat16 autocast (about half the step time of a convolutional
     net on a CPU with AVX512-BF16; the loss, the optimiser state and evaluation stay in float32;
-    see docs/training-speed.md).
+    see docs/training-speed.md). ``max_bad_steps``: a run stops with an error, exporting nothing,
+    after this many consecutive steps whose loss is not finite or over 100 times the lowest loss so
+    far (the best evaluated weights stay in ``best.safetensors``).
     """
 
     model: ModelSection
@@ -390,6 +392,7 @@ class TrainConfig:
     dqn: DQNSection | None = None
     backtrack: BacktrackSection | None = None
     precision: str = "fp32"
+    max_bad_steps: int = 20
 
     def __post_init__(self) -> None:
         _check_choice("loss", self.loss, LOSSES)
@@ -404,7 +407,7 @@ class TrainConfig:
             raise ConfigError("backtrack applies to trainer: supervised only: remove it")
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError("set exactly one of 'steps' and 'epochs' in the training config")
-        for name in ("steps", "epochs", "checkpoint_every", "log_every"):
+        for name in ("steps", "epochs", "checkpoint_every", "log_every", "max_bad_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")

@@ -49,8 +49,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import io
 import json
 import math
+import pickle
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -68,7 +71,7 @@ from converge.data.patches import Degrade, PatchDataset, collate_patches
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator, seed_everything, stable_seed
 from converge.devices import resolve_device
-from converge.errors import ConfigError, WeightsError
+from converge.errors import ConfigError, TrainingError, WeightsError
 from converge.eval.metrics import psnr
 from converge.models import Restorer, build_model, model_class, registered_models, saved_params
 from converge.physics.base import Identity, Operator
@@ -104,6 +107,9 @@ class Trainer:
     :func:`~converge.train.registry.register_trainer`)."""
     data_parallel = True
     """Whether several ``torchrun`` processes can share this trainer's batches."""
+    exploded_loss_factor: float | None = 100.0
+    """A loss over this many times the lowest so far counts as exploded (:meth:`_check_loss`);
+    ``None`` for a trainer whose loss is no reconstruction error (only non-finite losses count)."""
 
     def __init__(
         self,
@@ -179,6 +185,8 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self.best_psnr = -math.inf
+        self.lowest_loss = math.inf
+        self._bad_steps = 0
         self._eval_set: list[tuple[str, Tensor]] | None = None
         self._prepare_training()
         if self.workers.parallel:
@@ -232,6 +240,7 @@ class Trainer:
                             seconds=round(self.seconds, 3),
                         )
                         sums, summed_steps = {}, 0
+                    self._check_loss(metrics["loss"])
                     if self.config.backtrack is not None:
                         self._watch_divergence(metrics["loss"])
                     evaluation = self.config.eval
@@ -266,6 +275,24 @@ class Trainer:
     def autocast(self) -> torch.autocast:
         """The context of the model's training forward: bfloat16 autocast with ``precision: bf16``."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+
+    def _check_loss(self, loss: float) -> None:
+        """Stop the run (:class:`TrainingError`, nothing exported) after ``max_bad_steps`` consecutive
+        losses that are not finite or exceed :attr:`exploded_loss_factor` times the lowest loss so far."""
+        factor = self.exploded_loss_factor
+        if math.isfinite(loss) and (factor is None or loss <= factor * self.lowest_loss):
+            self.lowest_loss = min(self.lowest_loss, loss)
+            self._bad_steps = 0
+            return
+        self._bad_steps += 1
+        if self._bad_steps >= self.config.max_bad_steps:
+            self._log(step=self.step, diverged=True, loss=loss, lowest_loss=self.lowest_loss)
+            best = self.run_dir / BEST_WEIGHTS
+            kept = f" (the best evaluated weights are in {best})" if best.exists() else ""
+            raise TrainingError(
+                f"training diverged: loss {loss:.4g} at step {self.step} after {self._bad_steps} bad steps "
+                f"(lowest {self.lowest_loss:.4g}); lower optim.lr and start again{kept}"
+            )
 
     def _watch_divergence(self, loss: float) -> None:
         """Backtracking (``config.backtrack``): add this step's ``loss`` to the window; at the end of
@@ -401,6 +428,7 @@ class Trainer:
             "step": self.step,
             "seconds": self.seconds,
             "best_psnr": self.best_psnr,
+            "lowest_loss": self.lowest_loss,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -409,12 +437,15 @@ class Trainer:
             **self._backtrack_state(),
             **self._extra_state(),
         }
-        return write_atomic(path, lambda stream: torch.save(state, stream))
+        return write_checkpoint(path, state)
 
     def _load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT
+        state = read_checkpoint(path)
+        broken = [name for name, tensor in state.get("model", {}).items() if not torch.isfinite(tensor).all()]
+        if broken:
+            raise ConfigError(f"{path} holds NaN or infinite weights (in {broken[0]}): resume from an earlier copy")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.config.backtrack is not None:
@@ -427,6 +458,7 @@ class Trainer:
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise ConfigError(f"cannot resume from {path} ({error}): start a new run directory") from None
         self.step, self.seconds, self.best_psnr = int(state["step"]), float(state["seconds"]), float(state["best_psnr"])
+        self.lowest_loss = float(state.get("lowest_loss", math.inf))
         rng_states = state.get("worker_rng", [state["rng"]])
         if len(rng_states) == self.workers.world_size:
             _set_rng_state(rng_states[self.workers.rank])
@@ -438,8 +470,9 @@ class Trainer:
         path = self.run_dir / LOG
         if not (path.exists() and self.workers.is_main):
             return
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["step"] <= self.step]
+        records = [(line, _parsed(line)) for line in path.read_text().splitlines() if line.strip()]
+        # A line cut short by a crash (not JSON) is dropped with the records after the checkpoint.
+        kept = [line for line, record in records if record is not None and record.get("step", 0) <= self.step]
         write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def _log(self, **record: Any) -> None:
@@ -456,6 +489,15 @@ class Trainer:
         started = (self.run_dir / CHECKPOINT).exists() or (self.run_dir / LOG).exists()
         if started and not resume:
             raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new run directory")
+        if resume and not (self.run_dir / CHECKPOINT).exists():
+            raise ConfigError(
+                f"{self.run_dir} has no {CHECKPOINT} to resume from: start the run without --resume "
+                "(or copy its checkpoint.pt, config.yaml and log.jsonl there)"
+            )
+        if resume and self.workers.is_main:
+            # Temporaries of writes that a crash interrupted (the files they were to replace are intact).
+            for stale in self.run_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         if resume and config_path.exists():
             saved = config_from_dict(yaml.safe_load(config_path.read_text()))
             # init_weights only seeds a fresh start, and its resolved path names the checkout that
@@ -504,6 +546,49 @@ def train(
         return trainer.run()
     finally:
         distributed.leave()
+
+
+def write_checkpoint(path: Path, state: dict[str, Any]) -> Path:
+    """Save ``state`` to ``path`` atomically with the SHA-256 of its bytes, which :func:`read_checkpoint`
+    verifies: ``{"sha256": hex, "payload": uint8 tensor of torch.save(state)}``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    wrapped = {
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
+    return write_atomic(path, lambda stream: torch.save(wrapped, stream))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The state :func:`write_checkpoint` saved at ``path``, once its digest is verified (a checkpoint
+    saved before digests were kept is read as it is). Never unpickles arbitrary objects; a file that
+    is missing, truncated, altered or not a checkpoint raises :class:`ConfigError`."""
+    try:
+        wrapped = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(wrapped, dict) and "payload" in wrapped):
+            if isinstance(wrapped, dict) and "step" in wrapped:
+                return wrapped
+            raise ValueError("not a converge checkpoint")
+        payload = wrapped["payload"].numpy().tobytes()
+        if hashlib.sha256(payload).hexdigest() != wrapped["sha256"]:
+            raise ValueError("its bytes do not match the SHA-256 saved with them: the file is corrupt")
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"cannot resume from {path} ({reason}): resume from an earlier copy or start a new run directory"
+        ) from None
+
+
+def _parsed(line: str) -> dict[str, Any] | None:
+    """A log line as its record, or ``None`` for a line that is not a JSON object."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _training_device(device: str | torch.device, workers: distributed.Workers) -> torch.device:

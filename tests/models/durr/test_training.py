@@ -21,7 +21,7 @@ from converge.models.durr.dqn import Episode, exploration_stops, update_target
 from converge.models.durr.training import PolicyTrainer, td_loss
 from converge.train.config import config_from_dict
 from converge.train.registry import register_trainer, trainer_class, trainer_kinds
-from converge.train.trainer import CHECKPOINT, LOG, Trainer, train
+from converge.train.trainer import CHECKPOINT, LOG, Trainer, read_checkpoint, train
 from converge.zoo import load_weights, save_weights
 
 MAX_LOOPS = 4
@@ -167,8 +167,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, crops, 
 
     without_time = [{k: v for k, v in r.items() if k != "seconds"} for r in records(tmp_path / "straight")]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in records(tmp_path / "resumed")] == without_time
-    straight = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
-    again = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    straight = read_checkpoint(tmp_path / "straight" / CHECKPOINT)
+    again = read_checkpoint(tmp_path / "resumed" / CHECKPOINT)
     for part in ("model", "target"):
         for name, tensor in straight[part].items():
             assert torch.equal(tensor, again[part][name]), (part, name)

@@ -123,6 +123,8 @@ class PolicyTrainer(Trainer):
 
     # Episodes, the replay buffer and the target network live in one process.
     data_parallel = False
+    # The temporal-difference loss grows with the Q-values it fits: only a non-finite one is a failure.
+    exploded_loss_factor = None
 
     def _trainable_parameters(self) -> Iterable[nn.Parameter]:
         policy = self._durr().policy
