@@ -389,3 +389,12 @@ def test_restore_deblocks_a_jpeg_at_the_quality_read_from_the_file(tmp_path, cle
     assert told.returncode == 0 and "[groupsc-deblock-q10," in told.stderr and "read from the file" not in told.stderr
     png = run_cli("restore", str(tmp_path / "a.png"), str(tmp_path / "c.png"), "-m", "groupsc", "-t", "deblock")
     assert png.returncode == 0 and "[groupsc-deblock-q10," in png.stderr and "read from the file" not in png.stderr
+
+
+def test_version_and_short_help():
+    from converge import __version__
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"converge {__version__}"
+    helped = run_cli("restore", "-h")
+    assert helped.returncode == 0 and "Usage: converge restore" in helped.stdout

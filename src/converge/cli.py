@@ -23,9 +23,27 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Learned iterative image restoration: restore, degrade, evaluate and train.",
 )
 console = Console(stderr=True)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from converge import __version__
+
+        print(f"converge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """The options of `converge` itself (each command has its own)."""
 
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="denoise, deblur, sr, inpaint, demosaic or deblock.")]
 MODEL_HELP = (
