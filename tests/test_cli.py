@@ -397,4 +397,4 @@ def test_version_and_short_help():
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"converge {__version__}"
     helped = run_cli("restore", "-h")
-    assert helped.returncode == 0 and "Usage: converge restore" in helped.stdout
+    assert helped.returncode == 0 and "restore [OPTIONS]" in helped.stdout
