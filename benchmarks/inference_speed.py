@@ -166,7 +166,9 @@ def run_case(spec: CaseSpec, precision: str, threads: int, images: int, size: in
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     reference = {row["channels"]: _seconds(row, "fp32", 1) for row in rows if row["name"] == BASELINE}
-    baselines = sorted({case["baseline_mib"] for row in rows for case in row["cases"].values() if "baseline_mib" in case})
+    baselines = [case["baseline_mib"] for row in rows for case in row["cases"].values() if "baseline_mib" in case]
+    low, high = (f"{min(baselines):.0f}", f"{max(baselines):.0f}") if baselines else ("-", "-")
+    baseline_range = f"{low} MiB" if low == high else f"{low} to {high} MiB"
     benches = ", ".join(f"{task} {'grey' if channels == 1 else 'colour'}: {bench}"
                         for (task, channels), bench in BENCHES.items())
     lines = [
@@ -181,7 +183,7 @@ def markdown(result: dict[str, Any]) -> str:
         "megapixel, after one warm-up restore; `bf16`: the restore call under bfloat16 autocast; "
         "`bf16 - fp32`: mean PSNR difference on the same images. `peak MiB`: peak resident memory of the fp32 "
         "1-thread process minus its resident memory after the imports "
-        f"({', '.join(f'{value:.0f}' for value in baselines) or '-'} MiB), so it counts the weights, the images and "
+        f"({baseline_range}), so it counts the weights, the images and "
         "the restoration's working memory. `x BM3D`: fp32 1-thread s/MP over BM3D's on images of the same "
         f"channel count; **bold** where a model is slower than the target of {TARGET_RATIO:g}x.",
         "",
@@ -202,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
         ratio = "-"
         base = reference.get(row["channels"])
         if fp32 is not None and base and row["name"] != BASELINE:
-            ratio = f"{fp32 / base:.1f}x"
+            ratio = f"{fp32 / base:.2g}x"
             if fp32 / base > TARGET_RATIO:
                 ratio = f"**{ratio}**"
                 slow.append(row["name"])

@@ -184,17 +184,17 @@ def test_eval_writes_markdown_and_json_and_logs_each_image(tmp_path):
         "eval", "--model", "input", "--bench", "set12", "--sigma", "25", "--limit", "2", "--out", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
-    payload = json.loads((tmp_path / "input-set12-denoise-sigma25.json").read_text())
+    payload = json.loads((tmp_path / "input-set12-denoise-sigma25-first2.json").read_text())
     assert payload["summary"]["images"] == 2
-    assert (tmp_path / "input-set12-denoise-sigma25.md").exists()
+    assert (tmp_path / "input-set12-denoise-sigma25-first2.md").exists()
     assert "input on set12: 1/2 images (01)" in result.stderr and "2/2 images (02)" in result.stderr
 
 
 def test_eval_goes_on_from_the_partial_report_of_an_interrupted_run(tmp_path):
     arguments = ("eval", "-m", "input", "-b", "set12", "--sigma", "25", "--limit", "2", "--out", str(tmp_path))
     assert run_cli(*arguments).returncode == 0
-    report = tmp_path / "input-set12-denoise-sigma25.json"
-    partial = tmp_path / "input-set12-denoise-sigma25.json.partial"
+    report = tmp_path / "input-set12-denoise-sigma25-first2.json"
+    partial = tmp_path / "input-set12-denoise-sigma25-first2.json.partial"
     # What the run would have left after its first image, marked so that reuse shows.
     payload = json.loads(report.read_text())
     payload["images"] = payload["images"][:1]
@@ -268,7 +268,7 @@ def test_restore_loops_reach_durr_and_are_printed(tmp_path, clean_png):
     evaluated = run_cli("eval", "-m", str(weights), "-b", "set12", "--sigma", "25", "--limit", "1", "--loops", "2",
                         "--out", str(tmp_path))
     assert evaluated.returncode == 0, evaluated.stderr
-    report = json.loads((tmp_path / "durr-set12-denoise-sigma25-loops2.json").read_text())
+    report = json.loads((tmp_path / "durr-set12-denoise-sigma25-loops2-first1.json").read_text())
     assert [image["iterations"] for image in report["images"]] == [2]
     assert_one_line_error(run_cli("eval", "-m", str(weights), "-b", "set12", "--loops", "-1"), "--loops must be")
     groupsc = GroupSC(GroupSCConfig(patch_size=5, atoms=8, steps=2, window=12, stride=8))
@@ -283,7 +283,7 @@ def test_eval_blind_names_its_report(tmp_path):
         "eval", "-m", "input", "-b", "set12", "--sigma", "25", "--limit", "1", "--blind", "--out", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "input-set12-denoise-sigma25-blind.json").exists()
+    assert (tmp_path / "input-set12-denoise-sigma25-blind-first1.json").exists()
     assert_one_line_error(
         run_cli("eval", "-m", "input", "-b", "set12", "-t", "deblock", "--blind", "--out", str(tmp_path)), "--blind"
     )
@@ -320,7 +320,7 @@ def test_window_reaches_nerd_and_names_the_report(tmp_path, clean_png):
     evaluated = run_cli("eval", "-m", str(weights), "-b", "set12", "--sigma", "25", "--limit", "1", "--window", "5",
                         "--out", str(tmp_path))
     assert evaluated.returncode == 0, evaluated.stderr
-    assert (tmp_path / "nerd-set12-denoise-sigma25-window5.json").exists()
+    assert (tmp_path / "nerd-set12-denoise-sigma25-window5-first1.json").exists()
     assert_one_line_error(
         run_cli("restore", str(clean_png), str(tmp_path / "out.png"), "-m", str(weights), "--window", "4"),
         "window must be a positive odd integer",
@@ -343,7 +343,7 @@ def test_stride_reaches_groupsc_and_is_checked(tmp_path, clean_png):
     evaluated = run_cli("eval", "-m", str(weights), "-b", "set12", "--sigma", "25", "--limit", "1", "--stride", "8",
                         "--out", str(tmp_path))
     assert evaluated.returncode == 0, evaluated.stderr
-    assert (tmp_path / "groupsc-set12-denoise-sigma25-stride8.json").exists()
+    assert (tmp_path / "groupsc-set12-denoise-sigma25-stride8-first1.json").exists()
     assert_one_line_error(
         run_cli("restore", str(clean_png), str(output), "-m", str(weights), "--sigma", "25", "--stride", "9"),
         "stride must be an integer from 1 to block - patch_size + 1 = 8",
@@ -398,3 +398,12 @@ def test_version_and_short_help():
     assert version.returncode == 0 and version.stdout.strip() == f"converge {__version__}"
     helped = run_cli("restore", "-h")
     assert helped.returncode == 0 and "restore [OPTIONS]" in helped.stdout
+
+
+def test_eval_options_out_of_range_are_refused(tmp_path):
+    base = ("eval", "-m", "input", "-b", "set12", "--sigma", "25", "--out", str(tmp_path))
+    for limit in ("0", "-1"):
+        assert_one_line_error(run_cli(*base, "--limit", limit), "--limit must be a positive number of images")
+    assert_one_line_error(run_cli(*base, "--crop", "-4"), "--crop must be a non-negative number of pixels")
+    assert_one_line_error(run_cli(*base, "--limit", "1", "--crop", "1000"), "crop_border=1000 leaves less than")
+    assert not list(tmp_path.glob("*.json"))

@@ -293,6 +293,10 @@ def evaluate(
 
     if color not in COLOR_MODES:
         raise ConfigError(f"--color must be one of {', '.join(COLOR_MODES)}, got '{color}'")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be a positive number of images, got {limit}")
+    if crop < 0:
+        raise ConfigError(f"--crop must be a non-negative number of pixels, got {crop}")
     chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
@@ -304,6 +308,8 @@ def evaluate(
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"
     suffix += "" if window is None else f"-window{window}"
+    # A report of some images is named for them, so it never replaces the report of the whole set.
+    suffix += "" if limit is None else f"-first{limit}"
     stem = f"{label}-{bench}-{chosen.tag}{suffix}"
     partial = out / f"{stem}.json.partial"
     finished: list[str] = []

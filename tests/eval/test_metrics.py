@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from converge.data.registry import data_root
+from converge.errors import ConfigError
 from converge.eval.metrics import psnr, ssim
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
@@ -148,9 +149,9 @@ def test_error_paths(metric) -> None:
         metric(torch.zeros(1, 3, 32, 31), ref)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         metric(torch.zeros(3, 32, 32), torch.zeros(3, 32, 32))
-    with pytest.raises(ValueError, match="crop_border"):
+    with pytest.raises(ConfigError, match="crop_border"):
         metric(ref, ref, crop_border=-1)
-    with pytest.raises(ValueError, match="crop_border=16"):
+    with pytest.raises(ConfigError, match="crop_border=16"):
         metric(ref, ref, crop_border=16)
     with pytest.raises(ValueError, match="data_range"):
         metric(ref, ref, data_range=0.0)
@@ -160,6 +161,6 @@ def test_error_paths(metric) -> None:
 
 def test_ssim_rejects_images_smaller_than_its_window() -> None:
     small = torch.zeros(1, 1, 10, 40)
-    with pytest.raises(ValueError, match="less than 11"):
+    with pytest.raises(ConfigError, match="less than 11"):
         ssim(small, small)
     assert torch.isinf(psnr(small, small)).all()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from converge.color import rgb_to_y
+from converge.errors import ConfigError
 
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
@@ -98,7 +99,7 @@ def _prepare(
     if not (isinstance(data_range, numbers.Real) and math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a positive number, got {data_range!r}")
     if not isinstance(crop_border, int) or crop_border < 0:
-        raise ValueError(f"crop_border must be a non-negative integer, got {crop_border!r}")
+        raise ConfigError(f"crop_border must be a non-negative integer, got {crop_border!r}")
     x64 = x.to(torch.float64)
     ref64 = ref.to(torch.float64)
     if y_channel:
@@ -108,7 +109,7 @@ def _prepare(
             raise ValueError(f"y_channel needs RGB or single-channel images, got {x.shape[1]} channels")
     height, width = x.shape[-2:]
     if min(height, width) - 2 * crop_border < min_size:
-        raise ValueError(
+        raise ConfigError(
             f"a {height}x{width} image with crop_border={crop_border} leaves less than {min_size} pixels per side"
         )
     if crop_border:
