@@ -407,3 +407,27 @@ def test_eval_options_out_of_range_are_refused(tmp_path):
     assert_one_line_error(run_cli(*base, "--crop", "-4"), "--crop must be a non-negative number of pixels")
     assert_one_line_error(run_cli(*base, "--limit", "1", "--crop", "1000"), "crop_border=1000 leaves less than")
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_folder_restore_goes_on_past_a_bad_file_and_fails_at_the_end(tmp_path, clean_png):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(clean_png.read_bytes())
+    (folder / "b.png").write_text("not an image")
+    (folder / "c.png").write_bytes(clean_png.read_bytes())
+    result = run_cli("restore", str(folder), str(tmp_path / "out"), "--sigma", "25")
+    assert result.returncode == 2
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    assert "b.png: not an image file" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: 1 of 3 images could not be restored: b.png"
+
+
+def test_tiny_images_are_refused_with_one_line_and_nothing_written(tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.full((3, 2), 128, dtype=np.uint8)).save(tiny)
+    output = tmp_path / "out.png"
+    assert_one_line_error(run_cli("restore", str(tiny), str(output)), "too small to estimate its noise level")
+    assert_one_line_error(run_cli("restore", str(tiny), str(output), "-m", "bm3d", "--sigma", "25"), "at least 8x8")
+    assert_one_line_error(run_cli("restore", str(tiny), str(output), "-m", "groupsc", "--sigma", "25"), "at least 7x7")
+    assert not output.exists()
+    assert run_cli("restore", str(tiny), str(output), "--sigma", "25").returncode == 0 and output.exists()

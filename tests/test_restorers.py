@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -227,9 +228,10 @@ def toy_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def entry(name: str, sigma: float | None, channels: int = 1) -> zoo.ZooEntry:
         torch.manual_seed(len(name))
-        save_weights(DnCNN(DnCNNConfig(channels=channels, depth=3, features=4)), None, tmp_path / f"{name}.safetensors")
+        path = save_weights(DnCNN(DnCNNConfig(channels=channels, depth=3, features=4)), None,
+                            tmp_path / f"{name}.safetensors")
         return zoo.ZooEntry(name, "dncnn", f"{name}.yaml", f"{name}.safetensors", "denoise", sigma, name,
-                            channels=channels)
+                            channels=channels, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
     table = {e.name: e for e in (entry("toy-s10", 10.0), entry("toy-s40", 40.0), entry("toy-rgb-s10", 10.0, 3))}
     monkeypatch.setattr(zoo, "ZOO", table)
@@ -259,8 +261,9 @@ def test_a_blind_family_entry_is_used_without_estimating(toy_family, tmp_path, m
     from converge.models.backbones import DnCNN, DnCNNConfig
     from converge.physics import noise
 
-    save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), None, tmp_path / "toy-blind.safetensors")
-    blind_entry = zoo.ZooEntry("toy-blind", "dncnn", "toy-blind.yaml", "toy-blind.safetensors", "denoise", None, "b")
+    path = save_weights(DnCNN(DnCNNConfig(depth=3, features=4)), None, tmp_path / "toy-blind.safetensors")
+    blind_entry = zoo.ZooEntry("toy-blind", "dncnn", "toy-blind.yaml", "toy-blind.safetensors", "denoise", None, "b",
+                               sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     monkeypatch.setitem(zoo.ZOO, "toy-blind", blind_entry)
 
     def refuse(y: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from converge.errors import ConfigError
 Sigma = float | Tensor | None
 
 BM3D_PROFILES = ("np", "refilter", "vn", "vn_old", "high", "deb")
+BM3D_BLOCK = 8  # the side of the bm3d package's blocks: smaller images cannot be matched
 
 
 class ClassicalRestorer(ABC):
@@ -81,6 +82,9 @@ class BM3D(_PerImageDenoiser):
     def __call__(self, y: Tensor, sigma: Sigma = None) -> Tensor:
         if y.ndim == 4 and y.shape[1] not in (1, 3):
             raise ValueError(f"bm3d handles 1 (gray) or 3 (RGB) channels, got {y.shape[1]}")
+        if y.ndim == 4 and min(y.shape[-2:]) < BM3D_BLOCK:
+            size = f"{y.shape[-2]}x{y.shape[-1]}"
+            raise ConfigError(f"bm3d needs images of at least {BM3D_BLOCK}x{BM3D_BLOCK} pixels (its block), got {size}")
         return super().__call__(y, sigma)
 
     def _denoise(self, image: np.ndarray, sigma: float) -> np.ndarray:
@@ -246,7 +250,9 @@ def malvar_demosaic(y: Tensor, pattern: str = "RGGB") -> Tensor:
     _check_image(y, "malvar")
     mosaic = BayerMosaic(pattern)
     if y.shape[1] not in (1, 3) or min(y.shape[-2:]) < 3:
-        raise ConfigError(f"malvar demosaicks mosaics of 1 or 3 channels and at least 3x3 pixels, got shape {tuple(y.shape)}")
+        raise ConfigError(
+            f"malvar demosaicks mosaics of 1 or 3 channels and at least 3x3 pixels, got shape {tuple(y.shape)}"
+        )
     raw = y if y.shape[1] == 1 else mosaic.to_raw(y)
     filters = torch.tensor(
         (_MHC_GREEN_AT_RED_OR_BLUE, _MHC_AT_GREEN_SAME_ROW, tuple(zip(*_MHC_AT_GREEN_SAME_ROW)), _MHC_RED_AT_BLUE),

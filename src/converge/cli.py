@@ -190,32 +190,48 @@ def restore(
     read_quality = task == "deblock" and quality is None
     place = workers()
     pairs = place.share(_collect_inputs(source, target))
+
+    def restore_one(in_path: Path, out_path: Path) -> None:
+        """Restore one file and report it in one line."""
+        observed = read_image(in_path)
+        file_quality = jpeg_quality(in_path) if read_quality else None
+        restorer, operator = restorer_for(file_quality)
+        result = restorer(observed, operator)
+        level, note = sigma, ""
+        if file_quality is not None:
+            note = f" (JPEG quality {file_quality}, read from the file)"
+        if blind:
+            level = result.noise_level
+            if level is None:
+                level = 255.0 * float(estimate_noise_sigma(observed)[0])
+            note = f" (estimated noise level {level:.1f})"
+        # A colour file of grey content was restored as grey: written back as the file stored it.
+        layout = stored_channels(in_path) if result.image.shape[1] == 1 else 1
+        write_image(out_path, result.image.expand(-1, layout, -1, -1), bits=bits)
+        counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
+        _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
+        trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None
+        if task == "denoise" and trained_sigma is not None and abs(level - trained_sigma) > 5:
+            _say(
+                f"warning: {result.model} was trained for noise level {trained_sigma:g}, "
+                f"not {level:.3g}: expect a weaker result"
+            )
+
+    failures: list[str] = []
     with _progress("restoring", len(pairs), enabled=len(pairs) > 1 and place.is_main) as advance:
         for in_path, out_path in pairs:
-            observed = read_image(in_path)
-            file_quality = jpeg_quality(in_path) if read_quality else None
-            restorer, operator = restorer_for(file_quality)
-            result = restorer(observed, operator)
-            # A colour file of grey content was restored as grey: written back as the file stored it.
-            layout = stored_channels(in_path) if result.image.shape[1] == 1 else 1
-            write_image(out_path, result.image.expand(-1, layout, -1, -1), bits=bits)
-            level, note = sigma, ""
-            if file_quality is not None:
-                note = f" (JPEG quality {file_quality}, read from the file)"
-            if blind:
-                level = result.noise_level
-                if level is None:
-                    level = 255.0 * float(estimate_noise_sigma(observed)[0])
-                note = f" (estimated noise level {level:.1f})"
-            counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
-            _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
-            trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None
-            if task == "denoise" and trained_sigma is not None and abs(level - trained_sigma) > 5:
-                _say(
-                    f"warning: {result.model} was trained for noise level {trained_sigma:g}, "
-                    f"not {level:.3g}: expect a weaker result"
-                )
+            if not source.is_dir():
+                restore_one(in_path, out_path)
+            else:
+                # A bad file of a folder is reported, and the others are still restored.
+                try:
+                    restore_one(in_path, out_path)
+                except ConvergeError as error:
+                    failures.append(in_path.name)
+                    _say(f"error: {error}")
             advance()
+    if failures:
+        raise ConfigError(f"{len(failures)} of {len(pairs)} images could not be restored: {', '.join(failures)}")
 
 
 @app.command()

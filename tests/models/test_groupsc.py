@@ -214,7 +214,7 @@ def test_a_full_mask_is_plain_denoising_and_a_mask_changes_the_result() -> None:
 def test_physics_it_cannot_handle_raises() -> None:
     with pytest.raises(ConfigError, match="cannot invert GaussianBlur"):
         tiny()(noisy_image(), physics=GaussianBlur(1.0))
-    with pytest.raises(ValueError, match="at least 5x5"):
+    with pytest.raises(ConfigError, match="at least 5x5"):
         tiny()(torch.rand(1, 1, 4, 20))
 
 

@@ -84,7 +84,9 @@ def test_estimator_is_near_zero_on_a_smooth_clean_image():
 
 
 def test_estimator_rejects_tiny_images_and_bad_options():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="20x20 image is too small to estimate its noise level"):
         estimate_noise_sigma(torch.rand(1, 3, 20, 20))
+    with pytest.raises(ConfigError, match="it has 0"):
+        estimate_noise_sigma(torch.rand(1, 1, 3, 40))
     with pytest.raises(ConfigError):
         estimate_noise_sigma(torch.rand(1, 1, 32, 32), confidence=1.0)

@@ -373,7 +373,7 @@ class GroupSC(Restorer):
         if y.dim() != 4:
             raise ValueError(f"GroupSC expects (B, C, H, W) images, got shape {tuple(y.shape)}")
         if min(y.shape[-2:]) < self.config.patch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"GroupSC needs images of at least {self.config.patch_size}x{self.config.patch_size} pixels, "
                 f"got {tuple(y.shape[-2:])}"
             )

@@ -102,16 +102,16 @@ def _corrected_min_eigenvalue(patches: Tensor) -> Tensor:
 def _estimate_one(image: Tensor, patch_size: int, confidence: float, max_iter: int) -> Tensor:
     channels, height, width = image.shape
     dims = channels * patch_size * patch_size
-    positions = (height - patch_size + 1) * (width - patch_size + 1)
+    positions = max(height - patch_size + 1, 0) * max(width - patch_size + 1, 0)
+    if positions < 4 * dims:
+        raise ConfigError(
+            f"a {height}x{width} image is too small to estimate its noise level (that needs {4 * dims} patches "
+            f"of {patch_size}x{patch_size} pixels, it has {positions}): give the level (--sigma)"
+        )
     stride = 1
     while positions * dims > _PATCH_BUDGET * stride * stride:
         stride += 1
     patches = F.unfold(image[None], patch_size, stride=stride)[0]
-    if patches.shape[1] < 4 * dims:
-        raise ValueError(
-            f"estimate_noise_sigma needs at least {4 * dims} patches of {patch_size}x{patch_size} pixels, "
-            f"a {height}x{width} image has {patches.shape[1]}"
-        )
     along = (patch_size, patch_size - 1)
     horizontal = (image[:, :, 1:] - image[:, :, :-1]).pow(2).sum(0, keepdim=True)
     vertical = (image[:, 1:, :] - image[:, :-1, :]).pow(2).sum(0, keepdim=True)
