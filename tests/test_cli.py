@@ -431,3 +431,16 @@ def test_tiny_images_are_refused_with_one_line_and_nothing_written(tmp_path):
     assert_one_line_error(run_cli("restore", str(tiny), str(output), "-m", "groupsc", "--sigma", "25"), "at least 7x7")
     assert not output.exists()
     assert run_cli("restore", str(tiny), str(output), "--sigma", "25").returncode == 0 and output.exists()
+
+
+def test_zoo_lists_every_shipped_model_with_its_measured_score_and_prints_cards():
+    from converge import zoo
+
+    listed = run_cli("zoo")
+    assert listed.returncode == 0, listed.stderr
+    flat = " ".join(listed.stdout.split())
+    for entry in zoo.list_models():
+        assert entry.name in flat and f"{entry.score.psnr:.2f} dB" in flat, entry.name
+    card = run_cli("zoo", "nerd-s25")
+    assert card.returncode == 0 and card.stdout.startswith("## nerd-s15, nerd-s25, nerd-s50")
+    assert_one_line_error(run_cli("zoo", "nerd-s99"), "'nerd-s99' is no shipped model or family")

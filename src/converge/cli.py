@@ -465,19 +465,50 @@ def train(
 
 
 @app.command()
-def zoo() -> None:
-    """List the shipped models and the baselines, by the names --model takes."""
+def zoo(
+    name: Annotated[Optional[str], typer.Argument(help="A shipped model or family: print its card.")] = None,
+) -> None:
+    """List the shipped models (task, channels, size, training, measured score) and the baselines, by the
+    names --model takes; with NAME, print that model's card."""
     from rich.table import Table
 
+    from converge import zoo as shipped
     from converge.restorers import restorer_names
-    from converge.zoo import DEFAULT_MODEL
 
-    table = Table(title="restorers")
-    table.add_column("name")
-    table.add_column("description")
-    for name, description in restorer_names().items():
-        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), description)
-    Console().print(table)
+    if name is not None:
+        if name not in shipped.zoo_names():
+            raise ConfigError(f"{name!r} is no shipped model or family: `converge zoo` lists them")
+        print(shipped.card(name), end="")
+        return
+    models = Table(title="shipped models (converge zoo NAME prints a card)")
+    for column in ("name", "task", "level", "channels", "parameters", "MB", "trained steps", "measured"):
+        models.add_column(column, justify="left" if column in ("name", "task", "measured") else "right")
+    for entry in shipped.list_models():
+        spec = shipped.manifest(entry.name)
+        level = "-" if entry.task not in ("denoise", "deblock") else "blind" if entry.level() is None else (
+            f"{'q' if entry.task == 'deblock' else 'sigma '}{entry.level():g}"
+        )
+        models.add_row(
+            entry.name + (" (default)" if entry.name == shipped.DEFAULT_MODEL else ""),
+            entry.task,
+            level,
+            str(entry.channels),
+            f"{shipped.parameter_count(entry.name):,}",
+            f"{shipped.weights_path(entry.name).stat().st_size / 1e6:.2f}",
+            f"{spec.get('trained_steps', '-'):,}",
+            "-" if entry.score is None else entry.score.summary(),
+        )
+    others = Table(title="families and baselines")
+    others.add_column("name")
+    others.add_column("description")
+    for other, description in restorer_names().items():
+        if other not in shipped.ZOO:
+            others.add_row(other, description)
+    screen = Console()
+    # Piped or captured output has no width to fit: give the tables room instead of truncating names.
+    screen = screen if screen.is_terminal else Console(width=220)
+    screen.print(models)
+    screen.print(others)
 
 
 @app.command()

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -382,6 +384,38 @@ def _describes(header: Mapping[str, Any], model: Restorer) -> bool:
 
 def _canonical(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True)
+
+
+def manifest(name: str) -> dict[str, Any]:
+    """The weights manifest (YAML) of zoo entry ``name``, as a dict."""
+    return read_weights_config(_package_file(get_entry(name).config_file))
+
+
+def parameter_count(name: str) -> int:
+    """How many numbers the weights of zoo entry ``name`` hold (read from the file's header, no tensor loaded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights_path(name)), framework="pt", device="cpu") as handle:
+        return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
+
+
+def card(name: str) -> str:
+    """The section of the weights card (``converge/weights/README.md``) that describes zoo entry or
+    family ``name``: how it was trained and what it measured; :class:`ConfigError` when none does."""
+    text = _package_file("README.md").read_text(encoding="utf-8")
+    sections = ["## " + part for part in text.split("\n## ")[1:]]
+    # A heading names an entry, or it after a sibling ("groupsc-deblock-q10, -q20"), or a family's entry.
+    stem = re.sub(r"\d+$", "", name)
+    patterns = [
+        rf"(?<![\w-]){re.escape(name)}(?![\w-])",
+        rf"(?<![\w-]){re.escape(stem)}\d",
+        rf"(?<![\w-]){re.escape(name)}-",  # a family: the first of its entries
+    ]
+    for pattern in patterns:
+        for section in sections:
+            if re.search(pattern, section.splitlines()[0]):
+                return section.rstrip() + "\n"
+    raise ConfigError(f"no card names {name!r}: `converge zoo` lists the shipped models")
 
 
 def _sha256(path: Path) -> str:
