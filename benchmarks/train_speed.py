@@ -128,13 +128,22 @@ def _result_of(completed: subprocess.CompletedProcess) -> dict[str, Any]:
     return {"error": lines[-1][:200] if lines else f"exit {completed.returncode}"}
 
 
-def quality(config_path: str, steps: int, out_dir: Path) -> dict[str, Any]:
-    """Train ``config_path`` for ``steps`` steps in fp32 and in bf16 and score both on bsds-val32."""
-    scores = {}
-    for precision in ("fp32", "bf16"):
+QUALITY_MODES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16 CL": ("bf16", True)}
+
+
+def quality(config_path: str, steps: int, out_dir: Path, modes: list[str]) -> dict[str, Any]:
+    """Train ``config_path`` for ``steps`` steps in each of ``modes`` (keys of :data:`QUALITY_MODES`),
+    same seed and data, and score each on bsds-val32; merged into ``train_speed_quality.json``."""
+    path = out_dir / "train_speed_quality.json"
+    previous = json.loads(path.read_text()) if path.exists() else []
+    entry = next((item for item in previous if item["config"] == config_path and item["steps"] == steps), None)
+    entry = entry or {"config": config_path, "steps": steps}
+    for mode in modes:
+        precision, channels_last = QUALITY_MODES[mode]
         with tempfile.TemporaryDirectory() as run_dir:
             command = [sys.executable, "-m", "converge", "train", config_path, "--run-dir", run_dir, "--threads", "1",
                        "--set", f"steps={steps}", "--set", f"precision={precision}", "--set", "export=final",
+                       "--set", f"channels_last={str(channels_last).lower()}",
                        "--set", "eval.bench=bsds-val32", "--set", "eval.max_images=null",
                        "--set", f"eval.every={steps}", "--set", "init_weights=null"]
             started = time.perf_counter()
@@ -142,15 +151,11 @@ def quality(config_path: str, steps: int, out_dir: Path) -> dict[str, Any]:
             log = [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
             evaluated = [record for record in log if "eval_psnr" in record]
             trained = [record for record in log if "loss" in record]
-            scores[precision] = {"validation_psnr": evaluated[-1]["eval_psnr"], "train_seconds": trained[-1]["seconds"],
-                                 "wall_seconds": round(time.perf_counter() - started, 1)}
-    result = {"config": config_path, "steps": steps, **scores,
-              "difference_db": round(scores["bf16"]["validation_psnr"] - scores["fp32"]["validation_psnr"], 4)}
-    path = out_dir / "train_speed_quality.json"
-    previous = json.loads(path.read_text()) if path.exists() else []
-    kept = [entry for entry in previous if entry["config"] != config_path]
-    path.write_text(json.dumps([*kept, result], indent=1) + "\n")
-    return result
+            entry[mode] = {"validation_psnr": evaluated[-1]["eval_psnr"], "train_seconds": trained[-1]["seconds"],
+                           "wall_seconds": round(time.perf_counter() - started, 1)}
+    kept = [item for item in previous if not (item["config"] == config_path and item["steps"] == steps)]
+    path.write_text(json.dumps([*kept, entry], indent=1) + "\n")
+    return entry
 
 
 def markdown(results: list[dict[str, Any]], qualities: list[dict[str, Any]], command: str) -> str:
@@ -162,7 +167,8 @@ def markdown(results: list[dict[str, Any]], qualities: list[dict[str, Any]], com
         "its own batch shape; `data`: seconds to draw one batch (crops, degradation, collation). "
         "`pair`: two 1-thread processes of the fp32 or bf16 case side by side, each one's step time.",
         "",
-        "| config | fp32 1t | bf16 1t | fp32 CL 1t | bf16 CL 1t | compile fp32 1t | compile bf16 1t | fp32 2t | bf16 2t "
+        "| config | fp32 1t | bf16 1t | fp32 CL 1t | bf16 CL 1t | compile fp32 1t | compile bf16 1t "
+        "| fp32 2t | bf16 2t "
         "| pair fp32 | pair bf16 | data | bf16 speed-up (1t) |",
         "|---|" + "---|" * 12,
     ]
@@ -178,20 +184,27 @@ def markdown(results: list[dict[str, Any]], qualities: list[dict[str, Any]], com
         lines += ["", "Cases that did not run (last line of their error):", ""]
         lines += [f"- `{config}`: {case['label']}: {case['error']}" for config, case in errors]
     if qualities:
-        lines += ["", "## Does bf16 keep the quality?", "",
-                  "Each config trained twice from the same seed and data for the same number of steps, "
-                  "in fp32 and in bf16, scored on the validation split bsds-val32 (32 BSDS500 images in no "
-                  "test set) at the config's evaluation task (`python benchmarks/train_speed.py --quality "
-                  "CONFIG --quality-steps N`).", "",
-                  "| config | steps | fp32 PSNR | bf16 PSNR | bf16 - fp32 (dB) | fp32 s/step | bf16 s/step |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Do the fast modes keep the quality?", "",
+                  "Each config trained from the same seed and data for the same number of steps in each mode, "
+                  "scored on the validation split bsds-val32 (32 BSDS500 images in no test set) at the config's "
+                  "evaluation task (`python benchmarks/train_speed.py --quality CONFIG --quality-steps N "
+                  "--quality-modes ...`). dB: the mode's validation PSNR minus fp32's; s/step: that run's "
+                  "training seconds per step (beside another 1-thread job).", "",
+                  "| config | steps | fp32 PSNR | bf16 | bf16 CL | fp32 s/step | bf16 s/step | bf16 CL s/step |",
+                  "|---|---|---|---|---|---|---|---|"]
         for entry in qualities:
-            fp32, bf16 = entry["fp32"], entry["bf16"]
-            lines.append(
-                f"| `{entry['config']}` | {entry['steps']} | {fp32['validation_psnr']:.2f} | {bf16['validation_psnr']:.2f} "
-                f"| {entry['difference_db']:+.2f} | {fp32['train_seconds'] / entry['steps']:.3f} "
-                f"| {bf16['train_seconds'] / entry['steps']:.3f} |"
-            )
+            reference = entry["fp32"]["validation_psnr"]
+            cells = []
+            for mode in ("bf16", "bf16 CL"):
+                run = entry.get(mode)
+                gain = None if run is None else run["validation_psnr"] - reference
+                cells.append("-" if run is None else f"{run['validation_psnr']:.2f} ({gain:+.2f} dB)")
+            speeds = [
+                "-" if entry.get(mode) is None else f"{entry[mode]['train_seconds'] / entry['steps']:.3f}"
+                for mode in QUALITY_MODES
+            ]
+            row = [f"`{entry['config']}`", str(entry["steps"]), f"{reference:.2f}", *cells, *speeds]
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +239,7 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=REPOSITORY / "docs" / "training-speed.md")
     parser.add_argument("--quality", help="a config to train in fp32 and bf16 and score on the validation split")
     parser.add_argument("--quality-steps", type=int, default=1000)
+    parser.add_argument("--quality-modes", nargs="+", default=list(QUALITY_MODES), choices=list(QUALITY_MODES))
     parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -237,14 +251,16 @@ def main() -> None:
     quality_path = args.out_dir / "train_speed_quality.json"
     speed_path = args.out_dir / "train_speed.json"
     if args.quality:
-        print(json.dumps(quality(args.quality, args.quality_steps, args.out_dir)))
+        print(json.dumps(quality(args.quality, args.quality_steps, args.out_dir, args.quality_modes)))
         results = json.loads(speed_path.read_text())["results"] if speed_path.exists() else []
         command = json.loads(speed_path.read_text())["command"] if speed_path.exists() else "-"
     else:
         results = []
         for config_path in args.configs:
             cases = [{"label": _label(case), **run_case(config_path, case, args.steps, args.warmup)} for case in CASES]
-            pairs = {precision: run_pair(config_path, precision, args.steps, args.warmup) for precision in ("fp32", "bf16")}
+            pairs = {
+                precision: run_pair(config_path, precision, args.steps, args.warmup) for precision in ("fp32", "bf16")
+            }
             results.append({"config": config_path, "cases": cases, "pairs": pairs})
             print(config_path, [(case["label"], case.get("step", case.get("error"))) for case in cases], flush=True)
         command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])

@@ -653,3 +653,18 @@ class NaNOnce(Trainer):
 def test_isolated_bad_steps_do_not_stop_a_run(tmp_path: Path, crops) -> None:
     NaNOnce(tiny_config(steps=5, eval=None, max_bad_steps=2), tmp_path, progress=False, train_images=crops).run()
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_channels_last_trains_the_same_model_in_another_memory_order(tmp_path: Path, crops) -> None:
+    Trainer(tiny_config(steps=3, eval=None), tmp_path / "plain", progress=False, train_images=crops).run()
+    last = Trainer(tiny_config(steps=3, eval=None, channels_last=True), tmp_path / "last", progress=False,
+                   train_images=crops)
+    weight = last.model.body[2].weight  # a 4-to-4 convolution: the two orders differ
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    last.run()
+    losses = {run: [loss for _, loss in train_losses(tmp_path / run)] for run in ("plain", "last")}
+    assert losses["last"] == pytest.approx(losses["plain"], rel=1e-4)
+    plain_weights, last_weights = (load_weights(tmp_path / run / "model.safetensors") for run in ("plain", "last"))
+    for (name, tensor), other in zip(plain_weights.state_dict().items(), last_weights.state_dict().values()):
+        assert torch.allclose(tensor, other, atol=1e-5), name
+    assert yaml.safe_load((tmp_path / "last" / "model.yaml").read_text())["channels_last"] is True

@@ -171,7 +171,7 @@ class Trainer:
         resuming = resume and (self.run_dir / CHECKPOINT).exists()
         if not resuming:
             self._initialise_model()
-        self.model.to(self.device)
+        self.model.to(self.device, memory_format=self._memory_format)
         if self.workers.parallel and self.device.type == "cuda":
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = _make_optimizer(self._trainable_parameters(), config)
@@ -221,7 +221,9 @@ class Trainer:
                 loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate_patches)
                 for y, x, operator, level in loader:
                     started = time.perf_counter()
-                    y, x, level = y.to(self.device), x.to(self.device), level.to(self.device)
+                    layout = self._memory_format
+                    y, x = y.to(self.device, memory_format=layout), x.to(self.device, memory_format=layout)
+                    level = level.to(self.device)
                     metrics = self._train_step(y, x, operator.to(self.device), level)
                     self.seconds += time.perf_counter() - started
                     self.step += 1
@@ -271,6 +273,10 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {"loss": distributed.mean_of(float(loss.detach()))}
+
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.channels_last else torch.contiguous_format
 
     def autocast(self) -> torch.autocast:
         """The context of the model's training forward: bfloat16 autocast with ``precision: bf16``."""
@@ -735,6 +741,7 @@ def _weights_info(config: TrainConfig, step: int) -> dict[str, Any]:
         **multitask,
         "trained_steps": step,
         "precision": config.precision,
+        "channels_last": config.channels_last,
     }
 
 
