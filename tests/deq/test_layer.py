@@ -134,3 +134,21 @@ def test_docstring_examples_run(module) -> None:
     torch.manual_seed(0)
     result = doctest.testmod(module, extraglobs={"torch": torch, "nn": nn})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_state_stays_float32_when_the_map_runs_under_bfloat16_autocast() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(0.2)
+    seen = []
+
+    def f(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        seen.append(z.dtype)
+        return 0.5 * torch.tanh(conv(z)) + x
+
+    deq = DEQ(f, solver="anderson", backward="jfb")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = deq(torch.randn(1, 2, 8, 8))
+    assert z.dtype == torch.float32 and set(seen) == {torch.float32}
+    assert deq.last_info.all_converged

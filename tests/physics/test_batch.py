@@ -91,3 +91,12 @@ def test_batch_size_must_match() -> None:
         OperatorBatch([Identity(), Identity()])(torch.rand(3, 1, 4, 4))
     with pytest.raises(ConfigError, match="at least one"):
         OperatorBatch([])
+
+
+def test_the_physics_keeps_its_precision_inside_a_bfloat16_autocast() -> None:
+    blur = GaussianBlur(1.0, size=5, boundary="reflect")  # a convolution, which autocast would lower
+    batch = OperatorBatch([blur, Identity()])
+    x = torch.rand(2, 1, 12, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        measured = batch(x)
+    assert measured.dtype == torch.float32 and torch.allclose(measured[:1], blur(x[:1]), atol=1e-6)

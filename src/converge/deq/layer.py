@@ -87,21 +87,28 @@ class DEQ(nn.Module):
             z0: starting state ``(B, *S)``; zeros shaped like ``x`` when omitted (give ``z0``
                 whenever the state's shape differs from the injection's). No gradient flows to it.
         """
-        if z0 is None:
-            z0 = torch.zeros_like(x)
-        z0 = z0.detach()
+        # The state, the solver's arithmetic and its stopping test stay in at least float32 when f runs
+        # under bfloat16 autocast (whose rounding, about 4e-3, is coarser than solver tolerances): the
+        # autocast of the caller applies inside f only.
+        device = x.device.type
+        autocast = torch.is_autocast_enabled(device)
+        low_precision = torch.get_autocast_dtype(device)
+        state_dtype = torch.promote_types(x.dtype, torch.float32)
+        z0 = (torch.zeros_like(x) if z0 is None else z0).detach().to(state_dtype)
 
         def step(z: Tensor) -> Tensor:
-            return self.f(z, x)
+            with torch.autocast(device, dtype=low_precision, enabled=autocast):
+                return self.f(z, x).to(state_dtype)
 
-        if isinstance(self.backward_mode, UnrolledGradient):
-            z, self.last_info = self.backward_mode.unroll(step, z0, self._unroll_tol)
-            return z
-        with torch.no_grad():
-            z_star, self.last_info = self.solver(step, z0, **self.solver_options)
-        if not torch.is_grad_enabled():
-            return z_star
-        return self.backward_mode.attach(step, z_star, self._record_backward_info)
+        with torch.autocast(device, enabled=False):
+            if isinstance(self.backward_mode, UnrolledGradient):
+                z, self.last_info = self.backward_mode.unroll(step, z0, self._unroll_tol)
+                return z
+            with torch.no_grad():
+                z_star, self.last_info = self.solver(step, z0, **self.solver_options)
+            if not torch.is_grad_enabled():
+                return z_star
+            return self.backward_mode.attach(step, z_star, self._record_backward_info)
 
     def _record_backward_info(self, info: SolverInfo) -> None:
         self.last_backward_info = info

@@ -70,9 +70,14 @@ class OperatorBatch(LinearOperator):
         """``apply(operator, samples, indices)`` on each group of ``x``'s samples, reassembled in order."""
         if x.shape[0] != len(self.operators):
             raise ConfigError(f"an OperatorBatch of {len(self.operators)} operators got a batch of {x.shape[0]}")
-        if len(self.distinct) == 1:
-            return apply(self.distinct[0], x, torch.arange(x.shape[0]))
-        parts = [(indices, apply(operator, x[indices.to(x.device)], indices)) for operator, indices in self.groups()]
+        # The physics runs in the input's precision even inside a model's bfloat16 autocast: a data term
+        # is not where rounding may be traded for speed.
+        with torch.autocast(x.device.type, enabled=False):
+            if len(self.distinct) == 1:
+                return apply(self.distinct[0], x, torch.arange(x.shape[0]))
+            parts = [
+                (indices, apply(operator, x[indices.to(x.device)], indices)) for operator, indices in self.groups()
+            ]
         out = parts[0][1].new_empty((x.shape[0], *parts[0][1].shape[1:]))
         for indices, part in parts:
             out[indices.to(x.device)] = part
