@@ -110,6 +110,15 @@ class DEQ(nn.Module):
                 return z_star
             return self.backward_mode.attach(step, z_star, self._record_backward_info)
 
+    def set_solver_limits(self, max_iter: int | None = None, tol: float | None = None) -> None:
+        """Change the solver's iteration limit or tolerance for later solves (``None``: keep), checked."""
+        options = dict(self.solver_options)
+        if max_iter is not None:
+            options["max_iter"] = max_iter
+        if tol is not None:
+            options["tol"] = tol
+        self.solver_options = check_solver_options(self.solver, options)
+
     def _record_backward_info(self, info: SolverInfo) -> None:
         self.last_backward_info = info
 

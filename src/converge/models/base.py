@@ -15,17 +15,21 @@ may still name (:attr:`Restorer.retired_params`).
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from converge.errors import ConfigError
 from converge.physics.base import Operator
+
+if TYPE_CHECKING:
+    from converge.deq import SolverInfo
 
 Sigma = float | Tensor
 
@@ -48,6 +52,21 @@ class RestoreInfo:
     noise_level: list[float] | None = None
     converged: list[bool] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_solver(cls, info: SolverInfo, seconds: float, **extra: Any) -> RestoreInfo:
+        """The info of a restore that ran one fixed-point solve: iterations and convergence per image,
+        per iteration the largest relative residual over the images still iterating, and the
+        solver's one-line ``summary`` in ``extra`` beside ``extra``'s own entries."""
+        history = info.residual_history
+        worst = torch.where(torch.isnan(history), -math.inf, history).amax(dim=1)
+        return cls(
+            iterations=info.iterations.tolist(),
+            residuals=worst.tolist(),
+            seconds=seconds,
+            converged=info.converged.tolist(),
+            extra={"summary": info.summary(), **extra},
+        )
 
 
 @dataclass(frozen=True)

@@ -304,16 +304,7 @@ class DEGRAD(Restorer):
             x = self(y, physics=physics, sigma=sigma).clamp(0.0, 1.0)
         if self.config.pretrain:
             return x, RestoreInfo(iterations=1, seconds=time.perf_counter() - start)
-        info = self.deq.last_info
-        history = info.residual_history
-        worst = torch.where(torch.isnan(history), -math.inf, history).amax(dim=1)
-        return x, RestoreInfo(
-            iterations=info.iterations.tolist(),
-            residuals=worst.tolist(),
-            seconds=time.perf_counter() - start,
-            converged=info.converged.tolist(),
-            extra={"summary": info.summary()},
-        )
+        return x, RestoreInfo.from_solver(self.deq.last_info, time.perf_counter() - start)
 
     def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any], saved_model: str) -> None:
         """Start from DE-GRAD weights (``saved_model`` must be ``degrad``) saved with other training

@@ -270,28 +270,14 @@ class MTDEQ(Restorer):
         with torch.no_grad():
             x = self(y, physics=physics, sigma=sigma).clamp(0.0, 1.0)
         info = self.deq.last_info
-        history = info.residual_history
-        worst = torch.where(torch.isnan(history), -math.inf, history).amax(dim=1)
-        return x, RestoreInfo(
-            iterations=info.iterations.tolist(),
-            residuals=worst.tolist(),
-            seconds=time.perf_counter() - start,
-            converged=info.converged.tolist(),
-            extra={"summary": info.summary(), "diverged": info.diverged.tolist()},
-        )
+        seconds = time.perf_counter() - start
+        return x, RestoreInfo.from_solver(info, seconds, diverged=info.diverged.tolist())
 
     def set_inference(self, max_iter: int | None = None, tol: float | None = None) -> None:
         """Change the solver's iteration limit or tolerance for later calls (``None``: keep); not saved
         with the weights (``config`` keeps the trained values). For ``backward="unroll"`` ``max_iter``
         sets the number of unrolled steps."""
-        if max_iter is None and tol is None:
-            return
-        options = dict(self.deq.solver_options)
-        if max_iter is not None:
-            options["max_iter"] = max_iter
-        if tol is not None:
-            options["tol"] = tol
-        self.deq.solver_options = check_solver_options(self.deq.solver, options)
+        self.deq.set_solver_limits(max_iter, tol)
         if self.config.backward == "unroll" and max_iter is not None:
             self.deq.backward_mode = make_backward("unroll", self._backward_options(max_iter))
 

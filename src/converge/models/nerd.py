@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from converge.deq import DEQ, available_backward_modes, check_solver_options, make_backward
+from converge.deq import DEQ, available_backward_modes, make_backward
 from converge.errors import ConfigError
 from converge.models.base import InferenceOption, Restorer, RestoreInfo, Sigma
 from converge.models.registry import register_model
@@ -248,14 +247,7 @@ class NERD(Restorer):
         """
         if window is not None:
             self.implicit.window = window
-        if max_iter is None and tol is None:
-            return
-        options = dict(self.deq.solver_options)
-        if max_iter is not None:
-            options["max_iter"] = max_iter
-        if tol is not None:
-            options["tol"] = tol
-        self.deq.solver_options = check_solver_options(self.deq.solver, options)
+        self.deq.set_solver_limits(max_iter, tol)
         if self.config.backward == "unroll" and max_iter is not None:
             self.deq.backward_mode = make_backward("unroll", self._backward_options(max_iter))
 
@@ -293,13 +285,4 @@ class NERD(Restorer):
         # Weight normalisation is recomputed once for the whole solve rather than at every step.
         with torch.no_grad(), parametrize.cached():
             x = self(y, physics=physics, sigma=sigma).clamp(0.0, 1.0)
-        info = self.deq.last_info
-        history = info.residual_history
-        worst = torch.where(torch.isnan(history), -math.inf, history).amax(dim=1)
-        return x, RestoreInfo(
-            iterations=info.iterations.tolist(),
-            residuals=worst.tolist(),
-            seconds=time.perf_counter() - start,
-            converged=info.converged.tolist(),
-            extra={"summary": info.summary()},
-        )
+        return x, RestoreInfo.from_solver(self.deq.last_info, time.perf_counter() - start)
