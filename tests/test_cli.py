@@ -444,3 +444,14 @@ def test_zoo_lists_every_shipped_model_with_its_measured_score_and_prints_cards(
     card = run_cli("zoo", "nerd-s25")
     assert card.returncode == 0 and card.stdout.startswith("## nerd-s15, nerd-s25, nerd-s50")
     assert_one_line_error(run_cli("zoo", "nerd-s99"), "'nerd-s99' is no shipped model or family")
+
+
+def test_restore_runs_a_plug_and_play_algorithm_with_a_prior(tmp_path, clean_png):
+    blurred, restored = tmp_path / "blurred.png", tmp_path / "restored.png"
+    assert run_cli("degrade", str(clean_png), str(blurred), "--task", "deblur").returncode == 0
+    result = run_cli(
+        "restore", str(blurred), str(restored), "--task", "deblur", "--model", "admm", "--prior", "dncnn-s25"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "admm+dncnn-s25, iterations 8" in result.stderr
+    assert Image.open(restored).size == Image.open(clean_png).size

@@ -331,3 +331,56 @@ def test_weights_digest_of_a_family_at_a_given_level_covers_only_the_entry_it_pi
     # Not told the level, the family may pick any of its entries for the channels.
     assert weights_digest("groupsc", "denoise", 1, sigma=25.0, blind=True) == weights_digest("groupsc", "denoise", 1)
     assert weights_digest("groupsc", "deblock", 1) != file_digest("groupsc-deblock-q20")
+
+
+def _parrots_crop() -> torch.Tensor:
+    """A textured 32x32 grey crop of the shipped example image."""
+    from importlib.resources import files
+
+    from converge.imageio import read_image
+
+    return read_image(files("converge") / "examples" / "parrots.png")[..., 64:96, 160:192]
+
+
+def test_admm_with_bm3d_deblurs_as_a_restorer() -> None:
+    from converge.eval.metrics import psnr
+
+    clean = _parrots_crop()
+    task = make_task("deblur")
+    observed, operator = task.degrade(clean, torch.Generator().manual_seed(0))
+    result = make_restorer("admm", task, prior="bm3d")(observed, operator)
+    assert result.model == "admm+bm3d" and result.iterations == 8
+    assert float(psnr(result.image, clean)) > float(psnr(observed, clean)) + 2.0
+
+
+def test_hqs_with_a_trained_denoiser_inpaints_as_a_restorer() -> None:
+    from converge.eval.metrics import psnr
+
+    clean = _parrots_crop()
+    task = make_task("inpaint", p=0.5)
+    observed, operator = task.degrade(clean, torch.Generator().manual_seed(0))
+    result = make_restorer("hqs", task, prior="dncnn-s25")(observed, operator)
+    assert result.model == "hqs+dncnn-s25" and 0.0 <= float(result.image.min()) <= float(result.image.max()) <= 1.0
+    assert float(psnr(result.image, clean)) > float(psnr(observed, clean)) + 10.0
+
+
+def test_a_plug_and_play_algorithm_starts_super_resolution_from_the_bicubic_image() -> None:
+    clean = _parrots_crop()
+    task = make_task("sr", factor=2)
+    observed, operator = task.degrade(clean, torch.Generator().manual_seed(0))
+    result = make_restorer("admm", task, prior="identity")(observed, operator)
+    assert result.image.shape == clean.shape and result.model == "admm+identity"
+
+
+def test_a_plug_and_play_algorithm_refuses_deblocking_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="linear operator") as error:
+        make_restorer("admm", make_task("deblock"))
+    assert "\n" not in str(error.value) and "deblur" in str(error.value)
+
+
+def test_prior_applies_only_to_the_plug_and_play_algorithms() -> None:
+    with pytest.raises(ConfigError, match="--prior applies to the plug-and-play algorithms: admm"):
+        make_restorer("bm3d", make_task("denoise"), prior="dncnn-s25")
+    with pytest.raises(ConfigError, match="Unknown denoiser"):
+        make_restorer("hqs", make_task("denoise"), prior="no-such-denoiser")
+    assert "plug-and-play ADMM" in restorer_names()["admm"]

@@ -48,8 +48,16 @@ def _options(
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="denoise, deblur, sr, inpaint, demosaic or deblock.")]
 MODEL_HELP = (
     "A shipped model (dncnn-s25), a model family that picks weights by task and noise level (nerd), "
-    "a baseline (bm3d), or a .safetensors file written by converge train."
+    "a baseline (bm3d), a plug-and-play algorithm (admm, hqs, forward_backward, red; see --prior), "
+    "or a .safetensors file written by converge train."
 )
+PriorOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Denoiser a plug-and-play --model runs with: a shipped denoiser (dncnn-s25), a family, "
+        "bm3d, nlm, tv or identity. Default: bm3d."
+    ),
+]
 SigmaOption = Annotated[
     Optional[float], typer.Option("--sigma", "-s", help="Gaussian noise level in 8-bit grey levels (25 = 25/255).")
 ]
@@ -144,10 +152,12 @@ def restore(
     loops: LoopsOption = None,
     stride: StrideOption = None,
     window: WindowOption = None,
+    prior: PriorOption = None,
     device: DeviceOption = "cpu",
     bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
 ) -> None:
-    """Restore an image (or every image in a folder) with a shipped model or a classical baseline.
+    """Restore an image (or every image in a folder) with a shipped model, a classical baseline or a
+    plug-and-play algorithm (--model admm --prior bm3d).
 
     For denoising without --sigma, the noise level is estimated from each image (once) to choose the
     weights of a model family or the level a baseline or blind GroupSC works at, and reported.
@@ -182,7 +192,15 @@ def restore(
         """The restorer and forward operator for the given task, at a JPEG file's own quality if given."""
         chosen = make_task(task, **(params if file_quality is None else {**params, "quality": file_quality}))
         made = make_restorer(
-            model_name, chosen, tile=tile, blind=blind, loops=loops, stride=stride, window=window, device=device
+            model_name,
+            chosen,
+            tile=tile,
+            blind=blind,
+            loops=loops,
+            stride=stride,
+            window=window,
+            device=device,
+            prior=prior,
         )
         return made, known_mask or chosen.operator
 
@@ -294,6 +312,7 @@ def evaluate(
     loops: LoopsOption = None,
     stride: StrideOption = None,
     window: WindowOption = None,
+    prior: PriorOption = None,
     device: DeviceOption = "cpu",
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
 ) -> None:
@@ -317,13 +336,14 @@ def evaluate(
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
     restorer = make_restorer(
-        model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, window=window, device=device
+        model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, window=window, device=device, prior=prior
     )
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"
     suffix += "" if window is None else f"-window{window}"
+    suffix += "" if prior is None else f"-prior{prior}"
     # A report of some images is named for them, so it never replaces the report of the whole set.
     suffix += "" if limit is None else f"-first{limit}"
     stem = f"{label}-{bench}-{chosen.tag}{suffix}"
@@ -498,7 +518,7 @@ def zoo(
             f"{spec.get('trained_steps', '-'):,}",
             "-" if entry.score is None else entry.score.summary(),
         )
-    others = Table(title="families and baselines")
+    others = Table(title="families, baselines and plug-and-play algorithms")
     others.add_column("name")
     others.add_column("description")
     for other, description in restorer_names().items():

@@ -1,8 +1,10 @@
-"""The one table from a restorer name (a classical baseline or a shipped model) to a callable.
+"""The one table from a restorer name (a classical baseline, a shipped model or a plug-and-play
+algorithm) to a callable.
 
 A restorer maps a degraded observation ``y`` (``(1, C, H, W)`` in [0, 1]) and the operator that made
 it to a :class:`Restoration`. Baselines come from :mod:`converge.baselines`, learned models from
-:mod:`converge.zoo`; the CLI, the benchmark runner and the demo all resolve names here.
+:mod:`converge.zoo`, plug-and-play algorithms (run with a denoiser prior) from :mod:`converge.optim`;
+the CLI, the benchmark runner and the demo all resolve names here.
 """
 
 from __future__ import annotations
@@ -21,12 +23,25 @@ from converge.color import rgb_to_ycbcr, ycbcr_to_rgb
 from converge.devices import resolve_device
 from converge.errors import ConfigError
 from converge.models.base import RestoreInfo
-from converge.physics.base import Operator
+from converge.physics.base import LinearOperator, Operator
 from converge.physics.mosaic import BayerMosaic
 from converge.physics.tasks import Task
 
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
 _TILEABLE_TASKS = ("denoise", "deblock")
+
+DEFAULT_PRIOR = "bm3d"
+"""The denoiser a plug-and-play algorithm runs with when no prior is named: BM3D is told the level of
+each iteration and works at any level, where the shipped networks are trained at one."""
+
+# Iterations of a scheduled plug-and-play run (admm, hqs, forward_backward) per task: the tasks with a
+# linear operator, so JPEG deblocking is not among them. These are starting values, NOT tuned on the
+# validation split yet (docs/plug-and-play.md); the masks (inpaint, demosaic) fill in from nothing and
+# get more.
+_PNP_ITERATIONS = {"denoise": 4, "deblur": 8, "sr": 8, "inpaint": 24, "demosaic": 24}
+# RED has one fixed level (the task's noise level, this one for a noiseless task) and weight lam.
+_RED_FLOOR_SIGMA = 5.0 / 255.0
+_RED_LAM = 0.2
 
 
 @dataclass(frozen=True)
@@ -49,8 +64,10 @@ RestoreFunction = Callable[[Tensor, Operator], Restoration]
 def restorer_names() -> dict[str, str]:
     """Every name ``make_restorer`` accepts, with a one-line description."""
     from converge import baselines, zoo
+    from converge.optim import algorithm_names
 
     names = {name: spec.description for name, spec in baselines.BASELINES.items() if name == spec.name}
+    names.update({name: _algorithm_description(name) for name in algorithm_names()})
     names.update({name: entry.description for name, entry in zoo.ZOO.items()})
     for family in sorted(set(zoo.zoo_names()) - set(zoo.ZOO)):
         members = ", ".join(sorted(entry.name for entry in zoo.ZOO.values() if entry.model == family))
@@ -110,6 +127,7 @@ def make_restorer(
     stride: int | None = None,
     window: int | None = None,
     device: str | torch.device = "cpu",
+    prior: str | None = None,
 ) -> RestoreFunction:
     """Resolve ``name`` for ``task``; ``tile`` (pixels) runs a learned model in overlapping tiles.
 
@@ -123,16 +141,29 @@ def make_restorer(
     ``device`` (``cpu``, ``cuda``, ``cuda:N``): where a learned model runs; the observation is moved
     there and the restored image back to the observation's device. Classical baselines run on the CPU.
 
+    A registered plug-and-play algorithm (:func:`converge.optim.algorithm_names`: ``admm``, ``hqs``,
+    ``forward_backward``, ``red``) runs on the task's linear operator with the denoiser ``prior``
+    (:func:`~converge.optim.make_denoiser`; default :data:`DEFAULT_PRIOR`): see :func:`_algorithm_restorer`.
+    ``prior`` with any other name raises :class:`ConfigError`.
+
     A grey model restores a colour JPEG (``deblock``) on the Y plane of its YCbCr (see
     :func:`~converge.color.rgb_to_ycbcr`) and keeps its chroma; a single-channel raw Bayer image
     (``demosaic``) is spread onto its three channels first. Raises :class:`ConfigError` for an
     unknown name or a restorer that does not handle the task or the options.
     """
     from converge import baselines
+    from converge.optim import algorithm_names
 
     given = (("loops", loops), ("stride", stride), ("window", window))
     options = {key: value for key, value in given if value is not None}
     device = resolve_device(device)
+    if name in algorithm_names():
+        if options or tile is not None:
+            option = next(iter(options), "tile")
+            raise ConfigError(f"plug-and-play algorithm '{name}' has no {option} to set: drop --{option}")
+        return _algorithm_restorer(name, prior or DEFAULT_PRIOR, task, blind, device)
+    if prior is not None:
+        raise ConfigError(f"--prior applies to the plug-and-play algorithms: {', '.join(algorithm_names())}")
     if name in baselines.BASELINES:
         if task.name not in baselines.BASELINES[name].tasks:
             handled = ", ".join(baselines.BASELINES[name].tasks)
@@ -150,6 +181,77 @@ def make_restorer(
         return _model_restorer(name, model, task, tile, blind, options, device)
     valid = ", ".join(sorted(restorer_names()))
     raise ConfigError(f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`")
+
+
+def _algorithm_description(name: str) -> str:
+    label = {"admm": "ADMM", "hqs": "half-quadratic splitting", "forward_backward": "forward-backward", "red": "RED"}
+    return f"plug-and-play {label.get(name, name)} with a denoiser prior (--prior, default {DEFAULT_PRIOR})"
+
+
+def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: torch.device) -> RestoreFunction:
+    """Plug-and-play algorithm ``name`` on ``(y, operator)`` with denoiser ``prior``.
+
+    ``admm``, ``hqs`` and ``forward_backward`` follow :func:`~converge.optim.dpir_schedule` for the
+    task's noise level ([0, 1] scale; a noiseless task ends at the schedule's floor; ``blind``: the
+    level estimated from each image) over a per-task number of iterations (``_PNP_ITERATIONS``, not
+    tuned yet). ``red`` runs at that level (5/255 for a noiseless task) with ``lam`` 0.2, to its default
+    tolerance and iteration cap. Every algorithm starts from ``A^T y``, except super-resolution, which
+    starts from the bicubic upsampling of the low-resolution ``y``. A diverged run returns the
+    algorithm's lowest-change iterate after the algorithm's own one-sentence ``RuntimeWarning``. A model
+    prior runs on ``device``, a classical one on the CPU; the denoiser is built now, once per channel
+    count, so an unknown prior fails before any image is restored.
+    """
+    from converge.baselines import bicubic_upsample
+    from converge.optim import dpir_schedule, get_algorithm, make_denoiser
+    from converge.optim.priors import DENOISING_BASELINES, Denoiser
+    from converge.physics.noise import estimate_noise_sigma
+
+    if task.name not in _PNP_ITERATIONS:
+        raise ConfigError(
+            f"plug-and-play algorithm '{name}' restores the tasks with a linear operator "
+            f"({', '.join(_PNP_ITERATIONS)}), not '{task.name}'"
+        )
+    algorithm = get_algorithm(name)
+    iterations = _PNP_ITERATIONS[task.name]
+    task_sigma = _noise_sigma(task) or 0.0
+    runs_on = torch.device("cpu") if prior in (*DENOISING_BASELINES, "identity") else device
+    label = f"{name}+{prior}"
+    denoisers: dict[int, Denoiser] = {}
+
+    def denoiser_for(channels: int) -> Denoiser:
+        if channels not in denoisers:
+            level = task_sigma if task_sigma > 0 else _RED_FLOOR_SIGMA  # picks a model family's member
+            denoisers[channels] = make_denoiser(prior, sigma=level, channels=channels, device=runs_on)
+        return denoisers[channels]
+
+    denoiser_for(1)
+
+    def restore(y: Tensor, operator: Operator) -> Restoration:
+        start = time.perf_counter()
+        if not isinstance(operator, LinearOperator):
+            kind = type(operator).__name__
+            raise ConfigError(f"plug-and-play algorithm '{name}' needs a linear operator, not {kind}")
+        given_on = y.device
+        if given_on != runs_on:
+            y, operator = y.to(runs_on), copy.deepcopy(operator).to(runs_on)
+        if isinstance(operator, BayerMosaic) and y.shape[1] == 1:
+            y = operator.from_raw(y)
+        sigma = float(estimate_noise_sigma(y)[0]) if blind else task_sigma
+        x0 = bicubic_upsample(y, task.params["factor"]) if task.name == "sr" else None
+        denoiser = denoiser_for(y.shape[1])
+        with torch.no_grad():
+            if name == "red":
+                image, info = algorithm(y, operator, denoiser, sigma=sigma or _RED_FLOOR_SIGMA, lam=_RED_LAM, x0=x0)
+            elif name == "forward_backward":
+                image, info = algorithm(y, operator, denoiser, schedule=dpir_schedule(iterations, sigma)[0], x0=x0)
+            else:
+                sigmas, rhos = dpir_schedule(iterations, sigma)
+                image, info = algorithm(y, operator, denoiser, schedule=sigmas, rho=rhos, x0=x0)
+        image = image.clamp(0.0, 1.0).to(given_on)
+        level = 255.0 * sigma if blind else None
+        return Restoration(image, time.perf_counter() - start, float(info.iterations), label, level)
+
+    return restore
 
 
 def _zoo_restorer(
