@@ -455,3 +455,19 @@ def test_restore_runs_a_plug_and_play_algorithm_with_a_prior(tmp_path, clean_png
     assert result.returncode == 0, result.stderr
     assert "admm+dncnn-s25, iterations 8" in result.stderr
     assert Image.open(restored).size == Image.open(clean_png).size
+
+
+def test_restore_writes_the_layout_and_depth_the_input_file_had(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = np.clip(128 + rng.normal(0, 25, (32, 32)), 0, 255).astype(np.uint8)
+    cases = {
+        "colour.png": (np.clip(128 + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8), "RGB"),
+        "grey-in-rgb.png": (np.stack([grey] * 3, axis=-1), "RGB"),
+        "sixteen.png": (grey.astype(np.uint16) * 257, "I;16"),
+    }
+    for name, (pixels, mode) in cases.items():
+        Image.fromarray(pixels).save(tmp_path / name)
+        output = tmp_path / f"out-{name}"
+        result = run_cli("restore", str(tmp_path / name), str(output), "--sigma", "25", "-m", "bm3d")
+        assert result.returncode == 0, result.stderr
+        assert Image.open(output).mode == mode, name

@@ -154,7 +154,9 @@ def restore(
     window: WindowOption = None,
     prior: PriorOption = None,
     device: DeviceOption = "cpu",
-    bits: Annotated[int, typer.Option(help="Output PNG bit depth: 8 or 16.")] = 8,
+    bits: Annotated[
+        Optional[int], typer.Option(help="Output PNG bit depth, 8 or 16 (default: the input's; 16 for grey only).")
+    ] = None,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model, a classical baseline or a
     plug-and-play algorithm (--model admm --prior bm3d).
@@ -172,7 +174,7 @@ def restore(
     Under `torchrun --nproc-per-node N -m converge restore ...` the N processes share a folder's images.
     """
     from converge.distributed import workers
-    from converge.imageio import jpeg_quality, read_image, stored_channels, write_image
+    from converge.imageio import jpeg_quality, read_image, stored_bits, stored_channels, write_image
     from converge.physics.base import Operator
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
@@ -224,8 +226,9 @@ def restore(
                 level = 255.0 * float(estimate_noise_sigma(observed)[0])
             note = f" (estimated noise level {level:.1f})"
         # A colour file of grey content was restored as grey: written back as the file stored it.
-        layout = stored_channels(in_path) if result.image.shape[1] == 1 else 1
-        write_image(out_path, result.image.expand(-1, layout, -1, -1), bits=bits)
+        channels = stored_channels(in_path) if result.image.shape[1] == 1 else result.image.shape[1]
+        depth = bits if bits is not None else stored_bits(in_path) if channels == 1 else 8
+        write_image(out_path, result.image.expand(-1, channels, -1, -1), bits=depth)
         counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
         _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
         trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None

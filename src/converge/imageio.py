@@ -89,6 +89,12 @@ def stored_channels(path: str | Path) -> int:
         return 1 if image.mode in ("L", "LA", "1", "I", "F", *_SIXTEEN_BIT_MODES) else 3
 
 
+def stored_bits(path: str | Path) -> int:
+    """The bit depth of the file at ``path`` from its header: 16 for a 16-bit grey image, else 8."""
+    with _opened(Path(path)) as image:
+        return 16 if image.mode in _SIXTEEN_BIT_MODES else 8
+
+
 def _opened(path: Path) -> Image.Image:
     """``Image.open(path)`` (header only) once its pixel count is checked against :func:`max_pixels`."""
     limit = max_pixels()
