@@ -740,6 +740,8 @@ def _weights_info(config: TrainConfig, step: int) -> dict[str, Any]:
         **{name: list(value) for name, value in ranges.items() if value is not None},
         **multitask,
         "trained_steps": step,
+        # What chose these weights: the evaluation set of export: best, else the run's last step.
+        "chosen_on": config.eval.bench if config.export == "best" else "the last step",
         "precision": config.precision,
         "channels_last": config.channels_last,
     }
