@@ -12,6 +12,10 @@ format; each with ``torch.compile`` (inductor) of the model's ``training_forward
 threads; and two 1-thread processes side by side (``pair``: the step time each of them sees), which is
 how this 2-core machine runs two trainings at once.
 
+``--emulated-bf16 CONFIG`` times one config's 1-thread step in fp32 and in bf16 on a CPU without native
+bfloat16, where the trainer refuses bf16 (the check is lifted for this measurement only): what that refusal
+saves. It writes ``train_speed_emulated_bf16.json``.
+
 ``--quality CONFIG`` instead trains the config twice for ``--quality-steps`` steps, in fp32 and in bf16,
 same seed and data, and scores both on the validation split (``bsds-val32``, never a test set) at the
 config's evaluation task: whether the fast mode keeps the quality.
@@ -23,6 +27,7 @@ Usage:
     python benchmarks/train_speed.py [--configs configs/dncnn-denoise-compact.yaml ...] [--steps 4]
         [--warmup 2] [--out-dir benchmarks/results] [--doc docs/training-speed.md]
     python benchmarks/train_speed.py --quality configs/dncnn-denoise-compact.yaml --quality-steps 1000
+    python benchmarks/train_speed.py --emulated-bf16 configs/unet-denoise-color-compact.yaml --steps 3 --warmup 1
 """
 
 from __future__ import annotations
@@ -159,11 +164,35 @@ def quality(config_path: str, steps: int, out_dir: Path, modes: list[str]) -> di
     return entry
 
 
-def markdown(results: list[dict[str, Any]], qualities: list[dict[str, Any]], command: str) -> str:
+PRECISIONS = ("fp32", "bf16")
+
+
+def emulated_bf16(config_path: str, steps: int, warmup: int) -> dict[str, Any]:
+    """fp32 and bf16 1-thread step times of ``config_path`` on this CPU, bf16 allowed without native support."""
+    from converge.devices import cpu_has_native_bf16
+    from converge.train import trainer
+
+    native = cpu_has_native_bf16()
+    trainer.cpu_has_native_bf16 = lambda: True
+    times = {mode: measure_case(config_path, mode, False, False, 1, steps, warmup) for mode in PRECISIONS}
+    return {"config": config_path, "machine": _machine(), "native_bf16": native, **times}
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {_cpu_name()}, torch {_torch_version()}"
+
+
+def markdown(
+    results: list[dict[str, Any]],
+    qualities: list[dict[str, Any]],
+    command: str,
+    machine: str,
+    emulated: dict[str, Any] | None,
+) -> str:
     lines = [
         "# Training speed",
         "",
-        f"Made by `{command}` on {platform.machine()}, {_cpu_name()}, torch {_torch_version()}. "
+        f"Made by `{command}` on {machine}. "
         "Seconds per optimiser step (median; forward, loss, backward, update) of each compact config at "
         "its own batch shape; `data`: seconds to draw one batch (crops, degradation, collation). "
         "`pair`: two 1-thread processes of the fp32 or bf16 case side by side, each one's step time.",
@@ -215,6 +244,17 @@ def markdown(results: list[dict[str, Any]], qualities: list[dict[str, Any]], com
             ]
             row = [f"`{entry['config']}`", str(entry["steps"]), f"{reference:.2f}", *cells, *speeds]
             lines.append("| " + " | ".join(row) + " |")
+    if emulated:
+        slower = emulated["bf16"]["step"] / emulated["fp32"]["step"]
+        lines += ["", "## Machines without native bf16", "",
+                  "The tables above come from a CPU that computes bfloat16 in hardware (AVX512-BF16). On one "
+                  "without it, autocast emulates bf16 and a step takes many times longer, so `converge train` "
+                  "refuses `precision: bf16` there and says to train with `--set precision=fp32` (a resumed "
+                  "run may switch; its log records the change). Measured by `python benchmarks/train_speed.py "
+                  f"--emulated-bf16 {emulated['config']} --steps 3 --warmup 1` on {emulated['machine']} "
+                  f"(native bf16: {'yes' if emulated['native_bf16'] else 'no'}), one thread, beside one "
+                  f"1-thread training run: fp32 {emulated['fp32']['step']:.2f} s per step, bf16 "
+                  f"{emulated['bf16']['step']:.2f} s ({slower:.0f} times longer)."]
     return "\n".join(lines) + "\n"
 
 
@@ -250,6 +290,7 @@ def main() -> None:
     parser.add_argument("--quality", help="a config to train in fp32 and bf16 and score on the validation split")
     parser.add_argument("--quality-steps", type=int, default=1000)
     parser.add_argument("--quality-modes", nargs="+", default=list(QUALITY_MODES), choices=list(QUALITY_MODES))
+    parser.add_argument("--emulated-bf16", help="a config to time in fp32 and bf16 on a CPU without native bf16")
     parser.add_argument("--render", action="store_true", help="only rewrite --doc from the JSON already in --out-dir")
     parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,7 +302,11 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     quality_path = args.out_dir / "train_speed_quality.json"
     speed_path = args.out_dir / "train_speed.json"
-    if args.render:
+    emulated_path = args.out_dir / "train_speed_emulated_bf16.json"
+    if args.render or args.emulated_bf16:
+        if args.emulated_bf16:
+            measured = emulated_bf16(args.emulated_bf16, args.steps, args.warmup)
+            emulated_path.write_text(json.dumps(measured, indent=1) + "\n")
         saved = json.loads(speed_path.read_text())
         results, command = saved["results"], saved["command"]
     elif args.quality:
@@ -278,9 +323,13 @@ def main() -> None:
             results.append({"config": config_path, "cases": cases, "pairs": pairs})
             print(config_path, [(case["label"], case.get("step", case.get("error"))) for case in cases], flush=True)
         command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
-        speed_path.write_text(json.dumps({"command": command.strip(), "results": results}, indent=1) + "\n")
+        speed_path.write_text(
+            json.dumps({"command": command.strip(), "machine": _machine(), "results": results}, indent=1) + "\n"
+        )
     qualities = json.loads(quality_path.read_text()) if quality_path.exists() else []
-    args.doc.write_text(markdown(results, qualities, command.strip()))
+    machine = json.loads(speed_path.read_text())["machine"]
+    emulated = json.loads(emulated_path.read_text()) if emulated_path.exists() else None
+    args.doc.write_text(markdown(results, qualities, command.strip(), machine, emulated))
 
 
 if __name__ == "__main__":

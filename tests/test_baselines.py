@@ -23,7 +23,7 @@ from converge.baselines import (
 )
 from converge.data.registry import data_root
 from converge.errors import ConfigError
-from converge.physics.tasks import task_names, task_parameters
+from converge.physics.tasks import make_task, task_names, task_parameters
 
 DATA = data_root()
 SIGMA = 25 / 255
@@ -129,6 +129,8 @@ def test_unknown_or_missing_options_raise(name, options):
 def test_every_registered_baseline_builds_and_has_a_description():
     for name, spec in BASELINES.items():
         options = {"factor": 2} if name == "bicubic" else {}
+        if spec.needs_operator:
+            options["operator"] = make_task(spec.tasks[0]).operator
         assert isinstance(get_baseline(name, **options), ClassicalRestorer)
         assert spec.description.strip()
 
@@ -141,6 +143,8 @@ def test_every_baseline_declares_tasks_that_exist_and_options_they_give(name):
     for task in spec.tasks:
         assert set(spec.task_options) <= set(task_parameters(task))
     options = {option: task_parameters(spec.tasks[0])[option] for option in spec.task_options}
+    if spec.needs_operator:
+        options["operator"] = make_task(spec.tasks[0]).operator
     assert isinstance(get_baseline(name, **options), ClassicalRestorer)
 
 
@@ -285,3 +289,27 @@ def test_malvar_rejects_other_shapes():
         malvar_demosaic(torch.rand(1, 2, 8, 8))
     with pytest.raises(ConfigError, match="pattern"):
         get_baseline("malvar", pattern="RGBG")
+
+
+@pytest.mark.parametrize("boundary", ["circular", "reflect"])
+def test_wiener_deblurs_a_blurred_crop(boundary, gray_crop):
+    task = make_task("deblur", blur_sigma=1.6, sigma=2.55, boundary=boundary)
+    blurred, operator = task.degrade(gray_crop, torch.Generator().manual_seed(0))
+    restored = get_baseline("wiener", operator=operator)(blurred, sigma=2.55 / 255)
+    assert restored.shape == gray_crop.shape and restored.dtype == gray_crop.dtype
+    assert psnr(restored, gray_crop) > psnr(blurred.clamp(0, 1), gray_crop) + 0.5
+
+
+def test_wiener_with_a_vanishing_balance_is_the_inverse_filter(monkeypatch):
+    from converge import baselines
+
+    monkeypatch.setattr(baselines, "WIENER_BALANCE", 1e-9)
+    image = torch.rand(1, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    blur = make_task("deblur", blur_sigma=0.7, size=5, sigma=0).operator
+    restored = get_baseline("wiener", operator=blur)(blur(image))
+    assert torch.allclose(restored, image, atol=1e-4)
+
+
+def test_wiener_needs_a_blur():
+    with pytest.raises(ConfigError, match="shift-invariant blur"):
+        get_baseline("wiener", operator=make_task("sr").operator)

@@ -170,6 +170,57 @@ def test_inpaint_writes_its_mask(tmp_path, clean_png):
     assert np.array_equal(np.asarray(Image.open(restored)), np.asarray(Image.open(target)))
 
 
+def test_inpaint_mask_of_another_size_is_refused(tmp_path, clean_png):
+    target = tmp_path / "holes.png"
+    assert run_cli("degrade", str(clean_png), str(target), "--task", "inpaint").returncode == 0
+    Image.fromarray(np.full((10, 12), 255, dtype=np.uint8)).save(tmp_path / "small.png")
+    restored = tmp_path / "r.png"
+    result = run_cli("restore", str(target), str(restored), "-t", "inpaint", "-m", "input", "--mask", str(tmp_path / "small.png"))
+    assert_one_line_error(result, "is 12x10 but the image is 40x48")
+    assert not restored.exists()
+
+
+def test_deblur_with_a_user_kernel_round_trip(tmp_path, clean_png):
+    kernel = np.zeros((5, 5))
+    kernel[2, :] = 2.0
+    np.save(tmp_path / "motion.npy", kernel)
+    blurred, restored = tmp_path / "blurred.png", tmp_path / "restored.png"
+    result = run_cli("degrade", str(clean_png), str(blurred), "-t", "deblur", "--kernel", str(tmp_path / "motion.npy"))
+    assert result.returncode == 0, result.stderr
+    assert "summed to 10, normalised to 1" in result.stderr and "kernelmotion.npy" in result.stderr
+    clean = np.asarray(Image.open(clean_png), dtype=np.float64)
+    expected = sum(np.roll(clean, shift, axis=1) for shift in range(-2, 3)) / 5
+    assert np.abs(np.asarray(Image.open(blurred), dtype=np.float64) - expected).mean() < 3.5
+    result = run_cli(
+        "restore", str(blurred), str(restored), "-t", "deblur", "-m", "input", "--kernel", str(tmp_path / "motion.npy")
+    )
+    assert result.returncode == 0, result.stderr
+    assert Image.open(restored).size == (40, 48)
+
+
+def test_bad_kernel_and_clashing_blur_options_are_refused(tmp_path, clean_png):
+    np.save(tmp_path / "even.npy", np.ones((4, 4)))
+    np.save(tmp_path / "good.npy", np.ones((3, 3)) / 9)
+    out = tmp_path / "o.png"
+    even = run_cli("restore", str(clean_png), str(out), "-t", "deblur", "-m", "input", "--kernel", str(tmp_path / "even.npy"))
+    assert_one_line_error(even, "odd sides")
+    both = run_cli(
+        "degrade", str(clean_png), str(out), "-t", "deblur", "--kernel", str(tmp_path / "good.npy"), "--blur-sigma", "2"
+    )
+    assert_one_line_error(both, "give one")
+    assert_one_line_error(run_cli("degrade", str(clean_png), str(out), "--kernel", str(tmp_path / "good.npy")), "deblur")
+    assert not out.exists()
+
+
+def test_restore_takes_the_blur_width(tmp_path, clean_png):
+    blurred, restored = tmp_path / "b.png", tmp_path / "r.png"
+    assert run_cli("degrade", str(clean_png), str(blurred), "-t", "deblur", "--blur-sigma", "2").returncode == 0
+    result = run_cli("restore", str(blurred), str(restored), "-t", "deblur", "--blur-sigma", "2", "-m", "wiener")
+    assert result.returncode == 0, result.stderr
+    wrong = run_cli("restore", str(blurred), str(restored), "-t", "deblur", "--blur-sigma", "-1", "-m", "wiener")
+    assert_one_line_error(wrong, "positive")
+
+
 def test_sr_round_trip_shapes(tmp_path, clean_png):
     low, up = tmp_path / "low.png", tmp_path / "up.png"
     assert run_cli("degrade", str(clean_png), str(low), "--task", "sr", "--factor", "2").returncode == 0

@@ -11,13 +11,18 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from converge.errors import ConfigError, ConvergeError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from converge.physics.tasks import Task
 
 app = typer.Typer(
     add_completion=False,
@@ -65,6 +70,10 @@ FactorOption = Annotated[Optional[int], typer.Option("--factor", help="sr: downs
 QualityOption = Annotated[Optional[int], typer.Option("--quality", "-q", help="deblock: JPEG quality 1-100.")]
 DropOption = Annotated[Optional[float], typer.Option("--drop", help="inpaint: fraction of pixels removed.")]
 BlurOption = Annotated[Optional[float], typer.Option("--blur-sigma", help="deblur: Gaussian kernel width (pixels).")]
+KernelOption = Annotated[
+    Optional[Path],
+    typer.Option("--kernel", help="deblur: your own blur kernel, a .npy array or a grey image (odd sides)."),
+]
 PatternOption = Annotated[Optional[str], typer.Option("--pattern", help="demosaic: Bayer pattern, e.g. RGGB.")]
 LoopsOption = Annotated[
     Optional[int], typer.Option(help="Loops a model with a learned stopping policy (durr) runs instead.")
@@ -104,6 +113,28 @@ def _task_params(
         "pattern": pattern,
     }
     return {key: value for key, value in given.items() if value is not None}
+
+
+def _user_kernel(path: Path | None, blur_sigma: float | None) -> tuple[Tensor, str] | None:
+    """The checked kernel of ``--kernel`` and its file name (a normalised one is reported), or ``None``."""
+    from converge.physics.kernel_file import read_kernel
+
+    if path is None:
+        return None
+    if blur_sigma is not None:
+        raise ConfigError("--kernel and --blur-sigma both set the blur: give one")
+    kernel, note = read_kernel(path)
+    if note is not None:
+        _say(f"note: {note}")
+    return kernel, path.name
+
+
+def _make_task(name: str, params: dict, user_kernel: tuple[Tensor, str] | None) -> Task:
+    """:func:`~converge.physics.tasks.make_task`, deblurring with the user's kernel when one was given."""
+    from converge.physics.tasks import make_task, with_kernel
+
+    chosen = make_task(name, **params)
+    return chosen if user_kernel is None else with_kernel(chosen, *user_kernel)
 
 
 @contextmanager
@@ -146,6 +177,8 @@ def restore(
     sigma: SigmaOption = None,
     factor: FactorOption = None,
     quality: QualityOption = None,
+    blur_sigma: BlurOption = None,
+    kernel: KernelOption = None,
     pattern: PatternOption = None,
     mask: Annotated[Optional[Path], typer.Option(help="inpaint: mask PNG, white = kept pixel.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
@@ -178,21 +211,21 @@ def restore(
     from converge.physics.base import Operator
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
-    from converge.physics.tasks import make_task
     from converge.restorers import RestoreFunction, make_restorer
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
-    params = _task_params(sigma, factor, quality, None, None, pattern)
+    params = _task_params(sigma, factor, quality, None, blur_sigma, pattern)
     if (task == "inpaint") != (mask is not None):
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
     blind = task == "denoise" and sigma is None
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
+    user_kernel = _user_kernel(kernel, blur_sigma)
 
     @cache
     def restorer_for(file_quality: int | None) -> tuple[RestoreFunction, Operator]:
         """The restorer and forward operator for the given task, at a JPEG file's own quality if given."""
-        chosen = make_task(task, **(params if file_quality is None else {**params, "quality": file_quality}))
+        chosen = _make_task(task, params if file_quality is None else {**params, "quality": file_quality}, user_kernel)
         made = make_restorer(
             model_name,
             chosen,
@@ -214,6 +247,10 @@ def restore(
     def restore_one(in_path: Path, out_path: Path) -> None:
         """Restore one file and report it in one line."""
         observed = read_image(in_path)
+        if known_mask is not None and known_mask.mask.shape[-2:] != observed.shape[-2:]:
+            mask_size = "x".join(map(str, known_mask.mask.shape[-2:][::-1]))
+            image_size = "x".join(map(str, observed.shape[-2:][::-1]))
+            raise ConfigError(f"{in_path}: the mask {mask} is {mask_size} but the image is {image_size}")
         file_quality = jpeg_quality(in_path) if read_quality else None
         restorer, operator = restorer_for(file_quality)
         result = restorer(observed, operator)
@@ -265,6 +302,7 @@ def degrade(
     quality: QualityOption = None,
     drop: DropOption = None,
     blur_sigma: BlurOption = None,
+    kernel: KernelOption = None,
     pattern: PatternOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise and random masks.")] = 0,
 ) -> None:
@@ -276,9 +314,9 @@ def degrade(
 
     from converge.imageio import read_image, write_image
     from converge.physics.mask import PixelMask
-    from converge.physics.tasks import make_task
 
-    chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
+    params = _task_params(sigma, factor, quality, drop, blur_sigma, pattern)
+    chosen = _make_task(task, params, _user_kernel(kernel, blur_sigma))
     pairs = _collect_inputs(source, target)
     with _progress("degrading", len(pairs), enabled=len(pairs) > 1) as advance:
         for index, (in_path, out_path) in enumerate(pairs):

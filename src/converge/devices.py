@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from converge.errors import ConfigError
@@ -23,3 +25,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
         raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return chosen
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (the ``avx512_bf16`` or ``amx_bf16`` flag of Linux's
+    ``/proc/cpuinfo``). Without it bf16 autocast is emulated and many times slower than float32
+    (docs/training-speed.md, "Machines without native bf16"). Where ``/proc/cpuinfo`` is missing (not Linux)
+    the answer is ``True``: nothing is known against it."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -316,7 +316,8 @@ def _baseline_restorer(name: str, task: Task, blind: bool) -> RestoreFunction:
     from converge import baselines
 
     spec = baselines.BASELINES[name]
-    restorer = baselines.get_baseline(name, **{option: task.params[option] for option in spec.task_options})
+    options = {option: task.params[option] for option in spec.task_options}
+    restorer = baselines.get_baseline(name, **options, **({"operator": task.operator} if spec.needs_operator else {}))
     if not spec.needs_sigma:
         return _timed(name, lambda y, operator: restorer(y))
     if blind:

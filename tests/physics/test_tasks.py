@@ -124,3 +124,20 @@ def test_invalid_tasks_and_parameters_raise(name, params, message):
 def test_unknown_task_parameters_query_raises():
     with pytest.raises(ConfigError, match="denoise, deblur, sr, inpaint, demosaic, deblock"):
         task_parameters("superres")
+
+
+def test_with_kernel_blurs_with_the_given_kernel_and_keeps_the_noise():
+    from converge.physics.blur import KernelBlur
+    from converge.physics.tasks import with_kernel
+
+    kernel = torch.zeros(3, 3, dtype=torch.float64)
+    kernel[1, 2] = 1.0
+    task = with_kernel(make_task("deblur", sigma=5, boundary="reflect"), kernel, "shift.npy")
+    assert isinstance(task.operator, KernelBlur) and task.operator.boundary == "reflect"
+    assert task.params == {"kernel": "shift.npy", "boundary": "reflect", "sigma": 5.0}
+    assert task.noise is not None
+    image = torch.rand(1, 1, 6, 6, dtype=torch.float64)
+    expected = KernelBlur(kernel, boundary="reflect")(image)
+    assert torch.equal(task.operator(image), expected)
+    with pytest.raises(ConfigError, match="deblur"):
+        with_kernel(make_task("denoise"), kernel, "k")

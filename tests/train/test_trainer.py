@@ -135,6 +135,22 @@ def test_a_used_run_dir_needs_resume_and_the_same_config(tmp_path: Path, crops) 
         Trainer(tiny_config(steps=9), tmp_path, resume=True, progress=False, train_images=crops)
 
 
+def test_a_resume_may_change_how_steps_run_and_the_log_says_so(tmp_path: Path, crops, monkeypatch) -> None:
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
+    Trainer(tiny_config(steps=4, precision="bf16"), tmp_path, progress=False, train_images=crops, until=2).run()
+    resumed = Trainer(tiny_config(steps=4, channels_last=True), tmp_path, resume=True, progress=False, train_images=crops)
+    resumed.run()
+    changed = [record for record in records(tmp_path) if "execution_changed" in record]
+    assert changed == [{"step": 2, "execution_changed": {"precision": "fp32", "channels_last": True}}]
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["precision"] == "fp32"
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused(tmp_path: Path, crops, monkeypatch) -> None:
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="precision=fp32"):
+        Trainer(tiny_config(steps=1, precision="bf16"), tmp_path, progress=False, train_images=crops)
+
+
 def test_export_best_writes_the_best_evaluated_weights(tmp_path: Path, crops) -> None:
     Trainer(tiny_config(steps=4, export="best"), tmp_path, progress=False, train_images=crops).run()
     best_step = max((r for r in records(tmp_path) if "eval_psnr" in r), key=lambda r: r["eval_psnr"])["step"]

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from converge.errors import ConfigError
 from converge.physics.base import Identity, Operator
-from converge.physics.blur import GaussianBlur
+from converge.physics.blur import GaussianBlur, KernelBlur
 from converge.physics.downsample import DOWNSAMPLING_KERNELS, Downsample
 from converge.physics.jpeg import CHROMA_SUBSAMPLINGS, JPEGCompression
 from converge.physics.kernels import PADDING_MODES
@@ -225,3 +225,19 @@ def make_task(name: str, **params: Any) -> Task:
     sigma = resolved.get("sigma", 0.0)
     noise = GaussianNoise(sigma / GREY_LEVELS) if sigma > 0 else None
     return Task(name=name, params=resolved, operator=spec.build(resolved), noise=noise)
+
+
+def with_kernel(task: Task, kernel: Tensor, label: str) -> Task:
+    """Deblurring ``task`` with the user's own ``(h, w)`` ``kernel`` (checked, e.g. by
+    :func:`~converge.physics.kernel_file.read_kernel`) in place of the Gaussian one; ``label`` (the
+    kernel's file name) replaces ``blur_sigma`` and ``size`` in the parameters and the tag.
+
+    >>> custom = with_kernel(make_task("deblur", sigma=0), torch.ones(3, 3) / 9, "box3")
+    >>> custom.tag
+    'deblur-kernelbox3-boundarycircular-sigma0'
+    """
+    if task.name != "deblur":
+        raise ConfigError(f"a blur kernel applies to task 'deblur' only, not {task.name!r}")
+    params = {"kernel": label, "boundary": task.params["boundary"], "sigma": task.params["sigma"]}
+    operator = KernelBlur(kernel, boundary=params["boundary"])
+    return Task(name=task.name, params=params, operator=operator, noise=task.noise)

@@ -2,7 +2,8 @@
 
 A run lives in one folder::
 
-    run_dir/config.yaml       the config the run was started with (a resume must match it)
+    run_dir/config.yaml       the config the run was started with (a resume must match it, but for
+                              EXECUTION_SETTINGS, whose changes the log records)
     run_dir/log.jsonl         one JSON object per line: training records {step, epoch, loss (mean since
                               the last record; a subclass may add other means), lr, seconds (time spent
                               in training steps, summed over resumes)}, evaluation records
@@ -70,7 +71,7 @@ from converge.atomic import write_atomic, write_text_atomic
 from converge.data.patches import Degrade, PatchDataset, collate_patches
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator, seed_everything, stable_seed
-from converge.devices import resolve_device
+from converge.devices import cpu_has_native_bf16, resolve_device
 from converge.errors import ConfigError, TrainingError, WeightsError
 from converge.eval.metrics import psnr
 from converge.models import Restorer, build_model, model_class, registered_models, saved_params
@@ -89,6 +90,9 @@ LOG = "log.jsonl"
 CONFIG = "config.yaml"
 BEST_WEIGHTS = "best.safetensors"
 MODEL_WEIGHTS = "model.safetensors"
+# Config entries that say how the steps run on this machine, not what is trained: a resumed run may
+# change them (a machine without native bf16 goes on in fp32), and its log records the change.
+EXECUTION_SETTINGS = ("precision", "channels_last")
 
 
 @register_trainer("supervised")
@@ -132,6 +136,11 @@ class Trainer:
         self.progress = progress
         self.workers = distributed.workers()
         self.device = _training_device(device, self.workers)
+        if config.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
+            raise ConfigError(
+                "this CPU has no native bfloat16 (no AVX512-BF16 or AMX): bf16 autocast would be emulated, "
+                "tens of times slower; train with --set precision=fp32"
+            )
         if time_limit is not None and not time_limit > 0:
             raise ConfigError(f"time_limit must be a positive number of minutes, got {time_limit}")
         if self.workers.parallel:
@@ -195,6 +204,8 @@ class Trainer:
             if resuming:
                 self._load_checkpoint()
             self._truncate_log()
+            if self._changed_settings:
+                self._log(step=self.step, execution_changed=self._changed_settings)
         self._replica = None
         if self.workers.parallel:
             from torch.nn.parallel import DistributedDataParallel
@@ -504,14 +515,22 @@ class Trainer:
             # Temporaries of writes that a crash interrupted (the files they were to replace are intact).
             for stale in self.run_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
+        self._changed_settings: dict[str, Any] = {}
         if resume and config_path.exists():
             saved = config_from_dict(yaml.safe_load(config_path.read_text()))
             # init_weights only seeds a fresh start, and its resolved path names the checkout that
             # started the run: a copy of the run resumed elsewhere may read it from another folder.
-            if dataclasses.replace(saved, init_weights=None) != dataclasses.replace(self.config, init_weights=None):
+            # How the steps run (EXECUTION_SETTINGS) may change with the machine: the log records it.
+            kept = {"init_weights": None, **{name: getattr(self.config, name) for name in EXECUTION_SETTINGS}}
+            if dataclasses.replace(saved, **kept) != dataclasses.replace(self.config, init_weights=None):
                 raise ConfigError(
                     f"the config differs from the one {self.run_dir} was started with: resume with {config_path}"
                 )
+            self._changed_settings = {
+                name: getattr(self.config, name)
+                for name in EXECUTION_SETTINGS
+                if getattr(saved, name) != getattr(self.config, name)
+            }
         distributed.wait_for_all()
         if self.workers.is_main:
             write_text_atomic(config_path, yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
