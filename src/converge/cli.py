@@ -67,6 +67,10 @@ SigmaOption = Annotated[
     Optional[float], typer.Option("--sigma", "-s", help="Gaussian noise level in 8-bit grey levels (25 = 25/255).")
 ]
 FactorOption = Annotated[Optional[int], typer.Option("--factor", help="sr: downsampling factor.")]
+DownsamplingOption = Annotated[
+    Optional[str],
+    typer.Option("--downsampling", help="sr: bicubic (default) or gaussian (width --blur-sigma, default 0.5)."),
+]
 QualityOption = Annotated[Optional[int], typer.Option("--quality", "-q", help="deblock: JPEG quality 1-100.")]
 DropOption = Annotated[Optional[float], typer.Option("--drop", help="inpaint: fraction of pixels removed.")]
 BlurOption = Annotated[Optional[float], typer.Option("--blur-sigma", help="deblur: Gaussian kernel width (pixels).")]
@@ -102,6 +106,7 @@ def _task_params(
     drop: float | None,
     blur_sigma: float | None,
     pattern: str | None,
+    downsampling: str | None = None,
 ) -> dict:
     """The task parameters the user gave, in the names :func:`converge.physics.tasks.make_task` takes."""
     given = {
@@ -111,6 +116,7 @@ def _task_params(
         "p": drop,
         "blur_sigma": blur_sigma,
         "pattern": pattern,
+        "kernel": downsampling,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -176,6 +182,7 @@ def restore(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     sigma: SigmaOption = None,
     factor: FactorOption = None,
+    downsampling: DownsamplingOption = None,
     quality: QualityOption = None,
     blur_sigma: BlurOption = None,
     kernel: KernelOption = None,
@@ -215,7 +222,7 @@ def restore(
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
-    params = _task_params(sigma, factor, quality, None, blur_sigma, pattern)
+    params = _task_params(sigma, factor, quality, None, blur_sigma, pattern, downsampling)
     if (task == "inpaint") != (mask is not None):
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
     blind = task == "denoise" and sigma is None
@@ -299,6 +306,7 @@ def degrade(
     task: TaskOption = "denoise",
     sigma: SigmaOption = None,
     factor: FactorOption = None,
+    downsampling: DownsamplingOption = None,
     quality: QualityOption = None,
     drop: DropOption = None,
     blur_sigma: BlurOption = None,
@@ -315,7 +323,7 @@ def degrade(
     from converge.imageio import read_image, write_image
     from converge.physics.mask import PixelMask
 
-    params = _task_params(sigma, factor, quality, drop, blur_sigma, pattern)
+    params = _task_params(sigma, factor, quality, drop, blur_sigma, pattern, downsampling)
     chosen = _make_task(task, params, _user_kernel(kernel, blur_sigma))
     pairs = _collect_inputs(source, target)
     with _progress("degrading", len(pairs), enabled=len(pairs) > 1) as advance:
@@ -337,6 +345,7 @@ def evaluate(
     task: TaskOption = "denoise",
     sigma: SigmaOption = None,
     factor: FactorOption = None,
+    downsampling: DownsamplingOption = None,
     quality: QualityOption = None,
     drop: DropOption = None,
     blur_sigma: BlurOption = None,
@@ -373,7 +382,7 @@ def evaluate(
         raise ConfigError(f"--limit must be a positive number of images, got {limit}")
     if crop < 0:
         raise ConfigError(f"--crop must be a non-negative number of pixels, got {crop}")
-    chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern))
+    chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern, downsampling))
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
     restorer = make_restorer(

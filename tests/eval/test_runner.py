@@ -144,3 +144,12 @@ def test_a_checkpoint_of_anything_else_is_not_reused(tmp_path, changed):
     report = evaluate(again, "input", "set12", task, limit=2, command="c", checkpoint=checkpoint)
     assert again.calls == 2
     assert BenchmarkReport.from_json(checkpoint.read_text()).rows == report.rows
+
+
+def test_super_resolution_scores_the_high_resolution_image_cropped_to_the_factor():
+    task = make_task("sr", factor=3)
+    report = evaluate(make_restorer("bicubic", task), "bicubic", "set5", task)
+    assert len(report.rows) == 5 and all(math.isfinite(row.psnr) for row in report.rows)
+    assert report.protocol["sr_crop"] == "top-left, to a multiple of the factor"
+    denoise = make_task("denoise")
+    assert "sr_crop" not in evaluate(make_restorer("input", denoise), "input", "set5", denoise, limit=1).protocol

@@ -3,7 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from converge.errors import ConfigError
+
 
 def run_table(spec: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -86,17 +90,48 @@ def test_spec_with_a_short_paper_row_is_refused(tmp_path):
 
 def test_every_shipped_table_loads_and_its_cells_parse_as_eval_options() -> None:
     from converge.cli import _eval_options
-    from converge.eval.table import load_spec, shipped_tables, table_cells
+    from converge.eval.table import load_spec, shipped_tables, table_cells, table_columns
 
     names = shipped_tables()
-    assert {"durr-table2", "durr-table3", "nerd-table1-bsd68", "groupsc-table4-bsd68"} <= set(names)
+    assert {"durr-table2", "durr-table3", "nerd-table1-bsd68", "groupsc-table4-bsd68", "mtdeq-table1-set5"} <= set(names)
+    base = ["--model", "input", "--bench", "set12"]
+    defaults = dict(_eval_options(base))
     for name in names:
         _, spec = load_spec(name)
+        columns = {column["key"]: column for column in table_columns(spec)}
         for cell in table_cells(spec):
             options = dict(_eval_options(cell.arguments))
             assert options["model"] != "None" and options["bench"] != "None", cell.command
-            parsed = options[spec["column"]["option"].lstrip("-").replace("-", "_")]
-            assert parsed == cell.column or float(parsed) == float(cell.column), cell.command
+            own = dict(_eval_options([*base, *map(str, columns[cell.column]["eval"])]))
+            set_by_column = {key: value for key, value in own.items() if value != defaults[key]}
+            assert set_by_column and set_by_column.items() <= options.items(), cell.command
+
+
+def test_listed_columns_carry_their_own_options(tmp_path):
+    from converge.eval.table import load_spec, table_cells, to_markdown
+
+    spec_path = tmp_path / "mixed.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "title": "mixed",
+        "eval": ["--bench", "set5"],
+        "columns": [
+            {"name": "deblur 1.6", "eval": ["--task", "deblur", "--blur-sigma", "1.6"]},
+            {"name": "sr x2", "eval": ["--task", "sr", "--factor", "2"]},
+        ],
+        "rows": [
+            {"label": "bicubic", "eval": ["--model", "bicubic"], "only": ["sr x2"], "paper": [None, 30.0]},
+            {"label": "input", "eval": ["--model", "input"], "only": ["deblur 1.6"]},
+        ],
+    }))
+    _, spec = load_spec(str(spec_path))
+    cells = table_cells(spec)
+    assert [(cell.row, cell.column) for cell in cells] == [("bicubic", "sr x2"), ("input", "deblur 1.6")]
+    assert cells[0].arguments == ("--bench", "set5", "--model", "bicubic", "--task", "sr", "--factor", "2")
+    payload = {"command": "c", "machine": "m", "cells": [], "not_measured": []}
+    assert "| PSNR | deblur 1.6 | sr x2 |" in to_markdown(spec, payload)
+    spec_path.write_text(yaml.safe_dump({"title": "t", "columns": [{"name": "a"}], "rows": []}))
+    with pytest.raises(ConfigError, match="needs a name and its eval options"):
+        load_spec(str(spec_path))
 
 
 def test_a_family_cell_is_keyed_by_the_weights_of_its_level() -> None:

@@ -2,13 +2,18 @@
 
 Every clean image is degraded with a generator seeded from (set, image, task tag), so every run
 and every machine sees the same observations; the restorer's output is scored against the clean
-image with PSNR and SSIM (optionally on the Y channel and with a border crop).
+image with PSNR and SSIM (optionally on the Y channel and with a border crop). For super-resolution
+each clean image is first cropped from its top-left corner to a multiple of the factor (the usual SR
+"modcrop"; the report's protocol says so), so that every set can be downsampled by every factor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+from torch import Tensor
 
 from converge.atomic import write_text_atomic
 from converge.color import rgb_to_y
@@ -27,6 +32,16 @@ COLOR_MODES = ("native", "y")
 def restored_channels(bench: str, color: str) -> int:
     """The channels of the images a restorer sees in an evaluation on ``bench`` in colour mode ``color``."""
     return 1 if color == "y" else get_set(bench).channels
+
+
+def modcrop(image: Tensor, factor: int) -> Tensor:
+    """``image`` ``(B, C, H, W)`` cropped from its top-left corner to sides that are multiples of ``factor``.
+
+    >>> modcrop(torch.zeros(1, 3, 10, 7), 3).shape
+    torch.Size([1, 3, 9, 6])
+    """
+    height, width = image.shape[-2:]
+    return image[..., : height - height % factor, : width - width % factor]
 
 
 def evaluate(
@@ -68,6 +83,7 @@ def evaluate(
             "noise_seed": f"sha256(bench/image/{task.tag})",
             "command": command,
             "weights_sha256": weights_sha256,
+            **({"sr_crop": "top-left, to a multiple of the factor"} if task.name == "sr" else {}),
         },
     )
     names = [name for name, _ in images]
@@ -80,6 +96,8 @@ def evaluate(
     for name, clean in images[len(report.rows) :]:
         if color == "y" and clean.shape[1] == 3:
             clean = rgb_to_y(clean)
+        if task.name == "sr":
+            clean = modcrop(clean, task.params["factor"])
         observed, operator = task.degrade(clean, evaluation_generator(bench, name, task.tag))
         restored = restorer(observed, operator)
         scored_input = observed if observed.shape == clean.shape else None

@@ -1,7 +1,8 @@
 """A paper's results table measured here: one `converge eval` command per cell, beside the paper's numbers.
 
 A table spec (YAML; the papers' tables ship in ``converge/eval/paper_tables/``) names the columns (one
-`converge eval` option such as ``--sigma`` and its values), the eval options every cell shares, and
+`converge eval` option such as ``--sigma`` and its values, or a list of columns each with its own eval
+options), the eval options every cell shares, and
 the rows: each row's own eval options (none for a row that only quotes the paper), the columns it
 measures and the paper's numbers. Every measured cell is exactly one `converge eval` command. A cell
 whose report already exists under the reuse folder with the same options (whatever its ``--out``) and
@@ -24,6 +25,13 @@ Spec::
         paper_label: BM3D                       # the paper's name for the row (default: label)
         unseen: [65, 75]                        # column values marked * (not in the training data)
         only: [25, 35]                          # the columns this row measures (default: all)
+
+Columns that differ in more than one option (a task and its parameters) are listed instead of
+``column``; a column's ``name`` is its heading and what ``only`` and ``unseen`` name::
+
+    columns:
+      - {name: completion 80%, eval: [--task, inpaint, --drop, "0.8"]}
+      - {name: deblur 1.6, eval: [--task, deblur, --blur-sigma, "1.6", --sigma, "2.55"]}
 """
 
 from __future__ import annotations
@@ -104,13 +112,35 @@ def _read_spec(source: Any, name: str) -> dict[str, Any]:
         spec = yaml.safe_load(source.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"table spec {name} cannot be read ({error})") from None
-    if not isinstance(spec, dict) or not {"title", "column", "rows"} <= set(spec):
-        raise ConfigError(f"table spec {name} needs a title, a column and rows")
+    if not isinstance(spec, dict) or not {"title", "rows"} <= set(spec) or ("column" in spec) == ("columns" in spec):
+        raise ConfigError(f"table spec {name} needs a title, rows and either a column or a list of columns")
     return spec
 
 
+def table_columns(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The columns of a spec, in order, each as ``{"key", "heading", "eval"}``: ``key`` is what rows'
+    ``only`` and ``unseen`` name (the option's value, or the listed column's name), ``eval`` the
+    column's own `converge eval` options."""
+    if "columns" in spec:
+        return [
+            {"key": str(column["name"]), "heading": str(column["name"]), "eval": column["eval"]}
+            for column in spec["columns"]
+        ]
+    column = spec["column"]
+    return [
+        {"key": str(value), "heading": f"{column.get('header', '')} {value}".strip(), "eval": [column["option"], value]}
+        for value in column["values"]
+    ]
+
+
 def _checked(spec: dict[str, Any], name: str) -> dict[str, Any]:
-    values = spec["column"]["values"]
+    listed = spec.get("columns", [])
+    well_formed = all(isinstance(item, dict) and {"name", "eval"} <= item.keys() for item in listed)
+    if not isinstance(listed, list) or not well_formed:
+        raise ConfigError(f"{name}: every listed column needs a name and its eval options")
+    values = [column["key"] for column in table_columns(spec)]
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{name}: two columns have the same name")
     for row in spec["rows"]:
         paper = row.get("paper")
         if paper is not None and len(paper) != len(values):
@@ -130,14 +160,16 @@ def _checked(spec: dict[str, Any], name: str) -> dict[str, Any]:
 
 def table_cells(spec: dict[str, Any]) -> list[Cell]:
     """The measured cells of a spec, row by row."""
-    column = spec["column"]
+    columns = table_columns(spec)
     cells = []
     for row in spec["rows"]:
         if "eval" not in row:
             continue
-        for value in row.get("only", column["values"]):
-            arguments = (*spec.get("eval", ()), *row["eval"], column["option"], str(value))
-            cells.append(Cell(row["label"], str(value), tuple(str(argument) for argument in arguments)))
+        measured = {str(value) for value in row.get("only", [column["key"] for column in columns])}
+        for column in columns:
+            if column["key"] in measured:
+                arguments = (*spec.get("eval", ()), *row["eval"], *column["eval"])
+                cells.append(Cell(row["label"], column["key"], tuple(str(argument) for argument in arguments)))
     return cells
 
 
@@ -279,8 +311,9 @@ def write_table(
 
 def to_markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
     """The table: for each row the measured line (when it has eval options) and the paper's line."""
-    column = spec["column"]
-    values = [str(value) for value in column["values"]]
+    columns = table_columns(spec)
+    values = [column["key"] for column in columns]
+    heading = {column["key"]: column["heading"] for column in columns}
     metrics = spec.get("metrics", ["psnr"])
     measured = {(cell["row"], cell["column"]): cell for cell in payload["cells"]}
     lines = [f"# {spec['title']}", ""]
@@ -292,7 +325,7 @@ def to_markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
         "see in training; -: not measured (see the notes) or not in the paper.",
         "",
         f"| {' / '.join(metric.upper() for metric in metrics)} | "
-        + " | ".join(_column_name(column, value) for value in values)
+        + " | ".join(heading[value] for value in values)
         + " |",
         "|---" + "|---:" * len(values) + "|",
     ]
@@ -314,17 +347,12 @@ def to_markdown(spec: dict[str, Any], payload: dict[str, Any]) -> str:
             lines.append(f"| {row.get('paper_label', row['label'])}, paper | " + " | ".join(quoted) + " |")
     lines += ["", "## Commands", ""]
     for cell in payload["cells"]:
-        lines.append(f"- {cell['row']}, {_column_name(column, cell['column'])}: `{cell['command']}` ({cell['report']})")
+        lines.append(f"- {cell['row']}, {heading[cell['column']]}: `{cell['command']}` ({cell['report']})")
     if payload["not_measured"]:
         lines += ["", "## Notes: cells not measured", ""]
         for cell in payload["not_measured"]:
-            lines.append(f"- {cell['row']}, {_column_name(column, cell['column'])}: {cell['reason']}")
+            lines.append(f"- {cell['row']}, {heading[cell['column']]}: {cell['reason']}")
     return "\n".join(lines) + "\n"
-
-
-def _column_name(column: dict[str, Any], value: object) -> str:
-    """A column's heading: the spec's header and the option's value (``sigma 25``, or ``kodak24`` alone)."""
-    return f"{column.get('header', '')} {value}".strip()
 
 
 def _quoted(number: float | str | None) -> str:
