@@ -322,6 +322,8 @@ def test_restore_loops_reach_durr_and_are_printed(tmp_path, clean_png):
     report = json.loads((tmp_path / "durr-set12-denoise-sigma25-loops2-first1.json").read_text())
     assert [image["iterations"] for image in report["images"]] == [2]
     assert_one_line_error(run_cli("eval", "-m", str(weights), "-b", "set12", "--loops", "-1"), "--loops must be")
+    many = run_cli("restore", str(clean_png), str(output), "-m", "durr", "--sigma", "25", "--loops", "100000")
+    assert_one_line_error(many, "--loops 100000 is over 120")
     groupsc = GroupSC(GroupSCConfig(patch_size=5, atoms=8, steps=2, window=12, stride=8))
     other = save_weights(groupsc, {"task": "denoise"}, tmp_path / "groupsc.safetensors")
     assert_one_line_error(

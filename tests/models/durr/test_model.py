@@ -236,10 +236,17 @@ def test_forward_with_loops_is_differentiable() -> None:
     assert model.unit.output.weight.grad is not None and model.unit.output.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("loops", [-1, [1, 2, 3], 2.5])
+@pytest.mark.parametrize("loops", [-1, [1, 2, 3], 2.5, 21, [0, 100000]])
 def test_bad_loops_raise(loops) -> None:
     with pytest.raises(ConfigError):
         small().restore(torch.rand(2, 1, 8, 8), loops=loops)
+
+
+def test_forced_loops_are_bounded_by_four_times_the_trained_maximum() -> None:
+    model = small()
+    assert model.checked_inference_options({"loops": 20}) == {"loops": 20}
+    with pytest.raises(ConfigError, match="over 20, 4 times the 5 loops"):
+        model.checked_inference_options({"loops": 21})
 
 
 @pytest.mark.parametrize(

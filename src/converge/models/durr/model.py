@@ -91,6 +91,8 @@ DEBLOCK_LOOP_SCHEDULE: LoopSchedule = ((20.0, 6), (30.0, 4))
 """The paper's refined policy for JPEG deblocking: (quality factor, unit loops) pairs."""
 JPEG_BLOCK = 8
 """Side in pixels of the JPEG block grid that :func:`block_grid_statistics` reads."""
+LOOPS_BEYOND_TRAINING = 4
+"""A forced loop count may be at most this many times the model's ``max_loops`` (120 for the shipped units)."""
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,9 @@ class DURR(Restorer):
         "max_loops": 3,
         "loop_schedule": ((25.0, 1), (50.0, 2)),
     }
-    inference_options = {"loops": InferenceOption("loop count", lambda model, loops: _checked_loops(loops))}
+    inference_options = {
+        "loops": InferenceOption("loop count", lambda model, loops: _checked_loops(loops, model.config.max_loops))
+    }
     # Supervised training unfolds the restoration unit only; the policy unit learns in a later stage.
     training_skips_parameters = True
 
@@ -490,6 +494,7 @@ class DURR(Restorer):
             raise ConfigError(f"loops must be one int or one per sample ({y.shape[0]}), got {counts.numel()} values")
         if bool((counts < 0).any()):
             raise ConfigError(f"loops must be non-negative, got {counts.tolist()}")
+        _checked_loops(int(counts.max()), self.config.max_loops)
         return counts
 
     def _check_channels(self, y: Tensor) -> None:
@@ -497,8 +502,16 @@ class DURR(Restorer):
             raise ConfigError(f"this DURR expects {self.config.channels}-channel images, got {y.shape[1]} channels")
 
 
-def _checked_loops(loops: int) -> int:
-    """A loop count to run instead of the policy's: a non-negative integer, else :class:`ConfigError`."""
+def _checked_loops(loops: int, max_loops: int) -> int:
+    """A loop count to run instead of the policy's: an integer from 0 to ``LOOPS_BEYOND_TRAINING`` times
+    the ``max_loops`` the unit was trained for (further out the unit is untested and the run only long),
+    else :class:`ConfigError`."""
     if isinstance(loops, bool) or not isinstance(loops, int) or loops < 0:
         raise ConfigError(f"--loops must be a non-negative number of loops, got {loops!r}")
+    limit = LOOPS_BEYOND_TRAINING * max_loops
+    if loops > limit:
+        raise ConfigError(
+            f"--loops {loops} is over {limit}, {LOOPS_BEYOND_TRAINING} times the {max_loops} loops this model was "
+            "trained to stop by"
+        )
     return loops
