@@ -221,6 +221,28 @@ def test_restore_takes_the_blur_width(tmp_path, clean_png):
     assert_one_line_error(wrong, "positive")
 
 
+def test_demosaicking_grey_images_is_refused_in_one_line(tmp_path, clean_png):
+    graded = run_cli("eval", "-m", "malvar", "-b", "set12", "--task", "demosaic", "--limit", "1", "--out", str(tmp_path))
+    assert_one_line_error(graded, "set12 is scored in grey")
+    mosaic = tmp_path / "mosaic.png"
+    assert_one_line_error(run_cli("degrade", str(clean_png), str(mosaic), "--task", "demosaic"), "RGB images")
+    assert not mosaic.exists()
+
+
+def test_a_tight_memory_budget_tiles_the_default_model_or_refuses_one_that_cannot_tile(tmp_path):
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400), dtype=np.uint8)).save(noisy)
+    output = tmp_path / "out.png"
+    tiled = run_cli("restore", str(noisy), str(output), "--sigma", "25", "--max-memory", "0.53")
+    assert tiled.returncode == 0, tiled.stderr
+    assert "tiles to stay in the memory budget" in tiled.stderr and Image.open(output).size == (400, 400)
+    output.unlink()
+    refused = run_cli("restore", str(noisy), str(output), "-m", "durr", "--sigma", "25", "--max-memory", "0.5")
+    assert_one_line_error(refused, "cannot be restored in tiles")
+    assert_one_line_error(run_cli("restore", str(noisy), str(output), "--max-memory", "0"), "--max-memory must be")
+    assert not output.exists()
+
+
 def test_sr_round_trip_shapes(tmp_path, clean_png):
     low, up = tmp_path / "low.png", tmp_path / "up.png"
     assert run_cli("degrade", str(clean_png), str(low), "--task", "sr", "--factor", "2").returncode == 0

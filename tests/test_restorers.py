@@ -384,3 +384,27 @@ def test_prior_applies_only_to_the_plug_and_play_algorithms() -> None:
     with pytest.raises(ConfigError, match="Unknown denoiser"):
         make_restorer("hqs", make_task("denoise"), prior="no-such-denoiser")
     assert "plug-and-play ADMM" in restorer_names()["admm"]
+
+
+def test_a_shipped_model_over_the_memory_budget_is_restored_in_tiles_exactly(monkeypatch):
+    from converge import zoo
+    from converge.tiling import PROCESS_ALLOWANCE
+
+    entry = zoo.ZOO["dncnn-s25"]
+    assert entry.memory_per_pixel is not None
+    task = make_task("denoise", sigma=25)
+    noisy = torch.rand(1, 1, 160, 200, generator=torch.Generator().manual_seed(0))
+    whole = make_restorer("dncnn-s25", task)(noisy, task.operator)
+    budget = PROCESS_ALLOWANCE + 4 * 3 * 160 * 200 + entry.memory_per_pixel * 110**2
+    tiled = make_restorer("dncnn-s25", task, max_memory=budget)(noisy, task.operator)
+    assert whole.tiles is None and tiled.tiles is not None and tiled.tiles > 1
+    assert torch.allclose(tiled.image, whole.image, atol=1e-5)
+
+
+def test_a_model_that_cannot_be_tiled_is_refused_over_the_memory_budget_before_it_runs():
+    from converge.tiling import PROCESS_ALLOWANCE
+
+    task = make_task("denoise", sigma=25)
+    restorer = make_restorer("durr-denoise-blind", task, max_memory=PROCESS_ALLOWANCE + 10**6)
+    with pytest.raises(ConfigError, match="cannot be restored in tiles.*memory budget"):
+        restorer(torch.rand(1, 1, 300, 300), task.operator)

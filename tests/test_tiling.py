@@ -153,3 +153,17 @@ def test_bad_shapes_raise():
         tiled_apply(lambda t: t, torch.rand(1, 64, 64))
     with pytest.raises(ValueError, match="spatial size"):
         tiled_apply(lambda t: t[..., 1:, :], torch.rand(1, 1, 64, 64), tile=16)
+
+
+def test_memory_plan_is_one_piece_when_the_image_fits_and_tiles_within_the_budget_otherwise():
+    from converge.tiling import PROCESS_ALLOWANCE, tile_pixels_for_memory
+
+    assert tile_pixels_for_memory((1, 1, 100, 100), 1, 400.0, halo=10, budget=PROCESS_ALLOWANCE + 10**7) is None
+    budget = PROCESS_ALLOWANCE + 4 * 3 * 2000**2 + 400 * 300**2
+    pixels = tile_pixels_for_memory((1, 1, 2000, 2000), 1, 400.0, halo=10, budget=budget)
+    assert pixels is not None and 400 * pixels <= budget - PROCESS_ALLOWANCE - 4 * 3 * 2000**2
+    assert pixels == pytest.approx(300**2, rel=1e-6)
+    colour = tile_pixels_for_memory((1, 3, 2000, 2000), 3, 400.0, halo=10, budget=budget + 4 * 4 * 2000**2)
+    assert colour == pytest.approx(300**2, rel=1e-6)
+    with pytest.raises(ConfigError, match=r"2000x2000 image needs about .* GiB even in the smallest tiles"):
+        tile_pixels_for_memory((1, 1, 2000, 2000), 1, 400.0, halo=10, budget=PROCESS_ALLOWANCE + 4 * 3 * 2000**2)

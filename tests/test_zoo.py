@@ -384,3 +384,13 @@ def test_weights_holding_non_finite_values_are_refused(tmp_path) -> None:
     path = zoo.save_weights(model, {"task": "denoise"}, tmp_path / "broken.safetensors")
     with pytest.raises(WeightsError, match="NaN or infinite values \\(in body.0.weight\\)"):
         zoo.load_weights(path)
+
+
+@pytest.mark.parametrize("entry", zoo.list_models(), ids=lambda entry: entry.name)
+def test_each_memory_figure_in_a_manifest_is_the_measured_one(entry) -> None:
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "memory_per_pixel.json"
+    measured = json.loads(results.read_text())
+    figures = {result["name"]: result["bytes_per_pixel"] for result in measured["results"]}
+    # GroupSC works block by block and has no per-pixel figure (benchmarks/memory_per_pixel.py).
+    assert entry.memory_per_pixel == figures.get(entry.name)
+    assert (entry.name in figures) != (entry.model == "groupsc")

@@ -189,6 +189,10 @@ def restore(
     pattern: PatternOption = None,
     mask: Annotated[Optional[Path], typer.Option(help="inpaint: mask PNG, white = kept pixel.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Restore in overlapping tiles of this size.")] = None,
+    max_memory: Annotated[
+        Optional[float],
+        typer.Option(help="Memory budget in GiB (default 4): a shipped model restores a larger image in tiles."),
+    ] = None,
     loops: LoopsOption = None,
     stride: StrideOption = None,
     window: WindowOption = None,
@@ -222,6 +226,8 @@ def restore(
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
+    if max_memory is not None and not 0 < max_memory < float("inf"):
+        raise ConfigError(f"--max-memory must be a positive number of GiB, got {max_memory}")
     params = _task_params(sigma, factor, quality, None, blur_sigma, pattern, downsampling)
     if (task == "inpaint") != (mask is not None):
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
@@ -243,6 +249,7 @@ def restore(
             window=window,
             device=device,
             prior=prior,
+            max_memory=None if max_memory is None else max_memory * 2**30,
         )
         return made, known_mask or chosen.operator
 
@@ -274,6 +281,8 @@ def restore(
         depth = bits if bits is not None else stored_bits(in_path) if channels == 1 else 8
         write_image(out_path, result.image.expand(-1, channels, -1, -1), bits=depth)
         counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
+        if result.tiles is not None:
+            counted += f", {result.tiles} tiles to stay in the memory budget"
         _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
         trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None
         if task == "denoise" and trained_sigma is not None and abs(level - trained_sigma) > 5:

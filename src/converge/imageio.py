@@ -28,6 +28,7 @@ DEFAULT_MAX_PIXELS = 150_000_000
 """:func:`max_pixels` without ``CONVERGE_MAX_PIXELS``: 150 megapixels (a 12000x12000 image fits)."""
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+_QUANTISE_ROWS = 256  # rows converted at a time when an image is written
 
 
 def is_image_file(path: Path) -> bool:
@@ -70,8 +71,12 @@ def read_image(path: str | Path) -> Tensor:
         raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"{path}: unreadable or truncated image ({_first_line(error)})") from None
+    except MemoryError:
+        raise ImageReadError(f"{path}: decoding the image ran out of memory") from None
+    except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many types on a damaged file
+        # (OSError, SyntaxError, ValueError, TypeError, struct.error, EOFError, ... seen by benchmarks/fuzz.py)
+        reason = f"{type(error).__name__}: {_first_line(error)}"
+        raise ImageReadError(f"{path}: unreadable or truncated image ({reason})") from None
     if array.size == 0:
         raise ImageReadError(f"{path}: the image has zero size")
     if array.ndim == 3 and _grey_content(array):
@@ -182,13 +187,16 @@ def _to_pil(image: Tensor, bits: int, path: Path) -> Image.Image:
         raise ImageWriteError(f"{path}: expected a (1, C, H, W) tensor with C in (1, 3), got {tuple(image.shape)}")
     if not torch.isfinite(image).all():
         raise ImageWriteError(f"{path}: the image holds NaN or infinite values")
-    array = image.detach().to("cpu", torch.float64).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
-    if bits == 16:
-        if array.shape[2] != 1:
-            raise ImageWriteError(f"{path}: 16-bit PNG output is supported for grey images only")
-        return Image.fromarray(np.rint(array[:, :, 0] * 65535.0).astype(np.uint16))
-    quantised = np.rint(array * 255.0).astype(np.uint8)
-    return Image.fromarray(quantised[:, :, 0] if quantised.shape[2] == 1 else quantised)
+    if bits == 16 and image.shape[0] != 1:
+        raise ImageWriteError(f"{path}: 16-bit PNG output is supported for grey images only")
+    channels, height, width = image.shape
+    dtype, peak = (np.uint16, 65535.0) if bits == 16 else (np.uint8, 255.0)
+    quantised = np.empty((height, width, channels), dtype=dtype)
+    # Row bands, so that a very large image never has a float64 copy of itself.
+    for top in range(0, height, _QUANTISE_ROWS):
+        band = image[:, top : top + _QUANTISE_ROWS].detach().to("cpu", torch.float64).clamp(0.0, 1.0)
+        quantised[top : top + _QUANTISE_ROWS] = np.rint(band.permute(1, 2, 0).numpy() * peak).astype(dtype)
+    return Image.fromarray(quantised[:, :, 0] if channels == 1 else quantised)
 
 
 def _grey_content(array: np.ndarray) -> bool:

@@ -26,6 +26,7 @@ from converge.models.base import RestoreInfo
 from converge.physics.base import LinearOperator, Operator
 from converge.physics.mosaic import BayerMosaic
 from converge.physics.tasks import Task
+from converge.tiling import DEFAULT_MAX_MEMORY
 
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
 _TILEABLE_TASKS = ("denoise", "deblock")
@@ -49,13 +50,15 @@ class Restoration:
     """A restored image ``(1, C, H, W)`` in [0, 1], with the loop count (when the model has one), the
     restorer's time, what restored it (the baseline, the zoo entry (for a family, the one picked for
     this image) or the weights file) and, when the restorer estimated the image's noise level (blind),
-    that estimate in 8-bit levels."""
+    that estimate in 8-bit levels; ``tiles``: how many tiles it was restored in when the memory budget
+    made :func:`make_restorer` tile it (``None``: in one piece, or in the tiles the caller asked for)."""
 
     image: Tensor
     seconds: float
     iterations: float | None = None
     model: str | None = None
     noise_level: float | None = None
+    tiles: int | None = None
 
 
 RestoreFunction = Callable[[Tensor, Operator], Restoration]
@@ -128,8 +131,15 @@ def make_restorer(
     window: int | None = None,
     device: str | torch.device = "cpu",
     prior: str | None = None,
+    max_memory: float | None = None,
 ) -> RestoreFunction:
     """Resolve ``name`` for ``task``; ``tile`` (pixels) runs a learned model in overlapping tiles.
+
+    ``max_memory`` (bytes, default :data:`~converge.tiling.DEFAULT_MAX_MEMORY`): a shipped model whose
+    peak memory per pixel is measured (its manifest's ``memory_bytes_per_pixel``) restores an image too
+    large for it in one piece in the largest tiles that keep it under this budget
+    (:func:`~converge.tiling.tile_pixels_for_memory`), or refuses it with :class:`ConfigError` before
+    any work when it cannot be tiled or not even one tile fits.
 
     ``blind``: the task's noise level is unknown to the restorer (the user gave none, or a blind
     benchmark): learned models get ``sigma=None`` and estimate it themselves when they use it,
@@ -175,7 +185,7 @@ def make_restorer(
     from converge import zoo
 
     if name in zoo.zoo_names():
-        return _zoo_restorer(name, task, tile, blind, options, device)
+        return _zoo_restorer(name, task, tile, blind, options, device, max_memory or DEFAULT_MAX_MEMORY)
     if name.endswith(".safetensors"):
         model = _trained_model(Path(name), task).to(device)
         return _model_restorer(name, model, task, tile, blind, options, device)
@@ -255,7 +265,13 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
 
 
 def _zoo_restorer(
-    name: str, task: Task, tile: int | None, blind: bool, options: dict[str, int], device: torch.device
+    name: str,
+    task: Task,
+    tile: int | None,
+    blind: bool,
+    options: dict[str, int],
+    device: torch.device,
+    max_memory: float = DEFAULT_MAX_MEMORY,
 ) -> RestoreFunction:
     """The restorer of zoo entry ``name`` or, for a model family, one that picks the family's entry for
     each image: by its channels and the task's level or, ``blind``, the family's blind entry or else
@@ -272,7 +288,8 @@ def _zoo_restorer(
             if entry.task != task.name:
                 raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
             model = zoo.load_model(entry.name, device=device)
-            built[entry.name] = _model_restorer(entry.name, model, task, tile, blind, options, device)
+            budget = None if entry.memory_per_pixel is None else (entry.memory_per_pixel, max_memory)
+            built[entry.name] = _model_restorer(entry.name, model, task, tile, blind, options, device, budget)
         return built[entry.name]
 
     first = entry_restorer(zoo.resolve_entry(name, task.name, task.params.get("sigma"), quality, blind=blind))
@@ -342,11 +359,13 @@ def _model_restorer(
     blind: bool,
     options: dict[str, int],
     device: torch.device,
+    memory: tuple[float, float] | None = None,
 ) -> RestoreFunction:
     """``model`` (on ``device``) as a restorer of observations on any device, once ``tile`` and the
     inference ``options`` are checked against it: those its ``set_inference`` takes are set on it now,
-    the others are passed to each ``restore``."""
-    from converge.tiling import tiled_apply
+    the others are passed to each ``restore``. ``memory``: the model's peak bytes per pixel and the
+    budget in bytes; an image too large for the budget in one piece is tiled to fit (``tile`` unset)."""
+    from converge.tiling import one_piece_bytes, tile_pixels_for_memory, tiled_apply
 
     if tile is not None:
         if task.name not in _TILEABLE_TASKS:
@@ -362,16 +381,36 @@ def _model_restorer(
     sigma = None if blind else _noise_sigma(task)
     on_luma = task.name == "deblock" and model.channels == 1
 
-    def restore_image(y: Tensor, operator: Operator) -> tuple[Tensor, RestoreInfo | None]:
-        if tile is None:
-            return model.restore(y, physics=operator, sigma=sigma, **options)
+    def planned_tile_pixels(y: Tensor) -> int | None:
+        """The crop size that keeps ``y``'s restore under the memory budget (``None``: one piece)."""
+        if tile is not None or memory is None:
+            return None
+        bytes_per_pixel, budget = memory
+        if task.name in _TILEABLE_TASKS and model.receptive_radius is not None:
+            return tile_pixels_for_memory(y.shape, y.shape[1], bytes_per_pixel, model.receptive_radius, budget)
+        needed = one_piece_bytes(y.shape, y.shape[1], bytes_per_pixel) / 2**30
+        if needed > budget / 2**30:
+            raise ConfigError(
+                f"model '{label}' needs about {needed:.1f} GiB for a {y.shape[-1]}x{y.shape[-2]} image and cannot "
+                f"be restored in tiles for task '{task.name}': over the memory budget of {budget / 2**30:.1f} GiB "
+                "(--max-memory)"
+            )
+        return None
+
+    def restore_image(y: Tensor, operator: Operator) -> tuple[Tensor, RestoreInfo | None, int | None]:
+        pixels = planned_tile_pixels(y)
+        if tile is None and pixels is None:
+            return (*model.restore(y, physics=operator, sigma=sigma, **options), None)
+        counted: list[int] = []
         restored = tiled_apply(
             lambda crop: model(crop, physics=operator, sigma=sigma),
             y,
             tile=tile,
             halo=model.receptive_radius,
+            max_pixels=pixels,
+            progress=lambda done, total: counted.append(total),
         )
-        return restored, None
+        return restored, None, counted[-1] if pixels is not None else None
 
     def restore(y: Tensor, operator: Operator) -> Restoration:
         start = time.perf_counter()
@@ -384,15 +423,17 @@ def _model_restorer(
                 y = operator.from_raw(y)
             if on_luma and y.shape[1] == 3:
                 ycbcr = rgb_to_ycbcr(y)
-                luma, info = restore_image(ycbcr[:, :1], operator)
+                luma, info, tiles = restore_image(ycbcr[:, :1], operator)
                 image = ycbcr_to_rgb(torch.cat([luma, ycbcr[:, 1:]], dim=1))
             else:
-                image, info = restore_image(y, operator)
-        image = image.clamp(0.0, 1.0).to(given_on)
+                image, info, tiles = restore_image(y, operator)
+        # A tiled result is a fresh tensor, clamped in place (a large image has no room for a copy); a
+        # model's own result may be its input (no loops), which stays the caller's.
+        image = (image.clamp_(0.0, 1.0) if tiles is not None else image.clamp(0.0, 1.0)).to(given_on)
         seconds = time.perf_counter() - start
         if info is None:
-            return Restoration(image, seconds, model=label)
-        return Restoration(image, seconds, _mean(info.iterations), label, _mean(info.noise_level))
+            return Restoration(image, seconds, model=label, tiles=tiles)
+        return Restoration(image, seconds, _mean(info.iterations), label, _mean(info.noise_level), tiles)
 
     return restore
 

@@ -35,6 +35,11 @@ from torch import Tensor
 from converge.errors import ConfigError
 
 DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 16
+DEFAULT_MAX_MEMORY = 4 * 2**30
+"""The memory budget (bytes) automatic tiling keeps a restore under: ``converge restore --max-memory``."""
+PROCESS_ALLOWANCE = 512 * 2**20
+"""Bytes set aside for the process itself (Python, torch, the weights) when planning the tiles."""
 
 TileFn = Callable[[Tensor], Tensor]
 ProgressFn = Callable[[int, int], None]
@@ -45,7 +50,7 @@ def tiled_apply(
     y: Tensor,
     tile: int | None = None,
     halo: int = 32,
-    overlap: int = 16,
+    overlap: int = DEFAULT_OVERLAP,
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
 ) -> Tensor:
@@ -102,7 +107,7 @@ def tiled_apply(
             done += 1
             if progress is not None:
                 progress(done, total)
-    return accumulated / weight_sum
+    return accumulated.div_(weight_sum)
 
 
 @dataclass(frozen=True)
@@ -180,3 +185,48 @@ def _tile_size(
             f"allow at least {(max(overlap, 1) + margin) ** 2} pixels or lower halo/overlap."
         )
     return side, side
+
+
+def one_piece_bytes(shape: tuple[int, ...], out_channels: int, bytes_per_pixel: float) -> float:
+    """Bytes a restore of an image of ``shape`` ``(B, C, H, W)`` takes in one piece: the model's peak
+    (``bytes_per_pixel``), :data:`PROCESS_ALLOWANCE` and the float32 input and output."""
+    batch, channels, height, width = shape
+    pixels = batch * height * width
+    return PROCESS_ALLOWANCE + 4 * pixels * (channels + out_channels) + bytes_per_pixel * pixels
+
+
+def tile_pixels_for_memory(
+    shape: tuple[int, ...],
+    out_channels: int,
+    bytes_per_pixel: float,
+    halo: int,
+    budget: float = DEFAULT_MAX_MEMORY,
+    overlap: int = DEFAULT_OVERLAP,
+) -> int | None:
+    """The ``max_pixels`` of :func:`tiled_apply` that keeps restoring an image of ``shape`` ``(B, C, H, W)``
+    under ``budget`` bytes, or ``None`` when the whole image fits in one call.
+
+    ``bytes_per_pixel``: the model's peak memory per pixel of a crop (``benchmarks/memory_per_pixel.py``).
+    Besides the crops the budget holds :data:`PROCESS_ALLOWANCE` and the float32 images that live through
+    the whole restore: the input, the blended output and its weights. Raises :class:`ConfigError` when
+    not even the smallest tile fits.
+
+    >>> tile_pixels_for_memory((1, 1, 512, 512), 1, 400.0, halo=20) is None
+    True
+    >>> tile_pixels_for_memory((1, 1, 12000, 12000), 1, 400.0, halo=20)
+    5075240
+    """
+    batch, channels, height, width = shape
+    pixels = height * width
+    if one_piece_bytes(shape, out_channels, bytes_per_pixel) <= budget:
+        return None
+    resident = PROCESS_ALLOWANCE + 4 * batch * pixels * (channels + out_channels)
+    room = budget - resident - 4 * pixels
+    smallest = (1 + 2 * (halo + overlap)) ** 2
+    if room < bytes_per_pixel * batch * smallest:
+        needed = (resident + 4 * pixels + bytes_per_pixel * batch * smallest) / 2**30
+        raise ConfigError(
+            f"a {width}x{height} image needs about {needed:.1f} GiB even in the smallest tiles, over the "
+            f"memory budget of {budget / 2**30:.1f} GiB: raise --max-memory or restore a smaller image"
+        )
+    return int(room / (bytes_per_pixel * batch))

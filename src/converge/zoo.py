@@ -69,7 +69,9 @@ class ZooEntry:
     trained for (``None``: trained on a range of levels, or not a deblocking model); the image
     ``channels`` it restores (1 grey, 3 RGB, from its parameters); for a blind entry (no level) the
     range of noise levels it was trained on (``sigma_range``), if any; its measured ``score``; the
-    SHA-256 of its weights file, checked whenever the entry is loaded."""
+    SHA-256 of its weights file, checked whenever the entry is loaded; its peak memory per pixel at
+    inference in bytes (``memory_bytes_per_pixel``, ``benchmarks/memory_per_pixel.py``), which automatic
+    tiling plans with."""
 
     name: str
     model: str
@@ -83,6 +85,7 @@ class ZooEntry:
     trained_range: tuple[float, float] | None = None
     score: Score | None = None
     sha256: str | None = None
+    memory_per_pixel: float | None = None
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
@@ -129,6 +132,7 @@ def entry_from_manifest(config_file: str, spec: Mapping[str, Any]) -> ZooEntry:
             trained_range=None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1])),
             score=score,
             sha256=str(section["sha256"]),
+            memory_per_pixel=float(section["memory_bytes_per_pixel"]) if "memory_bytes_per_pixel" in section else None,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsError(f"the zoo section of {config_file} is incomplete ({error}): fix the manifest") from None

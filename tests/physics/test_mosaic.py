@@ -43,7 +43,7 @@ def test_raw_round_trip():
 def test_wrong_inputs_raise():
     with pytest.raises(ConfigError):
         BayerMosaic("RGBG")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="RGB images"):
         BayerMosaic()(torch.rand(1, 1, 4, 4))
     with pytest.raises(ValueError):
         BayerMosaic().from_raw(torch.rand(1, 3, 4, 4))

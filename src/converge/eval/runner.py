@@ -19,6 +19,7 @@ from converge.atomic import write_text_atomic
 from converge.color import rgb_to_y
 from converge.data.registry import get_set, load_images
 from converge.data.seeding import evaluation_generator
+from converge.errors import ConfigError
 from converge.eval.metrics import psnr, ssim
 from converge.eval.report import BenchmarkReport, ImageScore
 from converge.physics.tasks import Task
@@ -68,6 +69,8 @@ def evaluate(
     its images are taken from it (``resumed`` true) instead of being restored again; any other
     content is replaced.
     """
+    if task.name == "demosaic" and restored_channels(bench, color) != 3:
+        raise ConfigError(f"demosaicking is scored on colour images and {bench} is scored in grey: choose a colour set")
     images = list(load_images(bench))
     if limit is not None:
         images = images[:limit]

@@ -49,7 +49,7 @@ class BayerMosaic(MaskOperator):
 
     def _mask_like(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"BayerMosaic expects (B, 3, H, W) tensors, got shape {tuple(x.shape)}")
+            raise ConfigError(f"a Bayer mosaic is taken of RGB images (B, 3, H, W), got shape {tuple(x.shape)}")
         return self.channel_mask(x.shape[-2], x.shape[-1], x.dtype, x.device)
 
     def to_raw(self, y: Tensor) -> Tensor:
