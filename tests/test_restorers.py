@@ -372,6 +372,16 @@ def test_a_plug_and_play_algorithm_starts_super_resolution_from_the_bicubic_imag
     assert result.image.shape == clean.shape and result.model == "admm+identity"
 
 
+def test_a_plug_and_play_algorithm_starts_inpainting_at_one_half_in_the_holes() -> None:
+    clean = _parrots_crop()
+    task = make_task("inpaint", p=0.5)
+    observed, operator = task.degrade(clean, torch.Generator().manual_seed(0))
+    # With the identity as denoiser, ADMM never moves the missing pixels from where it started.
+    restored = make_restorer("admm", task, prior="identity")(observed, operator).image
+    holes = operator(torch.ones_like(clean)) == 0
+    assert holes.any() and torch.allclose(restored[holes], torch.full_like(restored[holes], 0.5))
+
+
 def test_a_plug_and_play_algorithm_refuses_deblocking_in_one_line() -> None:
     with pytest.raises(ConfigError, match="linear operator") as error:
         make_restorer("admm", make_task("deblock"))

@@ -71,17 +71,22 @@ class LoadedRestorer:
         return Restored(restored[0] if y.ndim == 3 else restored[0, 0] if y.ndim == 2 else restored, results)
 
 
-def load(name: str, task: str = "denoise", *, device: str = "cpu", **task_params: Any) -> LoadedRestorer:
+def load(
+    name: str, task: str = "denoise", *, device: str = "cpu", max_memory: float | None = None, **task_params: Any
+) -> LoadedRestorer:
     """The restorer called ``name`` (``converge zoo`` lists them: a zoo entry, a model family such as
     ``"durr"``, a baseline such as ``"bm3d"``, or a ``.safetensors`` file from ``converge train``) for
     ``task`` with its parameters in user units (``sigma=25``, ``quality=20``, ``factor=4``).
 
     A denoiser not told ``sigma`` works blind: a family picks its weights from the level it estimates
-    per image. Unknown names, tasks and parameters raise :class:`ConfigError`.
+    per image. ``max_memory``: the memory budget in bytes a shipped model keeps to by restoring a large
+    image in tiles (default 4 GiB, see :func:`~converge.restorers.make_restorer`). Unknown names, tasks
+    and parameters raise :class:`ConfigError`.
     """
     blind = task == "denoise" and "sigma" not in task_params
     chosen = make_task(task, **task_params)
-    return LoadedRestorer(name, chosen, blind, make_restorer(name, chosen, blind=blind, device=device))
+    function = make_restorer(name, chosen, blind=blind, device=device, max_memory=max_memory)
+    return LoadedRestorer(name, chosen, blind, function)
 
 
 def restore(image: Tensor, task: str = "denoise", *, model: str | None = None, **task_params: Any) -> Restored:

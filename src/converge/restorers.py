@@ -40,6 +40,7 @@ each iteration and works at any level, where the shipped networks are trained at
 # validation split yet (docs/plug-and-play.md); the masks (inpaint, demosaic) fill in from nothing and
 # get more.
 _PNP_ITERATIONS = {"denoise": 4, "deblur": 8, "sr": 8, "inpaint": 24, "demosaic": 24}
+_PNP_LAM = 0.23  # DPIR's lambda of the rho schedule (dpir_schedule), not tuned yet
 # RED has one fixed level (the task's noise level, this one for a noiseless task) and weight lam.
 _RED_FLOOR_SIGMA = 5.0 / 255.0
 _RED_LAM = 0.2
@@ -205,13 +206,12 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
     task's noise level ([0, 1] scale; a noiseless task ends at the schedule's floor; ``blind``: the
     level estimated from each image) over a per-task number of iterations (``_PNP_ITERATIONS``, not
     tuned yet). ``red`` runs at that level (5/255 for a noiseless task) with ``lam`` 0.2, to its default
-    tolerance and iteration cap. Every algorithm starts from ``A^T y``, except super-resolution, which
-    starts from the bicubic upsampling of the low-resolution ``y``. A diverged run returns the
+    tolerance and iteration cap. Every algorithm starts where :func:`_pnp_start` says (bicubic for SR,
+    0.5 in the holes for inpainting, ``A^T y`` otherwise). A diverged run returns the
     algorithm's lowest-change iterate after the algorithm's own one-sentence ``RuntimeWarning``. A model
     prior runs on ``device``, a classical one on the CPU; the denoiser is built now, once per channel
     count, so an unknown prior fails before any image is restored.
     """
-    from converge.baselines import bicubic_upsample
     from converge.optim import dpir_schedule, get_algorithm, make_denoiser
     from converge.optim.priors import DENOISING_BASELINES, Denoiser
     from converge.physics.noise import estimate_noise_sigma
@@ -247,7 +247,7 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
         if isinstance(operator, BayerMosaic) and y.shape[1] == 1:
             y = operator.from_raw(y)
         sigma = float(estimate_noise_sigma(y)[0]) if blind else task_sigma
-        x0 = bicubic_upsample(y, task.params["factor"]) if task.name == "sr" else None
+        x0 = _pnp_start(y, operator, task)
         denoiser = denoiser_for(y.shape[1])
         with torch.no_grad():
             if name == "red":
@@ -255,13 +255,28 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
             elif name == "forward_backward":
                 image, info = algorithm(y, operator, denoiser, schedule=dpir_schedule(iterations, sigma)[0], x0=x0)
             else:
-                sigmas, rhos = dpir_schedule(iterations, sigma)
+                sigmas, rhos = dpir_schedule(iterations, sigma, lam=_PNP_LAM)
                 image, info = algorithm(y, operator, denoiser, schedule=sigmas, rho=rhos, x0=x0)
         image = image.clamp(0.0, 1.0).to(given_on)
         level = 255.0 * sigma if blind else None
         return Restoration(image, time.perf_counter() - start, float(info.iterations), label, level)
 
     return restore
+
+
+def _pnp_start(y: Tensor, operator: Operator, task: Task) -> Tensor | None:
+    """Where a plug-and-play algorithm starts (the MTDEQ / pnp-ReG protocol): the bicubic upsampling
+    for super-resolution, the observation with 0.5 in its missing pixels for inpainting, else ``A^T y``
+    (``None``)."""
+    from converge.baselines import bicubic_upsample
+    from converge.physics.mask import MaskOperator
+
+    if task.name == "sr":
+        return bicubic_upsample(y, task.params["factor"])
+    if task.name == "inpaint" and isinstance(operator, MaskOperator):
+        kept = operator(torch.ones_like(y))
+        return kept * y + 0.5 * (1.0 - kept)
+    return None
 
 
 def _zoo_restorer(
