@@ -243,6 +243,21 @@ def test_a_tight_memory_budget_tiles_the_default_model_or_refuses_one_that_canno
     assert not output.exists()
 
 
+def test_restore_keeps_transparency_or_says_it_is_left_out(tmp_path):
+    rgba = np.zeros((24, 20, 4), dtype=np.uint8)
+    rgba[..., :3] = 128
+    rgba[..., 3] = np.tile(np.arange(20, dtype=np.uint8) * 12, (24, 1))
+    source = tmp_path / "logo.png"
+    Image.fromarray(rgba).save(source)
+    output = tmp_path / "out.png"
+    result = run_cli("restore", str(source), str(output), "-m", "tv", "--sigma", "10")
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(output))[..., 3], rgba[..., 3])
+    upscaled = run_cli("restore", str(source), str(tmp_path / "up.png"), "-t", "sr", "--factor", "2", "-m", "bicubic")
+    assert upscaled.returncode == 0 and "transparency is left out" in upscaled.stderr
+    assert Image.open(tmp_path / "up.png").mode == "RGB"
+
+
 def test_sr_round_trip_shapes(tmp_path, clean_png):
     low, up = tmp_path / "low.png", tmp_path / "up.png"
     assert run_cli("degrade", str(clean_png), str(low), "--task", "sr", "--factor", "2").returncode == 0

@@ -8,8 +8,8 @@ import time
 
 from fuzz_cases import cli_trial, read_trial, small_images
 
-READ_SECONDS = 20.0
-CLI_SECONDS = 40.0
+READ_SECONDS = 15.0
+CLI_SECONDS = 30.0
 
 
 def run_for(seconds: float, trial, *arguments) -> tuple[dict[str, int], list[str]]:

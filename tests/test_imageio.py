@@ -209,3 +209,25 @@ def test_an_animated_file_is_refused(tmp_path):
     frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
     with pytest.raises(ImageReadError, match="animated image \\(2 frames\\)"):
         read_image(tmp_path / "moving.gif")
+
+
+def test_alpha_is_read_apart_and_written_back(tmp_path):
+    from converge.imageio import read_alpha
+
+    rgba = np.zeros((4, 5, 4), dtype=np.uint8)
+    rgba[..., 1] = 120
+    rgba[..., 3] = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    path = _save(tmp_path / "a.png", rgba)
+    alpha = read_alpha(path)
+    assert alpha is not None and np.array_equal(alpha, rgba[..., 3])
+    out = write_image(tmp_path / "b.png", read_image(path), alpha=alpha)
+    assert np.array_equal(np.asarray(Image.open(out)), rgba)
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    assert read_alpha(_save(tmp_path / "o.png", opaque)) is None
+    assert read_alpha(_save(tmp_path / "g.png", rgba[..., 0])) is None
+    with pytest.raises(ImageWriteError, match="8 bits only"):
+        write_image(tmp_path / "c.png", read_image(path)[:, :1], bits=16, alpha=alpha)
+    with pytest.raises(ImageWriteError, match="alpha plane must be 5x4"):
+        write_image(tmp_path / "c.png", read_image(path), alpha=alpha[:2])
+    assert not (tmp_path / "c.png").exists()

@@ -218,7 +218,7 @@ def restore(
     Under `torchrun --nproc-per-node N -m converge restore ...` the N processes share a folder's images.
     """
     from converge.distributed import workers
-    from converge.imageio import jpeg_quality, read_image, stored_bits, stored_channels, write_image
+    from converge.imageio import jpeg_quality, read_alpha, read_image, stored_bits, stored_channels, write_image
     from converge.physics.base import Operator
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
@@ -279,7 +279,13 @@ def restore(
         # A colour file of grey content was restored as grey: written back as the file stored it.
         channels = stored_channels(in_path) if result.image.shape[1] == 1 else result.image.shape[1]
         depth = bits if bits is not None else stored_bits(in_path) if channels == 1 else 8
-        write_image(out_path, result.image.expand(-1, channels, -1, -1), bits=depth)
+        alpha = read_alpha(in_path)
+        if alpha is not None and alpha.shape != tuple(result.image.shape[-2:]):
+            _say(f"note: {in_path}'s transparency is left out: the output is another size")
+            alpha = None
+        if alpha is not None and depth != 8:
+            raise ConfigError(f"{in_path} has transparency, which is written in 8 bits only: drop --bits {depth}")
+        write_image(out_path, result.image.expand(-1, channels, -1, -1), bits=depth, alpha=alpha)
         counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
         if result.tiles is not None:
             counted += f", {result.tiles} tiles to stay in the memory budget"

@@ -154,12 +154,26 @@ def _to_array(image: Image.Image, path: Path) -> np.ndarray:
     raise ImageReadError(f"{path}: unsupported image mode {mode!r}")
 
 
-def write_image(path: str | Path, image: Tensor, bits: int = 8) -> Path:
+def read_alpha(path: str | Path) -> np.ndarray | None:
+    """The alpha plane of the file at ``path`` as an ``(H, W)`` uint8 array, or ``None`` when it has none
+    or it is fully opaque. :func:`read_image` leaves alpha out (the restorers see colour only); this is
+    how a caller keeps it for :func:`write_image`."""
+    with _opened(Path(path)) as image:
+        if image.mode == "P" and "transparency" in image.info:
+            image = image.convert("RGBA")
+        if image.mode not in ("RGBA", "LA", "PA", "La", "RGBa"):
+            return None
+        alpha = np.asarray(image.getchannel("A"), dtype=np.uint8)
+    return None if bool((alpha == 255).all()) else alpha
+
+
+def write_image(path: str | Path, image: Tensor, bits: int = 8, alpha: np.ndarray | None = None) -> Path:
     """Write a ``(1, C, H, W)`` or ``(C, H, W)`` tensor in [0, 1] as an 8- or 16-bit PNG, atomically.
 
     Values are clipped to [0, 1] and rounded. ``C`` must be 1 or 3; 16-bit output is grey only
-    (Pillow cannot write 16-bit colour PNG). Raises :class:`ImageWriteError`; on any failure the
-    destination is left untouched.
+    (Pillow cannot write 16-bit colour PNG). ``alpha``: an ``(H, W)`` uint8 plane written as the PNG's
+    alpha channel (8-bit output only), as :func:`read_alpha` returns it. Raises :class:`ImageWriteError`;
+    on any failure the destination is left untouched.
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -167,6 +181,8 @@ def write_image(path: str | Path, image: Tensor, bits: int = 8) -> Path:
     if bits not in (8, 16):
         raise ImageWriteError(f"{path}: bit depth must be 8 or 16, got {bits}")
     pil_image = _to_pil(image, bits, path)
+    if alpha is not None:
+        pil_image = _with_alpha(pil_image, alpha, bits, path)
     folder = path.parent
     if not folder.is_dir():
         raise ImageWriteError(f"{path}: folder {folder} does not exist")
@@ -197,6 +213,18 @@ def _to_pil(image: Tensor, bits: int, path: Path) -> Image.Image:
         band = image[:, top : top + _QUANTISE_ROWS].detach().to("cpu", torch.float64).clamp(0.0, 1.0)
         quantised[top : top + _QUANTISE_ROWS] = np.rint(band.permute(1, 2, 0).numpy() * peak).astype(dtype)
     return Image.fromarray(quantised[:, :, 0] if channels == 1 else quantised)
+
+
+def _with_alpha(image: Image.Image, alpha: np.ndarray, bits: int, path: Path) -> Image.Image:
+    """``image`` (mode L or RGB) with ``alpha`` as its alpha channel (mode LA or RGBA)."""
+    if bits != 8:
+        raise ImageWriteError(f"{path}: an image with alpha is written in 8 bits only, not {bits}")
+    if alpha.dtype != np.uint8 or alpha.shape != (image.height, image.width):
+        size = f"{image.width}x{image.height}"
+        raise ImageWriteError(f"{path}: the alpha plane must be {size} uint8, got {alpha.shape} {alpha.dtype}")
+    image = image.convert("LA" if image.mode == "L" else "RGBA")
+    image.putalpha(Image.fromarray(alpha))
+    return image
 
 
 def _grey_content(array: np.ndarray) -> bool:
