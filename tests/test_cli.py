@@ -258,6 +258,22 @@ def test_restore_keeps_transparency_or_says_it_is_left_out(tmp_path):
     assert Image.open(tmp_path / "up.png").mode == "RGB"
 
 
+def test_restore_reads_standard_input_and_writes_standard_output(tmp_path, clean_png):
+    piped = subprocess.run(
+        [sys.executable, "-m", "converge", "restore", "-", "-", "-m", "tv", "--sigma", "10"],
+        input=clean_png.read_bytes(), capture_output=True, timeout=300,
+    )
+    assert piped.returncode == 0, piped.stderr
+    restored = tmp_path / "restored.png"
+    restored.write_bytes(piped.stdout)
+    assert Image.open(restored).size == Image.open(clean_png).size
+    broken = subprocess.run(
+        [sys.executable, "-m", "converge", "restore", "-", "-", "-m", "tv", "--sigma", "10"],
+        input=b"not an image", capture_output=True, timeout=300,
+    )
+    assert broken.returncode == 2 and broken.stdout == b"" and b"Traceback" not in broken.stderr
+
+
 def test_sr_round_trip_shapes(tmp_path, clean_png):
     low, up = tmp_path / "low.png", tmp_path / "up.png"
     assert run_cli("degrade", str(clean_png), str(low), "--task", "sr", "--factor", "2").returncode == 0

@@ -144,6 +144,30 @@ def _make_task(name: str, params: dict, user_kernel: tuple[Tensor, str] | None) 
 
 
 @contextmanager
+def _standard_streams(source: Path, target: Path):
+    """``(source, target)``, with ``-`` for either standing for the image bytes of standard input or
+    the PNG bytes for standard output, passed through files in a temporary folder; the output goes to
+    standard output only once the restore has succeeded."""
+    import tempfile
+
+    if str(source) != "-" and str(target) != "-":
+        yield source, target
+        return
+    with tempfile.TemporaryDirectory(prefix="converge-") as folder:
+        scratch = Path(folder)
+        if str(source) == "-":
+            source = scratch / "stdin"
+            source.write_bytes(sys.stdin.buffer.read())
+        to_stdout = str(target) == "-"
+        if to_stdout:
+            target = scratch / "stdout.png"
+        yield source, target
+        if to_stdout:
+            sys.stdout.buffer.write(target.read_bytes())
+            sys.stdout.buffer.flush()
+
+
+@contextmanager
 def _progress(description: str, total: int | None, enabled: bool = True):
     """A rich progress bar on stderr; ``advance(total=None)`` moves it by one (and may set the total)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -176,8 +200,10 @@ def _collect_inputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
 
 @app.command()
 def restore(
-    source: Annotated[Path, typer.Argument(help="Degraded image, or a folder of them.")],
-    target: Annotated[Path, typer.Argument(help="Output PNG, or a folder when SOURCE is a folder.")],
+    source: Annotated[Path, typer.Argument(help="Degraded image, or a folder of them; - reads standard input.")],
+    target: Annotated[
+        Path, typer.Argument(help="Output PNG, or a folder when SOURCE is a folder; - writes standard output.")
+    ],
     task: TaskOption = "denoise",
     model: Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     sigma: SigmaOption = None,
@@ -256,7 +282,6 @@ def restore(
     restorer_for(None)
     read_quality = task == "deblock" and quality is None
     place = workers()
-    pairs = place.share(_collect_inputs(source, target))
 
     def restore_one(in_path: Path, out_path: Path) -> None:
         """Restore one file and report it in one line."""
@@ -298,18 +323,20 @@ def restore(
             )
 
     failures: list[str] = []
-    with _progress("restoring", len(pairs), enabled=len(pairs) > 1 and place.is_main) as advance:
-        for in_path, out_path in pairs:
-            if not source.is_dir():
-                restore_one(in_path, out_path)
-            else:
-                # A bad file of a folder is reported, and the others are still restored.
-                try:
+    with _standard_streams(source, target) as (source, target):
+        pairs = place.share(_collect_inputs(source, target))
+        with _progress("restoring", len(pairs), enabled=len(pairs) > 1 and place.is_main) as advance:
+            for in_path, out_path in pairs:
+                if not source.is_dir():
                     restore_one(in_path, out_path)
-                except ConvergeError as error:
-                    failures.append(in_path.name)
-                    _say(f"error: {error}")
-            advance()
+                else:
+                    # A bad file of a folder is reported, and the others are still restored.
+                    try:
+                        restore_one(in_path, out_path)
+                    except ConvergeError as error:
+                        failures.append(in_path.name)
+                        _say(f"error: {error}")
+                advance()
     if failures:
         raise ConfigError(f"{len(failures)} of {len(pairs)} images could not be restored: {', '.join(failures)}")
 
