@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from converge.errors import ConfigError
+from converge.errors import ConfigError, ImageReadError
 
 SUM_TOLERANCE = 1e-3
 
@@ -74,7 +74,6 @@ def _read_array(path: Path) -> Tensor:
 
 
 def _read_grey_image(path: Path) -> Tensor:
-    from converge.errors import ImageReadError
     from converge.imageio import read_image
 
     try:
