@@ -41,7 +41,7 @@ LAMBDAS = (0.1, 0.23, 0.5)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prior", required=True)
+    parser.add_argument("--prior", required=True, help="a denoiser name or a .safetensors file from converge train")
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     args = parser.parse_args()
@@ -61,7 +61,8 @@ def main() -> None:
                 psnr = report.summary()["psnr"]
                 rows.append({"task": label, "iterations": iterations, "lam": lam, "psnr": psnr, "seconds": seconds})
                 print(rows[-1], flush=True)
-    out = Path(__file__).parent / "results" / f"tune_pnp-{args.prior}"
+    prior_name = Path(args.prior).stem if args.prior.endswith(".safetensors") else args.prior
+    out = Path(__file__).parent / "results" / f"tune_pnp-{prior_name}"
     command = f"python benchmarks/tune_pnp.py --prior {args.prior} --images {args.images}"
     lines = [f"# PnP-ADMM schedule on {BENCH} (first {args.images}), prior {args.prior}", "",
              f"Command: `{command}`. Mean PSNR (dB).", "",

@@ -60,7 +60,7 @@ PriorOption = Annotated[
     Optional[str],
     typer.Option(
         help="Denoiser a plug-and-play --model runs with: a shipped denoiser (dncnn-s25), a family, "
-        "bm3d, nlm, tv or identity. Default: bm3d."
+        "bm3d, nlm, tv, identity, or a .safetensors file from converge train. Default: bm3d."
     ),
 ]
 SigmaOption = Annotated[
@@ -435,7 +435,7 @@ def evaluate(
     suffix = ("-blind" if blind else "") + ("" if loops is None else f"-loops{loops}")
     suffix += "" if stride is None else f"-stride{stride}"
     suffix += "" if window is None else f"-window{window}"
-    suffix += "" if prior is None else f"-prior{prior}"
+    suffix += "" if prior is None else f"-prior{Path(prior).stem if prior.endswith('.safetensors') else prior}"
     # A report of some images is named for them, so it never replaces the report of the whole set.
     suffix += "" if limit is None else f"-first{limit}"
     stem = f"{label}-{bench}-{chosen.tag}{suffix}"

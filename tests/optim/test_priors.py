@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from converge import zoo
-from converge.errors import ConfigError
+from converge.errors import ConfigError, WeightsError
 from converge.eval.metrics import psnr
+from converge.models import build_model
 from converge.optim import BaselineDenoiser, Denoiser, IdentityDenoiser, ModelDenoiser, make_denoiser
 
 
@@ -106,3 +107,16 @@ def test_tv_baseline_denoises():
     clean, noisy = noisy_pair()
     restored = make_denoiser("tv").denoise(noisy, 25 / 255)
     assert float(psnr(restored, clean)) > float(psnr(noisy, clean)) + 3.0
+
+
+def test_make_denoiser_loads_a_trained_weights_file(tmp_path):
+    params = {"channels": 1, "widths": [2, 2, 2, 2], "blocks": 1}
+    model = build_model("unet", params)
+    weights = zoo.save_weights(model, {"task": "denoise"}, tmp_path / "prior.safetensors")
+    denoiser = make_denoiser(str(weights))
+    assert isinstance(denoiser, ModelDenoiser)
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(denoiser.denoise(x, 0.1), model.eval()(x, sigma=0.1))
+    with pytest.raises(WeightsError, match="missing"):
+        make_denoiser(str(tmp_path / "other.safetensors"))

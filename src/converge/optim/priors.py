@@ -94,7 +94,8 @@ def make_denoiser(
 ) -> Denoiser:
     """The denoiser called ``name``: a zoo denoising model (``dncnn-s25``), a model family (``nerd``: the
     zoo's denoiser for ``channels``-channel images trained nearest to ``sigma``, on the [0, 1] scale), a
-    classical baseline (``bm3d``, ``nlm``, ``tv``) or ``identity``. Zoo models load on ``device``.
+    classical baseline (``bm3d``, ``nlm``, ``tv``), ``identity``, or a ``.safetensors`` file written by
+    ``converge train`` (with its ``.yaml`` beside it). Models load on ``device``.
 
     Unknown names raise :class:`ConfigError` listing the valid ones.
 
@@ -107,13 +108,17 @@ def make_denoiser(
         return IdentityDenoiser()
     if name in DENOISING_BASELINES:
         return BaselineDenoiser(name)
+    if name.endswith(".safetensors"):
+        return ModelDenoiser(zoo.load_weights(name, device=device))
     entries = {entry.name for entry in zoo.ZOO.values() if entry.task == "denoise"}
     families = {entry.model for entry in zoo.ZOO.values() if entry.task == "denoise"}
     if name in families and name not in zoo.ZOO:
         name = _family_member(name, sigma, channels)
     elif name not in entries:
         valid = sorted(entries | families) + sorted(DENOISING_BASELINES) + ["identity"]
-        raise ConfigError(f"Unknown denoiser {name!r}; choose one of {', '.join(valid)}.")
+        raise ConfigError(
+            f"Unknown denoiser {name!r}; choose one of {', '.join(valid)}, or a .safetensors file from converge train."
+        )
     return ModelDenoiser(zoo.load_model(name, device=device))
 
 
