@@ -1,14 +1,17 @@
-"""Tune the plug-and-play schedule (iterations per task and DPIR's lambda) on the validation split.
+"""Tune the plug-and-play schedule (iterations, DPIR's lambda, end-level floor) per task on the validation split.
 
 For each task of the MTDEQ protocol (completion 80% / 90%, Gaussian deblurring 1.6 / 2.0 at noise
 2.55, super-resolution x2 / x3 bicubic and Gaussian at noise 0 and 2.55) and each (iterations,
-lambda) of a grid, PnP-ADMM with ``--prior`` restores the first ``--images`` colour ``bsds-val32``
-images (BSDS500 validation images, in no test table), degraded with the seeded evaluation noise, and
-the mean PSNR is recorded. The paper tunes once, for the Gauss prior, and reuses the setting for every
-other prior; the best setting per task family goes into ``_PNP_ITERATIONS`` and ``_PNP_LAM`` of
-``converge/restorers.py`` by hand, citing this file. Writes ``benchmarks/results/tune_pnp-PRIOR.{json,md}``.
+lambda, floor) of a grid, PnP-ADMM with ``--prior`` restores the first ``--images`` colour
+``bsds-val32`` images (BSDS500 validation images, in no test table), degraded with the seeded
+evaluation noise, and the mean PSNR is recorded. The floor is the level a task quieter than it ends
+at (``PnPSchedule.floor``, in 1/255 units here). The paper tunes once, for the Gauss prior, and reuses
+the setting for every other prior; the best setting per task family goes into ``_PNP_SCHEDULES`` of
+``converge/restorers.py`` by hand, citing this file. Rows of a setting run again replace the earlier
+ones in ``benchmarks/results/tune_pnp-PRIOR.{json,md}``, so the grid can be searched in stages.
 
     python benchmarks/tune_pnp.py --prior drunet-color --images 6
+    python benchmarks/tune_pnp.py --prior drunet-color --tasks "completion 80%" --floors 0.255 5 10
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ TASKS = {
 }
 ITERATIONS = (8, 24, 40)
 LAMBDAS = (0.1, 0.23, 0.5)
+FLOORS = (0.255,)
 
 
 def main() -> None:
@@ -44,33 +48,50 @@ def main() -> None:
     parser.add_argument("--prior", required=True, help="a denoiser name or a .safetensors file from converge train")
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--iterations", nargs="*", type=int, default=list(ITERATIONS))
+    parser.add_argument("--lambdas", nargs="*", type=float, default=list(LAMBDAS))
+    parser.add_argument("--floors", nargs="*", type=float, default=list(FLOORS), help="end-level floors, x/255")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = []
+    prior_name = Path(args.prior).stem if args.prior.endswith(".safetensors") else args.prior
+    out = Path(__file__).parent / "results" / f"tune_pnp-{prior_name}"
+    rows = _earlier_rows(out.with_suffix(".json"), args.images)
     for label in args.tasks:
         name, params = TASKS[label]
         task = make_task(name, **params)
-        for iterations in ITERATIONS:
-            for lam in LAMBDAS:
-                restorers._PNP_ITERATIONS[name] = iterations
-                restorers._PNP_LAM = lam
-                start = time.perf_counter()
-                restorer = restorers.make_restorer("admm", task, prior=args.prior)
-                report = evaluate(restorer, "admm", BENCH, task, limit=args.images)
-                seconds = round(time.perf_counter() - start, 1)
-                psnr = report.summary()["psnr"]
-                rows.append({"task": label, "iterations": iterations, "lam": lam, "psnr": psnr, "seconds": seconds})
-                print(rows[-1], flush=True)
-    prior_name = Path(args.prior).stem if args.prior.endswith(".safetensors") else args.prior
-    out = Path(__file__).parent / "results" / f"tune_pnp-{prior_name}"
-    command = f"python benchmarks/tune_pnp.py --prior {args.prior} --images {args.images}"
+        for iterations in args.iterations:
+            for lam in args.lambdas:
+                for floor in args.floors:
+                    restorers._PNP_SCHEDULES[name] = restorers.PnPSchedule(iterations, lam, floor / 255.0)
+                    start = time.perf_counter()
+                    restorer = restorers.make_restorer("admm", task, prior=args.prior)
+                    report = evaluate(restorer, "admm", BENCH, task, limit=args.images)
+                    setting = {"task": label, "iterations": iterations, "lam": lam, "floor": floor}
+                    rows = [row for row in rows if {key: row[key] for key in setting} != setting]
+                    rows.append({**setting, "psnr": report.summary()["psnr"],
+                                 "seconds": round(time.perf_counter() - start, 1)})
+                    print(rows[-1], flush=True)
+                    _write(out, args, rows)
+
+
+def _earlier_rows(path: Path, images: int) -> list[dict]:
+    """The rows of an earlier run on as many images (those of another image count are dropped)."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    return [{"floor": FLOORS[0], **row} for row in earlier["rows"]] if earlier["images"] == images else []
+
+
+def _write(out: Path, args: argparse.Namespace, rows: list[dict]) -> None:
+    """The JSON rows and a Markdown table per task, best setting first."""
+    command = f"python benchmarks/tune_pnp.py --prior {args.prior} --images {args.images} (in stages: see --help)"
     lines = [f"# PnP-ADMM schedule on {BENCH} (first {args.images}), prior {args.prior}", "",
-             f"Command: `{command}`. Mean PSNR (dB).", "",
-             "| task | " + " | ".join(f"K {k}, lam {lam:g}" for k in ITERATIONS for lam in LAMBDAS) + " |",
-             "|---|" + "---:|" * (len(ITERATIONS) * len(LAMBDAS))]
-    for label in args.tasks:
-        cells = [row["psnr"] for row in rows if row["task"] == label]
-        lines.append(f"| {label} | " + " | ".join(f"{value:.2f}" for value in cells) + " |")
+             f"Command: `{command}`. Mean PSNR (dB); floor in 1/255 units.", "",
+             "| task | iterations | lam | floor | PSNR | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    for label in TASKS:
+        ranked = sorted((row for row in rows if row["task"] == label), key=lambda row: -row["psnr"])
+        lines += [f"| {label} | {row['iterations']} | {row['lam']:g} | {row['floor']:g} | {row['psnr']:.2f} | "
+                  f"{row['seconds']:.0f} |" for row in ranked]
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "prior": args.prior, "images": args.images, "rows": rows}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")

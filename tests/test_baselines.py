@@ -17,6 +17,7 @@ from converge.baselines import (
     ClassicalRestorer,
     Identity,
     bicubic_upsample,
+    fill_missing,
     get_baseline,
     malvar_demosaic,
     register_baseline,
@@ -130,7 +131,7 @@ def test_every_registered_baseline_builds_and_has_a_description():
     for name, spec in BASELINES.items():
         options = {"factor": 2} if name == "bicubic" else {}
         if spec.needs_operator:
-            options["operator"] = make_task(spec.tasks[0]).operator
+            options["operator"] = _image_operator(spec.tasks[0])
         assert isinstance(get_baseline(name, **options), ClassicalRestorer)
         assert spec.description.strip()
 
@@ -144,8 +145,13 @@ def test_every_baseline_declares_tasks_that_exist_and_options_they_give(name):
         assert set(spec.task_options) <= set(task_parameters(task))
     options = {option: task_parameters(spec.tasks[0])[option] for option in spec.task_options}
     if spec.needs_operator:
-        options["operator"] = make_task(spec.tasks[0]).operator
+        options["operator"] = _image_operator(spec.tasks[0])
     assert isinstance(get_baseline(name, **options), ClassicalRestorer)
+
+
+def _image_operator(task: str):
+    """The operator that degraded one image under ``task`` (a blur, a drawn mask)."""
+    return make_task(task).degrade(torch.rand(1, 3, 16, 16), torch.Generator().manual_seed(0))[1]
 
 
 def test_identity_is_an_alias_of_input():
@@ -313,3 +319,44 @@ def test_wiener_with_a_vanishing_balance_is_the_inverse_filter(monkeypatch):
 def test_wiener_needs_a_blur():
     with pytest.raises(ConfigError, match="shift-invariant blur"):
         get_baseline("wiener", operator=make_task("sr").operator)
+
+
+def _dropped(image: torch.Tensor, p: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``image`` with a fraction ``p`` of its pixels dropped, and the 0/1 mask ``(B, 1, H, W)`` kept."""
+    observed, operator = make_task("inpaint", p=p).degrade(image, torch.Generator().manual_seed(seed))
+    return observed, operator(torch.ones_like(image[:, :1]))
+
+
+def test_fill_keeps_kept_pixels_and_stays_within_their_range(gray_crop):
+    observed, mask = _dropped(gray_crop, 0.9)
+    filled = fill_missing(observed, mask)
+    kept = mask.expand_as(observed) == 1
+    assert torch.equal(filled[kept], observed[kept])
+    assert float(filled.min()) >= float(observed[kept].min()) - 1e-6
+    assert float(filled.max()) <= float(observed[kept].max()) + 1e-6
+
+
+def test_fill_reproduces_a_constant_image_under_any_mask():
+    image = torch.full((1, 3, 40, 24), 0.3)
+    mask = torch.zeros(1, 1, 40, 24)
+    mask[..., 5, 7] = 1.0
+    assert torch.allclose(fill_missing(image * mask, mask), image, atol=1e-6)
+    assert torch.equal(fill_missing(image, torch.zeros_like(mask)), torch.full_like(image, 0.5))
+
+
+def test_fill_closes_a_hole_wider_than_its_kernel_from_both_sides():
+    image = torch.zeros(1, 1, 64, 64)
+    image[..., 32:] = 1.0
+    mask = torch.ones(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 0.0
+    filled = fill_missing(image * mask, mask)
+    assert bool(filled.isfinite().all())
+    assert float(filled[..., 32, 20]) < 0.5 < float(filled[..., 32, 44])
+
+
+def test_the_fill_baseline_beats_the_masked_input_and_needs_a_mask(gray_crop):
+    observed, operator = make_task("inpaint", p=0.8).degrade(gray_crop, torch.Generator().manual_seed(0))
+    filled = get_baseline("fill", operator=operator)(observed)
+    assert psnr(filled, gray_crop) > psnr(observed, gray_crop) + 10.0
+    with pytest.raises(ConfigError, match="pixel mask"):
+        get_baseline("fill", operator=make_task("sr").operator)

@@ -372,14 +372,18 @@ def test_a_plug_and_play_algorithm_starts_super_resolution_from_the_bicubic_imag
     assert result.image.shape == clean.shape and result.model == "admm+identity"
 
 
-def test_a_plug_and_play_algorithm_starts_inpainting_at_one_half_in_the_holes() -> None:
+def test_a_plug_and_play_algorithm_starts_inpainting_from_the_filled_holes() -> None:
+    from converge.baselines import fill_missing
+
     clean = _parrots_crop()
     task = make_task("inpaint", p=0.5)
     observed, operator = task.degrade(clean, torch.Generator().manual_seed(0))
     # With the identity as denoiser, ADMM never moves the missing pixels from where it started.
     restored = make_restorer("admm", task, prior="identity")(observed, operator).image
-    holes = operator(torch.ones_like(clean)) == 0
-    assert holes.any() and torch.allclose(restored[holes], torch.full_like(restored[holes], 0.5))
+    mask = operator(torch.ones_like(clean))
+    holes = mask == 0
+    start = fill_missing(observed, mask).clamp(0.0, 1.0)
+    assert holes.any() and torch.allclose(restored[holes], start[holes], atol=1e-6)
 
 
 def test_a_plug_and_play_algorithm_refuses_deblocking_in_one_line() -> None:

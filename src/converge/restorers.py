@@ -35,12 +35,28 @@ DEFAULT_PRIOR = "bm3d"
 """The denoiser a plug-and-play algorithm runs with when no prior is named: BM3D is told the level of
 each iteration and works at any level, where the shipped networks are trained at one."""
 
-# Iterations of a scheduled plug-and-play run (admm, hqs, forward_backward) per task: the tasks with a
-# linear operator, so JPEG deblocking is not among them. These are starting values, NOT tuned on the
-# validation split yet (docs/plug-and-play.md); the masks (inpaint, demosaic) fill in from nothing and
-# get more.
-_PNP_ITERATIONS = {"denoise": 4, "deblur": 8, "sr": 8, "inpaint": 24, "demosaic": 24}
-_PNP_LAM = 0.23  # DPIR's lambda of the rho schedule (dpir_schedule), not tuned yet
+
+
+@dataclass(frozen=True)
+class PnPSchedule:
+    """The :func:`~converge.optim.dpir_schedule` of a scheduled plug-and-play run (admm, hqs,
+    forward_backward) for one task: ``iterations``, DPIR's ``lam`` of the penalty and ``floor``, the
+    last denoiser level ([0, 1] scale) when the task's noise is lower (a noiseless task ends there)."""
+
+    iterations: int
+    lam: float = 0.23
+    floor: float = 0.255 / 255.0
+
+
+# One schedule per task with a linear operator (JPEG deblocking is not among them). Starting values,
+# NOT tuned on the validation split yet (docs/plug-and-play.md); the masks fill in and get more.
+_PNP_SCHEDULES = {
+    "denoise": PnPSchedule(4),
+    "deblur": PnPSchedule(8),
+    "sr": PnPSchedule(8),
+    "inpaint": PnPSchedule(24),
+    "demosaic": PnPSchedule(24),
+}
 # RED has one fixed level (the task's noise level, this one for a noiseless task) and weight lam.
 _RED_FLOOR_SIGMA = 5.0 / 255.0
 _RED_LAM = 0.2
@@ -203,26 +219,26 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
     """Plug-and-play algorithm ``name`` on ``(y, operator)`` with denoiser ``prior``.
 
     ``admm``, ``hqs`` and ``forward_backward`` follow :func:`~converge.optim.dpir_schedule` for the
-    task's noise level ([0, 1] scale; a noiseless task ends at the schedule's floor; ``blind``: the
-    level estimated from each image) over a per-task number of iterations (``_PNP_ITERATIONS``, not
-    tuned yet). ``red`` runs at that level (5/255 for a noiseless task) with ``lam`` 0.2, to its default
-    tolerance and iteration cap. Every algorithm starts where :func:`_pnp_start` says (bicubic for SR,
-    0.5 in the holes for inpainting, ``A^T y`` otherwise). A diverged run returns the
-    algorithm's lowest-change iterate after the algorithm's own one-sentence ``RuntimeWarning``. A model
-    prior runs on ``device``, a classical one on the CPU; the denoiser is built now, once per channel
+    task's noise level ([0, 1] scale; ``blind``: the level estimated from each image) with the task's
+    :class:`PnPSchedule` (iterations, lambda, and the floor a quieter task ends at). ``red`` runs at
+    that level (5/255 for a noiseless task) with ``lam`` 0.2, to its default tolerance and iteration
+    cap. Every algorithm starts where :func:`_pnp_start` says (bicubic for SR, the holes filled from
+    their neighbours for inpainting, ``A^T y`` otherwise). A diverged run returns the algorithm's
+    lowest-change iterate after the algorithm's own one-sentence ``RuntimeWarning``. A model prior runs
+    on ``device``, a classical one on the CPU; the denoiser is built now, once per channel
     count, so an unknown prior fails before any image is restored.
     """
     from converge.optim import dpir_schedule, get_algorithm, make_denoiser
     from converge.optim.priors import DENOISING_BASELINES, Denoiser
     from converge.physics.noise import estimate_noise_sigma
 
-    if task.name not in _PNP_ITERATIONS:
+    if task.name not in _PNP_SCHEDULES:
         raise ConfigError(
             f"plug-and-play algorithm '{name}' restores the tasks with a linear operator "
-            f"({', '.join(_PNP_ITERATIONS)}), not '{task.name}'"
+            f"({', '.join(_PNP_SCHEDULES)}), not '{task.name}'"
         )
     algorithm = get_algorithm(name)
-    iterations = _PNP_ITERATIONS[task.name]
+    plan = _PNP_SCHEDULES[task.name]
     task_sigma = _noise_sigma(task) or 0.0
     runs_on = torch.device("cpu") if prior in (*DENOISING_BASELINES, "identity") else device
     label = f"{name}+{prior}"
@@ -252,11 +268,12 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
         with torch.no_grad():
             if name == "red":
                 image, info = algorithm(y, operator, denoiser, sigma=sigma or _RED_FLOOR_SIGMA, lam=_RED_LAM, x0=x0)
-            elif name == "forward_backward":
-                image, info = algorithm(y, operator, denoiser, schedule=dpir_schedule(iterations, sigma)[0], x0=x0)
             else:
-                sigmas, rhos = dpir_schedule(iterations, sigma, lam=_PNP_LAM)
-                image, info = algorithm(y, operator, denoiser, schedule=sigmas, rho=rhos, x0=x0)
+                sigmas, rhos = dpir_schedule(plan.iterations, sigma, lam=plan.lam, sigma_min=plan.floor)
+                if name == "forward_backward":
+                    image, info = algorithm(y, operator, denoiser, schedule=sigmas, x0=x0)
+                else:
+                    image, info = algorithm(y, operator, denoiser, schedule=sigmas, rho=rhos, x0=x0)
         image = image.clamp(0.0, 1.0).to(given_on)
         level = 255.0 * sigma if blind else None
         return Restoration(image, time.perf_counter() - start, float(info.iterations), label, level)
@@ -265,17 +282,17 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
 
 
 def _pnp_start(y: Tensor, operator: Operator, task: Task) -> Tensor | None:
-    """Where a plug-and-play algorithm starts (the MTDEQ / pnp-ReG protocol): the bicubic upsampling
-    for super-resolution, the observation with 0.5 in its missing pixels for inpainting, else ``A^T y``
-    (``None``)."""
-    from converge.baselines import bicubic_upsample
+    """Where a plug-and-play algorithm starts: the bicubic upsampling for super-resolution (the MTDEQ /
+    pnp-ReG protocol), for inpainting the observation with its missing pixels filled from their
+    neighbours (:func:`~converge.baselines.fill_missing`; the protocol's 0.5 there left the Gauss prior
+    near 16 dB on validation crops, ``docs/plug-and-play.md``), else ``A^T y`` (``None``)."""
+    from converge.baselines import bicubic_upsample, fill_missing
     from converge.physics.mask import MaskOperator
 
     if task.name == "sr":
         return bicubic_upsample(y, task.params["factor"])
     if task.name == "inpaint" and isinstance(operator, MaskOperator):
-        kept = operator(torch.ones_like(y))
-        return kept * y + 0.5 * (1.0 - kept)
+        return fill_missing(y, operator(torch.ones_like(y)))
     return None
 
 
@@ -343,27 +360,33 @@ def _noise_sigma(task: Task) -> float | None:
 
 
 def _baseline_restorer(name: str, task: Task, blind: bool) -> RestoreFunction:
-    """Baseline ``name`` built with the task parameters it takes and, when it needs the noise level,
-    given the task's or (``blind``) the one estimated from each image."""
+    """Baseline ``name`` built with the task parameters it takes (and, when it needs one, each image's
+    operator) and, when it needs the noise level, given the task's or (``blind``) the one estimated from
+    each image."""
     from converge import baselines
 
     spec = baselines.BASELINES[name]
     options = {option: task.params[option] for option in spec.task_options}
-    restorer = baselines.get_baseline(name, **options, **({"operator": task.operator} if spec.needs_operator else {}))
+    once = None if spec.needs_operator else baselines.get_baseline(name, **options)
+
+    def restorer(y: Tensor, operator: Operator, **sigma: float) -> Tensor:
+        built = once or baselines.get_baseline(name, **options, operator=operator)
+        return built(y, **sigma)
+
     if not spec.needs_sigma:
-        return _timed(name, lambda y, operator: restorer(y))
+        return _timed(name, lambda y, operator: restorer(y, operator))
     if blind:
         from converge.physics.noise import estimate_noise_sigma
 
         def restore_blind(y: Tensor, operator: Operator) -> Restoration:
             start = time.perf_counter()
             sigma = float(estimate_noise_sigma(y)[0])
-            image = restorer(y, sigma=sigma).clamp(0.0, 1.0)
+            image = restorer(y, operator, sigma=sigma).clamp(0.0, 1.0)
             return Restoration(image, time.perf_counter() - start, model=name, noise_level=255.0 * sigma)
 
         return restore_blind
     sigma = _noise_sigma(task)
-    return _timed(name, lambda y, operator: restorer(y, sigma=sigma))
+    return _timed(name, lambda y, operator: restorer(y, operator, sigma=sigma))
 
 
 def _model_restorer(
