@@ -237,10 +237,10 @@ class MaskFill(ClassicalRestorer):
     """Inpainting baseline: :func:`fill_missing` with the mask of ``operator`` (a
     :class:`~converge.physics.mask.MaskOperator`); ``sigma`` is accepted and unused.
 
-    Tuning (8 colour bsds-val32 images, 50%, 80% and 90% of the pixels dropped): width 1 px with trust
-    density 0.1 was best or within 0.02 dB of the best at 80% and 90% (25.00, 23.25 dB) among widths
-    0.7, 1, 1.5 and densities 0 (plain normalised convolution), 0.05, 0.1, 0.2; width 0.7 was 0.34 dB
-    better at 50%.
+    Tuning (``python benchmarks/tune_fill.py``: 8 colour bsds-val32 images, 50%, 80% and 90% of the
+    pixels dropped): width 1 px with trust density 0.1 was best at 80% (25.00 dB), 0.11 dB under width
+    1.5 at 90% and 0.33 dB under width 0.7 at 50%, among widths 0.7, 1, 1.5 and densities of about 0
+    (plain normalised convolution), 0.05, 0.1 and 0.2.
     """
 
     def __init__(self, operator: object) -> None:

@@ -462,7 +462,7 @@ def evaluate(
             on_image=image_done,
             command=command,
             weights_sha256=weights_digest(
-                model, chosen.name, restored_channels(bench, color), sigma, quality, blind=blind
+                model, chosen.name, restored_channels(bench, color), sigma, quality, blind=blind, prior=prior
             ),
             checkpoint=partial,
         )

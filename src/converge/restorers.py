@@ -103,6 +103,7 @@ def weights_digest(
     quality: int | None = None,
     *,
     blind: bool = False,
+    prior: str | None = None,
 ) -> str | None:
     """SHA-256 (hex) of the weights that model ``name`` restores with: a ``.safetensors`` file, or the
     weights of a zoo entry, or of the zoo family's entries that can restore ``task`` (every entry when
@@ -111,9 +112,20 @@ def weights_digest(
     ``channels`` when the family has any). ``None`` for a classical baseline or a missing file.
     Evaluation reports carry it, so a report of older weights is never read as one of the current
     weights, and shipping a family's weights for one task, channel count or level leaves its other
-    reports current."""
-    from converge import zoo
+    reports current.
 
+    For a plug-and-play algorithm it is the digest of what decides its result instead: the algorithm,
+    its ``prior`` (default :data:`DEFAULT_PRIOR`) and that prior's weights, and the task's
+    :class:`PnPSchedule`, so retuning a schedule or retraining a prior outdates the reports."""
+    from converge import zoo
+    from converge.optim import algorithm_names
+
+    if name in algorithm_names():
+        prior = prior or DEFAULT_PRIOR
+        prior_sigma = sigma if sigma is not None else 255.0 * _RED_FLOOR_SIGMA
+        setting = (name, prior, weights_digest(prior, "denoise", channels, prior_sigma, blind=blind),
+                   _PNP_SCHEDULES.get(task or ""), _RED_LAM, _RED_FLOOR_SIGMA)
+        return hashlib.sha256(repr(setting).encode()).hexdigest()
     if name in zoo.zoo_names():
         entries = [
             entry for entry in zoo.ZOO.values() if name in (entry.name, entry.model) and task in (None, entry.task)

@@ -177,3 +177,17 @@ def test_a_cell_stopped_part_way_is_noted_and_finished_from_its_partial(tmp_path
     assert not partial.exists()
     rows = json.loads(report.read_text())["images"]
     assert rows[0]["psnr"] == 99.0 and len(rows) == 2
+
+
+def test_a_plug_and_play_cell_is_keyed_by_its_prior_and_schedule(monkeypatch) -> None:
+    from converge import restorers
+    from converge.cli import _eval_options
+    from converge.eval.table import cell_key
+
+    admm = ["--model", "admm", "--bench", "set5", "--task", "deblur", "--sigma", "2.55"]
+    bm3d, dncnn = cell_key(admm, _eval_options)[1], cell_key([*admm, "--prior", "dncnn-s25"], _eval_options)[1]
+    assert bm3d is not None and dncnn is not None and bm3d != dncnn
+    assert bm3d == cell_key([*admm, "--prior", "bm3d"], _eval_options)[1]
+    retuned = {**restorers._PNP_SCHEDULES, "deblur": restorers.PnPSchedule(40, 0.5)}
+    monkeypatch.setattr(restorers, "_PNP_SCHEDULES", retuned)
+    assert cell_key(admm, _eval_options)[1] != bm3d

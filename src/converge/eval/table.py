@@ -186,7 +186,9 @@ def cell_key(arguments: Sequence[str], options_of: OptionsParser) -> ReportKey:
         for key, kind in (("sigma", float), ("quality", int))
     }
     blind = named.get("blind") == "True"
-    return options, weights_digest(named.get("model", ""), named.get("task"), channels, **level, blind=blind)
+    prior = None if named.get("prior", "None") == "None" else named["prior"]
+    digest = weights_digest(named.get("model", ""), named.get("task"), channels, **level, blind=blind, prior=prior)
+    return options, digest
 
 
 def index_reports(folder: Path, options_of: OptionsParser, pattern: str = "*.json") -> dict[ReportKey, Path]:
