@@ -221,6 +221,28 @@ def test_restore_takes_the_blur_width(tmp_path, clean_png):
     assert_one_line_error(wrong, "positive")
 
 
+def test_restore_writes_a_comparison_panel_with_scores_from_the_reference(tmp_path, clean_png):
+    blurred, restored, panel = tmp_path / "b.png", tmp_path / "r.png", tmp_path / "panel.png"
+    assert run_cli("degrade", str(clean_png), str(blurred), "-t", "deblur", "--blur-sigma", "1.6").returncode == 0
+    deblur = ("-t", "deblur", "--blur-sigma", "1.6", "-m", "wiener")
+    result = run_cli("restore", str(blurred), str(restored), *deblur, "--compare", str(panel), "--reference", str(clean_png))
+    assert result.returncode == 0, result.stderr
+    assert "comparison panel" in result.stderr and Image.open(panel).mode == "RGB"
+    assert Image.open(panel).size[0] > 3 * 40
+
+
+def test_comparison_panel_mistakes_are_refused_before_anything_is_written(tmp_path, clean_png):
+    restored, panel = tmp_path / "r.png", tmp_path / "panel.png"
+    args = ("restore", str(clean_png), str(restored), "-m", "input", "--sigma", "25")
+    assert_one_line_error(run_cli(*args, "--reference", str(clean_png)), "--reference goes with --compare")
+    assert_one_line_error(run_cli(*args, "--compare", str(tmp_path / "p.jpg")), "written as PNG")
+    small = tmp_path / "small.png"
+    Image.open(clean_png).crop((0, 0, 20, 20)).save(small)
+    assert_one_line_error(run_cli(*args, "--compare", str(panel), "--reference", str(small)), "the output will be 40x48")
+    assert_one_line_error(run_cli("restore", str(tmp_path), str(tmp_path / "out"), "--compare", str(panel)), "one image")
+    assert not restored.exists() and not panel.exists()
+
+
 def test_demosaicking_grey_images_is_refused_in_one_line(tmp_path, clean_png):
     graded = run_cli("eval", "-m", "malvar", "-b", "set12", "--task", "demosaic", "--limit", "1", "--out", str(tmp_path))
     assert_one_line_error(graded, "set12 is scored in grey")

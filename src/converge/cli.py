@@ -227,6 +227,13 @@ def restore(
     bits: Annotated[
         Optional[int], typer.Option(help="Output PNG bit depth, 8 or 16 (default: the input's; 16 for grey only).")
     ] = None,
+    compare: Annotated[
+        Optional[Path],
+        typer.Option(help="Also write a PNG panel: input | output (| reference), a zoomed crop, PSNR/SSIM."),
+    ] = None,
+    reference: Annotated[
+        Optional[Path], typer.Option(help="Clean image for --compare: its column and the captions' scores.")
+    ] = None,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model, a classical baseline or a
     plug-and-play algorithm (--model admm --prior bm3d).
@@ -252,6 +259,13 @@ def restore(
     from converge.zoo import DEFAULT_MODEL, ZOO
 
     model_name = model or DEFAULT_MODEL
+    if reference is not None and compare is None:
+        raise ConfigError("--reference goes with --compare PANEL.png, the panel it is shown in")
+    if compare is not None and (str(source) == "-" or source.is_dir()):
+        raise ConfigError("--compare makes the panel of one image file: give one, not a folder or -")
+    if compare is not None and compare.suffix.lower() != ".png":
+        raise ConfigError(f"a comparison panel is written as PNG: name it .png, not {compare.name}")
+    clean = None if reference is None else read_image(reference)
     if max_memory is not None and not 0 < max_memory < float("inf"):
         raise ConfigError(f"--max-memory must be a positive number of GiB, got {max_memory}")
     params = _task_params(sigma, factor, quality, None, blur_sigma, pattern, downsampling)
@@ -280,6 +294,7 @@ def restore(
         return made, known_mask or chosen.operator
 
     restorer_for(None)
+    upscale = _make_task(task, params, user_kernel).params["factor"] if task == "sr" else 1
     read_quality = task == "deblock" and quality is None
     place = workers()
 
@@ -290,6 +305,7 @@ def restore(
             mask_size = "x".join(map(str, known_mask.mask.shape[-2:][::-1]))
             image_size = "x".join(map(str, observed.shape[-2:][::-1]))
             raise ConfigError(f"{in_path}: the mask {mask} is {mask_size} but the image is {image_size}")
+        shown_reference = None if clean is None else _reference_for(clean, observed, upscale, reference, in_path)
         file_quality = jpeg_quality(in_path) if read_quality else None
         restorer, operator = restorer_for(file_quality)
         result = restorer(observed, operator)
@@ -315,6 +331,11 @@ def restore(
         if result.tiles is not None:
             counted += f", {result.tiles} tiles to stay in the memory budget"
         _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
+        if compare is not None:
+            from converge.panel import compare_panel, write_panel
+
+            write_panel(compare, compare_panel(observed, result.image, shown_reference, result.model))
+            _say(f"comparison panel: {compare}")
         trained_sigma = ZOO[result.model].sigma if result.model in ZOO else None
         if task == "denoise" and trained_sigma is not None and abs(level - trained_sigma) > 5:
             _say(
@@ -339,6 +360,19 @@ def restore(
                 advance()
     if failures:
         raise ConfigError(f"{len(failures)} of {len(pairs)} images could not be restored: {', '.join(failures)}")
+
+
+def _reference_for(clean: Tensor, observed: Tensor, upscale: int, path: Path | None, source: Path) -> Tensor:
+    """The clean image ``path`` held, checked against the size the restoration of ``observed`` will have
+    (``upscale`` times it); a super-resolution reference larger by less than the factor is cropped from
+    the top left, as the evaluation crops it."""
+    expected = tuple(upscale * side for side in observed.shape[-2:])
+    if all(0 <= have - want < upscale for have, want in zip(clean.shape[-2:], expected)):
+        return clean[..., : expected[0], : expected[1]]
+    raise ConfigError(
+        f"the reference {path} is {clean.shape[-1]}x{clean.shape[-2]} but the output will be "
+        f"{expected[1]}x{expected[0]}: give the clean image of {source}"
+    )
 
 
 @app.command()
