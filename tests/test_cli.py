@@ -243,6 +243,19 @@ def test_comparison_panel_mistakes_are_refused_before_anything_is_written(tmp_pa
     assert not restored.exists() and not panel.exists()
 
 
+def test_eval_writes_an_html_report_with_a_picture_per_image(tmp_path):
+    report = tmp_path / "report"
+    args = ("eval", "-m", "tv", "-b", "set12", "--sigma", "25", "--limit", "2", "--out", str(tmp_path / "r"))
+    result = run_cli(*args, "--report", str(report))
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (report / "images").iterdir()) == ["01.png", "02.png"]
+    page = (report / "index.html").read_text()
+    assert page.count('<img class="picture"') == 2 and "tv on set12" in page
+    afile = tmp_path / "file.html"
+    afile.write_text("x")
+    assert_one_line_error(run_cli(*args, "--report", str(afile)), "is a file")
+
+
 def test_demosaicking_grey_images_is_refused_in_one_line(tmp_path, clean_png):
     graded = run_cli("eval", "-m", "malvar", "-b", "set12", "--task", "demosaic", "--limit", "1", "--out", str(tmp_path))
     assert_one_line_error(graded, "set12 is scored in grey")

@@ -441,6 +441,13 @@ def evaluate(
     prior: PriorOption = None,
     device: DeviceOption = "cpu",
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
+    report_folder: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--report",
+            help="Also write a static HTML report here: index.html (rows that sort, pictures, convergence).",
+        ),
+    ] = None,
 ) -> None:
     """Score a restorer on a benchmark set: per-image and mean PSNR/SSIM, as Markdown and JSON."""
     from rich.table import Table
@@ -450,7 +457,7 @@ def evaluate(
     from converge.eval.runner import evaluate as run_benchmark
     from converge.eval.runner import restored_channels
     from converge.physics.tasks import make_task
-    from converge.restorers import make_restorer, weights_digest
+    from converge.restorers import Restoration, make_restorer, weights_digest
 
     if color not in COLOR_MODES:
         raise ConfigError(f"--color must be one of {', '.join(COLOR_MODES)}, got '{color}'")
@@ -458,6 +465,8 @@ def evaluate(
         raise ConfigError(f"--limit must be a positive number of images, got {limit}")
     if crop < 0:
         raise ConfigError(f"--crop must be a non-negative number of pixels, got {crop}")
+    if report_folder is not None and report_folder.exists() and not report_folder.is_dir():
+        raise ConfigError(f"--report names a folder for the HTML report, and {report_folder} is a file")
     chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern, downsampling))
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
@@ -475,6 +484,18 @@ def evaluate(
     stem = f"{label}-{bench}-{chosen.tag}{suffix}"
     partial = out / f"{stem}.json.partial"
     finished: list[str] = []
+    pictures: dict[str, str] = {}
+    residuals: dict[str, tuple[float, ...]] = {}
+
+    def picture(name: str, observed: Tensor, restoration: Restoration, clean: Tensor) -> None:
+        """The comparison panel of one image, into the HTML report's folder."""
+        from converge.panel import compare_panel, write_panel
+
+        relative = f"images/{Path(name).stem}.png"
+        write_panel(report_folder / relative, compare_panel(observed, restoration.image, clean, label))
+        pictures[name] = relative
+        residuals[name] = restoration.residuals or ()
+
     with _progress(f"{label} on {bench}", None) as advance:
 
         def image_done(name: str, total: int, resumed: bool) -> None:
@@ -494,6 +515,7 @@ def evaluate(
             crop_border=crop,
             limit=limit,
             on_image=image_done,
+            on_restored=None if report_folder is None else picture,
             command=command,
             weights_sha256=weights_digest(
                 model, chosen.name, restored_channels(bench, color), sigma, quality, blind=blind, prior=prior
@@ -517,6 +539,10 @@ def evaluate(
     )
     Console().print(table)
     _say(f"reports: {markdown} and {payload}")
+    if report_folder is not None:
+        from converge.eval.html_report import write_html_report
+
+        _say(f"HTML report: {write_html_report(report_folder, report, pictures, residuals)}")
 
 
 @app.command()

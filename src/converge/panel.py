@@ -79,12 +79,14 @@ def compare_panel(
 
 
 def write_panel(path: str | Path, panel: Image.Image) -> Path:
-    """Write ``panel`` to ``path`` as PNG, atomically (a temporary file renamed into place)."""
+    """Write ``panel`` to ``path`` as PNG, atomically (a temporary file renamed into place), making its
+    folder when missing."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ConfigError(f"a comparison panel is written as PNG: name it .png, not {path.name}")
     buffer = io.BytesIO()
     panel.save(buffer, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, lambda stream: stream.write(buffer.getvalue()))
 
 

@@ -68,7 +68,9 @@ class Restoration:
     restorer's time, what restored it (the baseline, the zoo entry (for a family, the one picked for
     this image) or the weights file) and, when the restorer estimated the image's noise level (blind),
     that estimate in 8-bit levels; ``tiles``: how many tiles it was restored in when the memory budget
-    made :func:`make_restorer` tile it (``None``: in one piece, or in the tiles the caller asked for)."""
+    made :func:`make_restorer` tile it (``None``: in one piece, or in the tiles the caller asked for);
+    ``residuals``: for an iterative restorer, its relative residual (a DEQ solver's) or relative change
+    (a plug-and-play algorithm's) at each iteration."""
 
     image: Tensor
     seconds: float
@@ -76,6 +78,7 @@ class Restoration:
     model: str | None = None
     noise_level: float | None = None
     tiles: int | None = None
+    residuals: tuple[float, ...] | None = None
 
 
 RestoreFunction = Callable[[Tensor, Operator], Restoration]
@@ -288,7 +291,8 @@ def _algorithm_restorer(name: str, prior: str, task: Task, blind: bool, device: 
                     image, info = algorithm(y, operator, denoiser, schedule=sigmas, rho=rhos, x0=x0)
         image = image.clamp(0.0, 1.0).to(given_on)
         level = 255.0 * sigma if blind else None
-        return Restoration(image, time.perf_counter() - start, float(info.iterations), label, level)
+        seconds = time.perf_counter() - start
+        return Restoration(image, seconds, float(info.iterations), label, level, residuals=tuple(info.relative_change))
 
     return restore
 
@@ -483,7 +487,8 @@ def _model_restorer(
         seconds = time.perf_counter() - start
         if info is None:
             return Restoration(image, seconds, model=label, tiles=tiles)
-        return Restoration(image, seconds, _mean(info.iterations), label, _mean(info.noise_level), tiles)
+        residuals = None if info.residuals is None else tuple(info.residuals)
+        return Restoration(image, seconds, _mean(info.iterations), label, _mean(info.noise_level), tiles, residuals)
 
     return restore
 

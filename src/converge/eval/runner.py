@@ -23,7 +23,7 @@ from converge.errors import ConfigError
 from converge.eval.metrics import psnr, ssim
 from converge.eval.report import BenchmarkReport, ImageScore
 from converge.physics.tasks import Task
-from converge.restorers import RestoreFunction
+from converge.restorers import Restoration, RestoreFunction
 
 # How a benchmark image is prepared before it is degraded: kept as stored, or reduced to luma
 # (the deblocking tables score grey JPEG of the BT.601 Y channel of colour sets such as LIVE1).
@@ -56,13 +56,16 @@ def evaluate(
     crop_border: int = 0,
     limit: int | None = None,
     on_image: Callable[[str, int, bool], None] | None = None,
+    on_restored: Callable[[str, Tensor, Restoration, Tensor], None] | None = None,
     command: str = "",
     weights_sha256: str | None = None,
     checkpoint: Path | None = None,
 ) -> BenchmarkReport:
     """Restore every image of ``bench`` (or its first ``limit``) degraded by ``task``; return the scores.
 
-    ``on_image(name, total, resumed)`` is called after each image (for progress bars). ``command`` and
+    ``on_image(name, total, resumed)`` is called after each image (for progress bars), and
+    ``on_restored(name, observed, restoration, clean)`` after each image restored now (not one taken
+    from ``checkpoint``), with the images as scored (for pictures of the run). ``command`` and
     ``weights_sha256`` (see :func:`converge.restorers.weights_digest`) are recorded in the report.
     ``checkpoint``: a JSON file the report so far is written to (atomically) after each image. When
     it already holds the report of an interrupted run of the same thing (:meth:`BenchmarkReport.same_run`),
@@ -103,6 +106,8 @@ def evaluate(
             clean = modcrop(clean, task.params["factor"])
         observed, operator = task.degrade(clean, evaluation_generator(bench, name, task.tag))
         restored = restorer(observed, operator)
+        if on_restored is not None:
+            on_restored(name, observed, restored, clean)
         scored_input = observed if observed.shape == clean.shape else None
         report.rows.append(
             ImageScore(
