@@ -180,6 +180,27 @@ def _progress(description: str, total: int | None, enabled: bool = True):
         yield advance
 
 
+@contextmanager
+def _steps_shown(enabled: bool):
+    """While restoring one image: a bar per kind of step its restorer reports (iterations, tiles)."""
+    if not enabled:
+        yield
+        return
+    from converge.progress import Step, observe
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bars:
+        shown: dict[str, object] = {}
+
+        def show(step: Step) -> None:
+            if step.kind not in shown:
+                shown[step.kind] = bars.add_task(f"{step.kind}s", total=step.total)
+            bars.update(shown[step.kind], completed=step.done, total=step.total)
+
+        with observe(show):
+            yield
+
+
 def _collect_inputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
     """Pairs (input image, output PNG): one file, or every image of a folder into an output folder."""
     from converge.errors import ImageReadError
@@ -234,6 +255,9 @@ def restore(
     reference: Annotated[
         Optional[Path], typer.Option(help="Clean image for --compare: its column and the captions' scores.")
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars (they show on a terminal only).")
+    ] = False,
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model, a classical baseline or a
     plug-and-play algorithm (--model admm --prior bm3d).
@@ -308,7 +332,8 @@ def restore(
         shown_reference = None if clean is None else _reference_for(clean, observed, upscale, reference, in_path)
         file_quality = jpeg_quality(in_path) if read_quality else None
         restorer, operator = restorer_for(file_quality)
-        result = restorer(observed, operator)
+        with _steps_shown(console.is_terminal and not quiet and not source.is_dir()):
+            result = restorer(observed, operator)
         level, note = sigma, ""
         if file_quality is not None:
             note = f" (JPEG quality {file_quality}, read from the file)"
@@ -346,7 +371,7 @@ def restore(
     failures: list[str] = []
     with _standard_streams(source, target) as (source, target):
         pairs = place.share(_collect_inputs(source, target))
-        with _progress("restoring", len(pairs), enabled=len(pairs) > 1 and place.is_main) as advance:
+        with _progress("restoring", len(pairs), enabled=len(pairs) > 1 and place.is_main and not quiet) as advance:
             for in_path, out_path in pairs:
                 if not source.is_dir():
                     restore_one(in_path, out_path)
@@ -485,16 +510,16 @@ def evaluate(
     partial = out / f"{stem}.json.partial"
     finished: list[str] = []
     pictures: dict[str, str] = {}
-    residuals: dict[str, tuple[float, ...]] = {}
+    traces: dict[str, dict[str, Sequence[float]]] = {}
 
-    def picture(name: str, observed: Tensor, restoration: Restoration, clean: Tensor) -> None:
-        """The comparison panel of one image, into the HTML report's folder."""
+    def picture(name: str, observed: Tensor, restoration: Restoration, clean: Tensor, psnrs: list[float]) -> None:
+        """The comparison panel of one image, into the HTML report's folder, and its convergence."""
         from converge.panel import compare_panel, write_panel
 
         relative = f"images/{Path(name).stem}.png"
         write_panel(report_folder / relative, compare_panel(observed, restoration.image, clean, label))
         pictures[name] = relative
-        residuals[name] = restoration.residuals or ()
+        traces[name] = {"residual": restoration.residuals or (), "psnr": psnrs}
 
     with _progress(f"{label} on {bench}", None) as advance:
 
@@ -542,7 +567,7 @@ def evaluate(
     if report_folder is not None:
         from converge.eval.html_report import write_html_report
 
-        _say(f"HTML report: {write_html_report(report_folder, report, pictures, residuals)}")
+        _say(f"HTML report: {write_html_report(report_folder, report, pictures, traces)}")
 
 
 @app.command()

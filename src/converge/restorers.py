@@ -26,6 +26,7 @@ from converge.models.base import RestoreInfo
 from converge.physics.base import LinearOperator, Operator
 from converge.physics.mosaic import BayerMosaic
 from converge.physics.tasks import Task
+from converge.progress import report
 from converge.tiling import DEFAULT_MAX_MEMORY
 
 # Tasks whose operator acts pixel by pixel, so a tile can be restored without the rest of the image.
@@ -456,13 +457,18 @@ def _model_restorer(
         if tile is None and pixels is None:
             return (*model.restore(y, physics=operator, sigma=sigma, **options), None)
         counted: list[int] = []
+
+        def tile_done(done: int, total: int) -> None:
+            counted.append(total)
+            report("tile", done, total)
+
         restored = tiled_apply(
             lambda crop: model(crop, physics=operator, sigma=sigma),
             y,
             tile=tile,
             halo=model.receptive_radius,
             max_pixels=pixels,
-            progress=lambda done, total: counted.append(total),
+            progress=tile_done,
         )
         return restored, None, counted[-1] if pixels is not None else None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from converge.eval.html_report import _convergence_svg, write_html_report
+from converge.eval.html_report import _plot, write_html_report
 from converge.eval.report import BenchmarkReport, ImageScore
 from converge.panel import compare_panel, write_panel
 
@@ -46,13 +46,13 @@ def _report(folder: Path, pictured: tuple[str, ...] = ("a", "b", "c")) -> Path:
         for name, score in SCORES.items()
     ]
     report = BenchmarkReport("admm", "set12", "deblur", {"blur_sigma": 1.6}, {"command": "converge eval ..."}, rows)
-    pictures, residuals = {}, {}
+    pictures, traces = {}, {}
     for index, name in enumerate(pictured):
         image = torch.full((1, 1, 32, 32), 0.2 * (index + 1))
         write_panel(folder / "images" / f"{name}.png", compare_panel(image, image, image))
         pictures[name] = f"images/{name}.png"
-        residuals[name] = [10.0 ** -k for k in range(1, 6)]
-    return write_html_report(folder, report, pictures, residuals)
+        traces[name] = {"residual": [10.0 ** -k for k in range(1, 6)], "psnr": [20.0, 24.0, 25.5]}
+    return write_html_report(folder, report, pictures, traces)
 
 
 def test_the_page_holds_one_row_per_image_with_its_values_and_picture(tmp_path):
@@ -63,21 +63,22 @@ def test_the_page_holds_one_row_per_image_with_its_values_and_picture(tmp_path):
     assert [float(row[2]) for row in parsed.rows] == list(SCORES.values())
     assert [float(row[5]) for row in parsed.rows] == [score - 20.0 for score in SCORES.values()]
     assert parsed.sources == [f"images/{name}.png" for name in SCORES]
-    assert page.read_text().count("<polyline") == 3
+    assert page.read_text().count("<polyline") == 6 and "20.00 dB to 25.50 dB in 3" in page.read_text()
 
 
 def test_a_row_without_a_picture_says_why_and_sorts_last(tmp_path):
     page = _report(tmp_path, pictured=("a",))
     text = page.read_text()
-    assert text.count("kept from an interrupted run") == 2 and text.count("<polyline") == 1
+    assert text.count("kept from an interrupted run") == 2 and text.count("<polyline") == 2
     parsed = _Rows()
     parsed.feed(text)
     assert [row[8] for row in parsed.rows][1:] == ["", ""]
 
 
-def test_the_convergence_plot_needs_two_positive_values():
-    assert _convergence_svg([]) == "-" and _convergence_svg([0.5]) == "-" and _convergence_svg([0.0, -1.0]) == "-"
-    svg = _convergence_svg([1e-1, 1e-2, 1e-3])
+def test_a_plot_needs_two_values_positive_ones_on_a_log_scale():
+    assert _plot([], log=True) == "-" and _plot([0.5], log=True) == "-" and _plot([0.0, -1.0], log=True) == "-"
+    assert _plot([0.0, -1.0], log=False) != "-"
+    svg = _plot([1e-1, 1e-2, 1e-3], log=True)
     points = re.search(r'points="([^"]+)"', svg).group(1).split()
     heights = [float(point.split(",")[1]) for point in points]
     assert heights == sorted(heights) and "1.0e-01 to 1.0e-03 in 3" in svg

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from converge.errors import ConfigError
+from converge.progress import report
 
 FixedPointMap = Callable[[Tensor], Tensor]
 Solver = Callable[..., tuple[Tensor, "SolverInfo"]]
@@ -227,6 +228,7 @@ def _iterate(
             best_res = torch.where(improved, res, best_res)
             history.append(torch.where(active, res, nan))
             iterations = torch.where(active, k + 1, iterations)
+            report("iteration", k + 1, max_iter)
             newly_converged = active & finite & (res <= tol)
             newly_diverged = active & ~finite
             converged |= newly_converged

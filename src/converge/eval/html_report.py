@@ -5,7 +5,8 @@ and convergence plots.
 (comparison panels from :mod:`converge.panel`, named by ``pictures``). The page needs no server and no
 network: open it from disk. A click on a column heading sorts the rows (again: the other way), and the
 address ``index.html#sort=psnr`` (``#sort=-psnr``: descending) opens it sorted. An iterative restorer's
-residual (or relative change) per iteration is drawn as an inline SVG on a log scale.
+residual (or relative change) per iteration is drawn as an inline SVG on a log scale, and, for one
+that iterates on the image (plug-and-play), the PSNR of each iterate on a linear one.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ _COLUMNS = (
     ("gain", "gain (dB)"),
     ("seconds", "seconds"),
     ("iterations", "iterations"),
-    ("convergence", "residual per iteration"),
+    ("residual", "residual per iteration"),
+    ("psnr_trace", "PSNR per iteration"),
 )
 
 
@@ -84,13 +86,14 @@ def write_html_report(
     folder: str | Path,
     report: BenchmarkReport,
     pictures: Mapping[str, str],
-    residuals: Mapping[str, Sequence[float]],
+    traces: Mapping[str, Mapping[str, Sequence[float]]],
 ) -> Path:
     """Write ``folder/index.html`` (atomically) for ``report``.
 
-    ``pictures`` maps an image's name to its picture's path relative to ``folder``; ``residuals`` maps
-    it to its per-iteration residuals. An image with neither (scored by an interrupted run and taken
-    from its checkpoint) gets a row without them. Returns the page's path.
+    ``pictures`` maps an image's name to its picture's path relative to ``folder``; ``traces`` maps it
+    to its per-iteration ``"residual"`` and ``"psnr"`` values (either may be empty). An image with
+    neither (scored by an interrupted run and taken from its checkpoint) gets a row without them.
+    Returns the page's path.
     """
     folder = Path(folder)
     title = f"{report.model} on {report.bench}: {report.task}"
@@ -101,7 +104,7 @@ def write_html_report(
         _summary(report),
         "<h2>Images</h2>",
         "<p>Click a column heading to sort by it; click again for the other order.</p>",
-        _image_table(report.rows, pictures, residuals),
+        _image_table(report.rows, pictures, traces),
     ]
     page = (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -142,7 +145,7 @@ def _summary(report: BenchmarkReport) -> str:
 
 
 def _image_table(
-    rows: Sequence[ImageScore], pictures: Mapping[str, str], residuals: Mapping[str, Sequence[float]]
+    rows: Sequence[ImageScore], pictures: Mapping[str, str], traces: Mapping[str, Mapping[str, Sequence[float]]]
 ) -> str:
     """One row per image, each cell carrying the value it sorts by."""
     head = "".join(
@@ -158,7 +161,8 @@ def _image_table(
             if picture
             else "(kept from an interrupted run)"
         )
-        trace = residuals.get(row.image) or ()
+        residual = (traces.get(row.image) or {}).get("residual") or ()
+        psnrs = (traces.get(row.image) or {}).get("psnr") or ()
         cells = [
             (row.image, html.escape(row.image)),
             (row.image, shown),
@@ -168,7 +172,8 @@ def _image_table(
             (gain, _number(gain, 2)),
             (row.seconds, _number(row.seconds, 2)),
             (row.iterations, _number(row.iterations, 2)),
-            (trace[-1] if trace else None, _convergence_svg(trace)),
+            (residual[-1] if residual else None, _plot(residual, log=True)),
+            (max(psnrs) if psnrs else None, _plot(psnrs, log=False)),
         ]
         tds = "".join(
             f'<td data-value="{_sort_value(value)}"{_NAME_CLASS if index == 0 else ""}>{content}</td>'
@@ -179,23 +184,26 @@ def _image_table(
     return "\n".join(lines)
 
 
-def _convergence_svg(values: Sequence[float]) -> str:
-    """An inline SVG of ``values`` per iteration on a log scale, with its first and last value."""
-    finite = [value for value in values if math.isfinite(value) and value > 0]
+def _plot(values: Sequence[float], *, log: bool) -> str:
+    """An inline SVG of ``values`` per iteration (``log``: on a log scale, positive values only), with
+    its first and last value; ``-`` for fewer than two."""
+    finite = [value for value in values if math.isfinite(value) and (value > 0 or not log)]
     if len(finite) < 2:
         return "-"
-    logs = [math.log10(value) for value in finite]
-    low, high = min(logs), max(logs)
+    heights = [math.log10(value) for value in finite] if log else list(finite)
+    low, high = min(heights), max(heights)
     span = (high - low) or 1.0
-    step = PLOT_WIDTH / (len(logs) - 1)
+    step = PLOT_WIDTH / (len(heights) - 1)
     points = " ".join(
-        f"{index * step:.1f},{4 + (high - value) / span * (PLOT_HEIGHT - 8):.1f}" for index, value in enumerate(logs)
+        f"{index * step:.1f},{4 + (high - value) / span * (PLOT_HEIGHT - 8):.1f}" for index, value in enumerate(heights)
     )
-    caption = f"{finite[0]:.1e} to {finite[-1]:.1e} in {len(finite)}"
+    shown = "{:.1e}" if log else "{:.2f} dB"
+    caption = f"{shown.format(finite[0])} to {shown.format(finite[-1])} in {len(finite)}"
+    colour = "#c33" if log else "#36c"
     return (
         f'<svg class="convergence" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" role="img">'
         f"<title>{caption}</title>"
-        f'<polyline fill="none" stroke="#c33" stroke-width="1.5" points="{points}"/></svg>'
+        f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/></svg>'
         f"<br><small>{caption}</small>"
     )
 

@@ -23,6 +23,7 @@ from converge.errors import ConfigError
 from converge.eval.metrics import psnr, ssim
 from converge.eval.report import BenchmarkReport, ImageScore
 from converge.physics.tasks import Task
+from converge.progress import Step, observe
 from converge.restorers import Restoration, RestoreFunction
 
 # How a benchmark image is prepared before it is degraded: kept as stored, or reduced to luma
@@ -56,7 +57,7 @@ def evaluate(
     crop_border: int = 0,
     limit: int | None = None,
     on_image: Callable[[str, int, bool], None] | None = None,
-    on_restored: Callable[[str, Tensor, Restoration, Tensor], None] | None = None,
+    on_restored: Callable[[str, Tensor, Restoration, Tensor, list[float]], None] | None = None,
     command: str = "",
     weights_sha256: str | None = None,
     checkpoint: Path | None = None,
@@ -64,8 +65,10 @@ def evaluate(
     """Restore every image of ``bench`` (or its first ``limit``) degraded by ``task``; return the scores.
 
     ``on_image(name, total, resumed)`` is called after each image (for progress bars), and
-    ``on_restored(name, observed, restoration, clean)`` after each image restored now (not one taken
-    from ``checkpoint``), with the images as scored (for pictures of the run). ``command`` and
+    ``on_restored(name, observed, restoration, clean, psnrs)`` after each image restored now (not one
+    taken from ``checkpoint``), with the images as scored and the PSNR of each iterate the restorer
+    reported (:mod:`converge.progress`; empty for a restorer whose loop is not on the image), for
+    pictures of the run. ``command`` and
     ``weights_sha256`` (see :func:`converge.restorers.weights_digest`) are recorded in the report.
     ``checkpoint``: a JSON file the report so far is written to (atomically) after each image. When
     it already holds the report of an interrupted run of the same thing (:meth:`BenchmarkReport.same_run`),
@@ -105,9 +108,18 @@ def evaluate(
         if task.name == "sr":
             clean = modcrop(clean, task.params["factor"])
         observed, operator = task.degrade(clean, evaluation_generator(bench, name, task.tag))
-        restored = restorer(observed, operator)
-        if on_restored is not None:
-            on_restored(name, observed, restored, clean)
+        if on_restored is None:
+            restored = restorer(observed, operator)
+        else:
+            psnrs: list[float] = []
+
+            def iterate_psnr(step: Step) -> None:
+                if step.image is not None and step.image.shape == clean.shape:
+                    psnrs.append(float(psnr(step.image.clamp(0.0, 1.0), clean)[0]))
+
+            with observe(iterate_psnr):
+                restored = restorer(observed, operator)
+            on_restored(name, observed, restored, clean, psnrs)
         scored_input = observed if observed.shape == clean.shape else None
         report.rows.append(
             ImageScore(

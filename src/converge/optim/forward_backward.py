@@ -28,6 +28,7 @@ from converge.optim.data_fidelity import DataFidelity, L2DataFidelity
 from converge.optim.priors import Denoiser, Sigma
 from converge.optim.registry import AlgorithmInfo, register_algorithm
 from converge.physics.base import LinearOperator
+from converge.progress import report
 
 DPIR_SIGMA_MAX = 49.0 / 255.0
 DPIR_SIGMA_MIN = 0.255 / 255.0
@@ -135,6 +136,7 @@ def forward_backward(
         x_next = _checked(denoiser.denoise(x - step * fidelity.grad(x, y, operator), sigma_k), x)
         change = _relative_change(x_next, x)
         changes.append(float(change.max()))
+        report("iteration", k + 1, len(sigmas), x_next)
         if not bool(_finite_per_sample(x_next).all()) or _growing(changes, divergence_threshold, patience):
             best.update(x_next, change)
             warnings.warn(

@@ -39,6 +39,7 @@ from converge.optim.forward_backward import (
 from converge.optim.priors import Denoiser, Sigma
 from converge.optim.registry import AlgorithmInfo, register_algorithm
 from converge.physics.base import LinearOperator
+from converge.progress import report
 
 
 def hqs(
@@ -84,6 +85,7 @@ def hqs(
         z_next = _checked(denoiser.denoise(x, sigma_k), z)
         change = _relative_change(z_next, z)
         changes.append(float(change.max()))
+        report("iteration", k + 1, len(sigmas), z_next)
         best.update(z_next, change)
         if not bool(_finite_per_sample(z_next).all()) or _growing(changes, divergence_threshold, patience):
             _warn_diverged("hqs", k + 1, changes[-1], "check the denoiser's level and raise rho")

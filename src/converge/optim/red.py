@@ -39,6 +39,7 @@ from converge.optim.forward_backward import (
 from converge.optim.priors import Denoiser, Sigma
 from converge.optim.registry import AlgorithmInfo, register_algorithm
 from converge.physics.base import LinearOperator
+from converge.progress import report
 
 
 def red(
@@ -86,6 +87,7 @@ def red(
         x_next = x - step * (fidelity.grad(x, y, operator) + weight * residual)
         change = _relative_change(x_next, x)
         changes.append(float(change.max()))
+        report("iteration", k + 1, len(sigmas), x_next)
         best.update(x_next, change)
         if not bool(_finite_per_sample(x_next).all()) or _growing(changes, divergence_threshold, patience):
             _warn_diverged("red", k + 1, changes[-1], "lower the step mu")
