@@ -612,3 +612,22 @@ def test_restore_writes_the_layout_and_depth_the_input_file_had(tmp_path):
         result = run_cli("restore", str(tmp_path / name), str(output), "--sigma", "25", "-m", "bm3d")
         assert result.returncode == 0, result.stderr
         assert Image.open(output).mode == mode, name
+
+
+def test_bench_all_lays_out_every_shipped_table_and_one_page_of_them(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from converge import cli
+    from converge.eval import table
+
+    two = {name: title for name, title in list(table.shipped_tables().items())[:2]}
+    monkeypatch.setattr(table, "shipped_tables", lambda: two)
+    page = tmp_path / "results.md"
+    args = ["bench", "--all", "--no-run", "--out", str(tmp_path / "out"), "--results", str(page)]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert text.startswith("# Results: every paper table") and "at commit " in text
+    for name, title in two.items():
+        assert (tmp_path / "out" / f"{name}.md").is_file() and f"## {title}" in text
+    assert_one_line_error(run_cli("bench", "durr-table2", "--all"), "TABLE or --all")

@@ -585,19 +585,26 @@ def bench(
     jobs: Annotated[int, typer.Option(help="Cells measured at once (one torch thread each when more than one).")] = 1,
     no_run: Annotated[bool, typer.Option("--no-run", help="Lay out the table from existing reports only.")] = False,
     device: DeviceOption = "cpu",
+    every: Annotated[bool, typer.Option("--all", help="Every shipped table, then one page of them all.")] = False,
+    results: Annotated[
+        Path, typer.Option(help="With --all: the page of every table, with the commit and the machine.")
+    ] = Path("docs/results.md"),
 ) -> None:
     """Measure a paper's results table here, one `converge eval` per cell, beside the paper's numbers.
 
     Without TABLE, lists the shipped tables. A report under --reuse with the same eval options and the
     same weights is read instead of rerun (wherever it ran: --device is not an option that changes a
-    score); a cell that fails (weights not shipped yet) is noted.
+    score); a cell that fails (weights not shipped yet) is noted. With --all, every shipped table in
+    turn (an interrupted run goes on from the reports and partial evaluations it left), then --results.
     """
     from rich.table import Table
 
     from converge.devices import resolve_device
     from converge.eval import table as tables
 
-    if table is None:
+    if every and table is not None:
+        raise ConfigError("give a TABLE or --all, not both")
+    if table is None and not every:
         listing = Table(title="paper tables (converge bench NAME)")
         listing.add_column("name")
         listing.add_column("title")
@@ -607,25 +614,34 @@ def bench(
         return
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    name, spec = tables.load_spec(table)
     resolve_device(device)
-    scores, errors = tables.measure(
-        spec, _eval_options, reuse or out, out / "tables" / name, jobs=jobs, run=not no_run, say=_say,
-        device=device,
-    )
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    markdown, payload = tables.write_table(name, spec, scores, errors, out, command)
-    _say(f"{len(scores)} cells measured, {len(errors)} not; table: {markdown} and {payload}")
+    names = list(tables.shipped_tables()) if every else [table]
+    written: list[Path] = []
+    for index, chosen in enumerate(names, start=1):
+        name, spec = tables.load_spec(chosen)
+        if every:
+            _say(f"table {index}/{len(names)}: {name}")
+        scores, errors = tables.measure(
+            spec, _eval_options, reuse or out, out / "tables" / name, jobs=jobs, run=not no_run, say=_say,
+            device=device,
+        )
+        markdown, payload = tables.write_table(name, spec, scores, errors, out, command)
+        written.append(markdown)
+        _say(f"{len(scores)} cells measured, {len(errors)} not; table: {markdown} and {payload}")
+    if every:
+        _say(f"every table: {tables.write_results_page(results, written, command)}")
 
 
 def _eval_options(arguments: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """The options `converge eval` parses from ``arguments`` that decide its scores: defaults filled
-    in, where it writes (--out) and runs (--device) left out."""
+    in, where it writes (--out, --report) and runs (--device) left out."""
     import typer.main
 
     command = typer.main.get_command(app).commands["eval"]
     context = command.make_context("eval", list(arguments), resilient_parsing=True)
-    kept = ((name, str(value)) for name, value in context.params.items() if name not in ("out", "device"))
+    unscored = ("out", "device", "report_folder")
+    kept = ((name, str(value)) for name, value in context.params.items() if name not in unscored)
     return tuple(sorted(kept))
 
 

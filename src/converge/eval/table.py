@@ -366,3 +366,33 @@ def _quoted(number: float | str | None) -> str:
 
 def _format(metric: str, value: float) -> str:
     return f"{value:.4f}" if metric == "ssim" else f"{value:.2f}"
+
+
+def write_results_page(path: Path, tables: Sequence[Path], command: str) -> Path:
+    """One Markdown page of every table in ``tables`` (their own Markdown, headings one level down),
+    headed by the command, the commit of the code (when it runs from a git checkout) and the machine;
+    written atomically to ``path``."""
+    import subprocess
+
+    import torch
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=30,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown (not a git checkout)"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    lines = [
+        "# Results: every paper table, measured here",
+        "",
+        f"Made by `{command}` at commit {commit} ({machine}). Each table below is also in its own file",
+        "beside its cells' reports; a cell reads `-` where it was not measured (the table's notes say why).",
+        "",
+    ]
+    for table in tables:
+        body = table.read_text(encoding="utf-8").splitlines()
+        lines += [("#" + line) if line.startswith("#") else line for line in body] + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, "\n".join(lines).rstrip("\n") + "\n")
