@@ -5,9 +5,10 @@ For each setting (grey and colour denoising at sigma 15, 25 and 50; grey JPEG de
 count, ``converge eval --model FAMILY --bench bsds-val32 --limit IMAGES`` (grey settings on the
 BT.601 luma, ``--color y``; one torch thread) writes its report under
 ``benchmarks/results/validation/``. The entry the family picked gets, in the ``zoo`` section of its
-weights manifest, one ``validation`` record per setting: task, channels, level, mean PSNR, seconds per
-megapixel (this machine, one thread), images, the command and its report. A test checks every record
-against its report. ``--collect`` only rewrites the manifests from the reports already there.
+weights manifest, one ``validation`` record per setting: task, channels, level, mean PSNR, images, the
+command and its report (speed is not taken from these runs, which may share the machine: it comes from
+``benchmarks/inference_speed.py``). A test checks every record against its report. ``--collect`` only
+rewrites the manifests from the reports already there.
 
     python benchmarks/validation_scores.py --images 8
 """
@@ -63,9 +64,6 @@ def run(images: int) -> None:
 
 def collect(images: int) -> dict[str, list[dict]]:
     """The validation records of every zoo entry, from the reports; written into the manifests."""
-    from converge.data.registry import load_images
-
-    pixels = sum(image.shape[-2] * image.shape[-1] for _, image in list(load_images(BENCH))[:images]) / 1e6
     records: dict[str, list[dict]] = {}
     for task, channels, level in SETTINGS:
         for family in families(task, channels):
@@ -83,7 +81,6 @@ def collect(images: int) -> dict[str, list[dict]]:
                 "channels": channels,
                 "level": level,
                 "psnr": round(summary["psnr"], 3),
-                "seconds_per_megapixel": round(summary["seconds"] * summary["images"] / pixels, 2),
                 "images": summary["images"],
                 "command": payload["protocol"]["command"],
                 "report": str(path),
@@ -126,8 +123,7 @@ def main() -> None:
         run(args.images)
     for name, entries in sorted(collect(args.images).items()):
         for record in entries:
-            print(name, record["task"], record["channels"], record["level"], record["psnr"],
-                  record["seconds_per_megapixel"])
+            print(name, record["task"], record["channels"], record["level"], record["psnr"])
 
 
 if __name__ == "__main__":

@@ -422,3 +422,12 @@ def test_a_model_that_cannot_be_tiled_is_refused_over_the_memory_budget_before_i
     restorer = make_restorer("durr-denoise-blind", task, max_memory=PROCESS_ALLOWANCE + 10**6)
     with pytest.raises(ConfigError, match="cannot be restored in tiles.*memory budget"):
         restorer(torch.rand(1, 1, 300, 300), task.operator)
+
+
+def test_a_restorer_that_cannot_do_the_task_names_those_that_can() -> None:
+    for name in ("dncnn-s25", "nerd", "bm3d"):
+        with pytest.raises(ConfigError, match="for deblock use durr, groupsc, .*input") as raised:
+            make_restorer(name, make_task("deblock"))
+        assert "durr-deblock-blind" in str(raised.value)
+    with pytest.raises(ConfigError, match="for sr use bicubic, admm"):
+        make_restorer("nerd", make_task("sr"))

@@ -394,3 +394,14 @@ def test_each_memory_figure_in_a_manifest_is_the_measured_one(entry) -> None:
     # GroupSC works block by block and has no per-pixel figure (benchmarks/memory_per_pixel.py).
     assert entry.memory_per_pixel == figures.get(entry.name)
     assert (entry.name in figures) != (entry.model == "groupsc")
+
+
+@pytest.mark.parametrize("entry", [entry for entry in zoo.list_models() if entry.validation], ids=lambda e: e.name)
+def test_each_validation_score_in_a_manifest_is_the_one_its_report_measured(entry) -> None:
+    root = Path(__file__).resolve().parents[1]
+    for record in entry.validation:
+        report = json.loads((root / record.report).read_text())
+        assert report["bench"] == "bsds-val32" and report["task"] == record.task
+        assert report["protocol"]["command"] == record.command
+        assert round(report["summary"]["psnr"], 3) == record.psnr and report["summary"]["images"] == record.images
+        assert {row["model"] for row in report["images"]} == {entry.name}

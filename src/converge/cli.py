@@ -226,7 +226,14 @@ def restore(
         Path, typer.Argument(help="Output PNG, or a folder when SOURCE is a folder; - writes standard output.")
     ],
     task: TaskOption = "denoise",
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help=MODEL_HELP + " Default: chosen for the task, channels and noise level by validation scores.",
+        ),
+    ] = None,
     sigma: SigmaOption = None,
     factor: FactorOption = None,
     downsampling: DownsamplingOption = None,
@@ -256,8 +263,12 @@ def restore(
         Optional[Path], typer.Option(help="Clean image for --compare: its column and the captions' scores.")
     ] = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bars (they show on a terminal only).")
+        bool, typer.Option("--quiet", help="No progress bars (they show on a terminal only).")
     ] = False,
+    prefer: Annotated[
+        str,
+        typer.Option(help="Without --model: fast, balanced (a 512x512 image near 10 s) or best (any speed)."),
+    ] = "balanced",
 ) -> None:
     """Restore an image (or every image in a folder) with a shipped model, a classical baseline or a
     plug-and-play algorithm (--model admm --prior bm3d).
@@ -279,10 +290,14 @@ def restore(
     from converge.physics.base import Operator
     from converge.physics.mask import PixelMask
     from converge.physics.noise import estimate_noise_sigma
+    from converge.choice import PREFERENCES, choose_model
+    from converge.devices import resolve_device
     from converge.restorers import RestoreFunction, make_restorer
-    from converge.zoo import DEFAULT_MODEL, ZOO
+    from converge.zoo import ZOO
 
-    model_name = model or DEFAULT_MODEL
+    if prefer not in PREFERENCES:
+        raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got '{prefer}'")
+    resolve_device(device)
     if reference is not None and compare is None:
         raise ConfigError("--reference goes with --compare PANEL.png, the panel it is shown in")
     if compare is not None and (str(source) == "-" or source.is_dir()):
@@ -300,7 +315,7 @@ def restore(
     user_kernel = _user_kernel(kernel, blur_sigma)
 
     @cache
-    def restorer_for(file_quality: int | None) -> tuple[RestoreFunction, Operator]:
+    def restorer_for(model_name: str, file_quality: int | None) -> tuple[RestoreFunction, Operator]:
         """The restorer and forward operator for the given task, at a JPEG file's own quality if given."""
         chosen = _make_task(task, params if file_quality is None else {**params, "quality": file_quality}, user_kernel)
         made = make_restorer(
@@ -317,7 +332,9 @@ def restore(
         )
         return made, known_mask or chosen.operator
 
-    restorer_for(None)
+    if model is not None:
+        restorer_for(model, None)
+    chosen_before: set[str] = set()
     upscale = _make_task(task, params, user_kernel).params["factor"] if task == "sr" else 1
     read_quality = task == "deblock" and quality is None
     place = workers()
@@ -331,14 +348,25 @@ def restore(
             raise ConfigError(f"{in_path}: the mask {mask} is {mask_size} but the image is {image_size}")
         shown_reference = None if clean is None else _reference_for(clean, observed, upscale, reference, in_path)
         file_quality = jpeg_quality(in_path) if read_quality else None
-        restorer, operator = restorer_for(file_quality)
+        # Estimated here only to choose a model; a named one is asked for its own estimate first.
+        estimated = 255.0 * float(estimate_noise_sigma(observed)[0]) if blind and model is None else None
+        model_name = model
+        if model_name is None:
+            wanted = sigma if sigma is not None else estimated if blind else file_quality or params.get("quality")
+            channels = 3 if task == "demosaic" else observed.shape[1]
+            choice = choose_model(task, channels, wanted, prefer)
+            model_name = choice.name
+            if choice.reason not in chosen_before:
+                chosen_before.add(choice.reason)
+                _say(f"chose {choice.reason} (--model to name one, --prefer fast|balanced|best)")
+        restorer, operator = restorer_for(model_name, file_quality)
         with _steps_shown(console.is_terminal and not quiet and not source.is_dir()):
             result = restorer(observed, operator)
         level, note = sigma, ""
         if file_quality is not None:
             note = f" (JPEG quality {file_quality}, read from the file)"
         if blind:
-            level = result.noise_level
+            level = result.noise_level if result.noise_level is not None else estimated
             if level is None:
                 level = 255.0 * float(estimate_noise_sigma(observed)[0])
             note = f" (estimated noise level {level:.1f})"

@@ -99,6 +99,18 @@ def restorer_names() -> dict[str, str]:
     return names
 
 
+def restorers_for_task(task: str) -> list[str]:
+    """The names that restore ``task``: shipped model families and entries with weights for it, the
+    baselines that handle it and, for a task with a linear operator, the plug-and-play algorithms."""
+    from converge import baselines, zoo
+    from converge.optim import algorithm_names
+
+    shipped = sorted({entry.model for entry in zoo.ZOO.values() if entry.task == task} - set(zoo.ZOO))
+    shipped += sorted(entry.name for entry in zoo.ZOO.values() if entry.task == task)
+    classical = [name for name, spec in baselines.BASELINES.items() if name == spec.name and task in spec.tasks]
+    return shipped + classical + (algorithm_names() if task in _PNP_SCHEDULES else [])
+
+
 def weights_digest(
     name: str,
     task: str | None = None,
@@ -210,7 +222,10 @@ def make_restorer(
     if name in baselines.BASELINES:
         if task.name not in baselines.BASELINES[name].tasks:
             handled = ", ".join(baselines.BASELINES[name].tasks)
-            raise ConfigError(f"baseline '{name}' restores task(s) {handled}, not '{task.name}'")
+            raise ConfigError(
+                f"baseline '{name}' restores task(s) {handled}, not '{task.name}': "
+                f"for {task.name} use {', '.join(restorers_for_task(task.name))}"
+            )
         if options:
             option = next(iter(options))
             raise ConfigError(f"baseline '{name}' has no {option} to set: drop --{option}")
@@ -218,6 +233,12 @@ def make_restorer(
     from converge import zoo
 
     if name in zoo.zoo_names():
+        trained = sorted({entry.task for entry in zoo.ZOO.values() if name in (entry.name, entry.model)})
+        if task.name not in trained:
+            raise ConfigError(
+                f"model '{name}' has weights for task(s) {', '.join(trained)}, not '{task.name}': "
+                f"for {task.name} use {', '.join(restorers_for_task(task.name))}"
+            )
         return _zoo_restorer(name, task, tile, blind, options, device, max_memory or DEFAULT_MAX_MEMORY)
     if name.endswith(".safetensors"):
         model = _trained_model(Path(name), task).to(device)
@@ -334,8 +355,6 @@ def _zoo_restorer(
 
     def entry_restorer(entry: zoo.ZooEntry) -> RestoreFunction:
         if entry.name not in built:
-            if entry.task != task.name:
-                raise ConfigError(f"model '{name}' was trained for task '{entry.task}', not '{task.name}'")
             model = zoo.load_model(entry.name, device=device)
             budget = None if entry.memory_per_pixel is None else (entry.memory_per_pixel, max_memory)
             built[entry.name] = _model_restorer(entry.name, model, task, tile, blind, options, device, budget)

@@ -60,6 +60,22 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """A shipped model's score on the validation split at one setting, what ``converge restore``
+    chooses by when no model is named (``benchmarks/validation_scores.py``): the ``task``, the image
+    ``channels``, the ``level`` (noise sigma in 8-bit levels, JPEG quality, or ``None``), the mean PSNR
+    (dB) over ``images`` images, and the ``converge eval`` command whose ``report`` holds it."""
+
+    task: str
+    channels: int
+    level: float | None
+    psnr: float
+    images: int
+    command: str
+    report: str
+
+
+@dataclass(frozen=True)
 class ZooEntry:
     """One shipped model, read from the ``zoo`` section of its weights manifest (``weights/*.yaml``).
 
@@ -71,7 +87,9 @@ class ZooEntry:
     range of noise levels it was trained on (``sigma_range``), if any; its measured ``score``; the
     SHA-256 of its weights file, checked whenever the entry is loaded; its peak memory per pixel at
     inference in bytes (``memory_bytes_per_pixel``, ``benchmarks/memory_per_pixel.py``), which automatic
-    tiling plans with."""
+    tiling plans with; its scores on the validation split (``validation``) and its inference time
+    (``seconds_per_megapixel``, one thread, ``benchmarks/inference_speed.py``), which the automatic
+    choice of a model (:mod:`converge.choice`) compares."""
 
     name: str
     model: str
@@ -86,6 +104,8 @@ class ZooEntry:
     score: Score | None = None
     sha256: str | None = None
     memory_per_pixel: float | None = None
+    validation: tuple[Validation, ...] = ()
+    seconds_per_megapixel: float | None = None
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
@@ -132,10 +152,16 @@ def entry_from_manifest(config_file: str, spec: Mapping[str, Any]) -> ZooEntry:
             trained_range=None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1])),
             score=score,
             sha256=str(section["sha256"]),
-            memory_per_pixel=float(section["memory_bytes_per_pixel"]) if "memory_bytes_per_pixel" in section else None,
+            memory_per_pixel=_optional_float(section, "memory_bytes_per_pixel"),
+            validation=tuple(Validation(**record) for record in section.get("validation", ())),
+            seconds_per_megapixel=_optional_float(section, "seconds_per_megapixel"),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsError(f"the zoo section of {config_file} is incomplete ({error}): fix the manifest") from None
+
+
+def _optional_float(section: Mapping[str, Any], key: str) -> float | None:
+    return float(section[key]) if key in section else None
 
 
 def _read_zoo() -> dict[str, ZooEntry]:
