@@ -595,16 +595,22 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         if not (isinstance(wrapped, dict) and "payload" in wrapped):
             if isinstance(wrapped, dict) and "step" in wrapped:
                 return wrapped
-            raise ValueError("not a converge checkpoint")
+            raise _DamagedCheckpoint("not a converge checkpoint")
         payload = wrapped["payload"].numpy().tobytes()
         if hashlib.sha256(payload).hexdigest() != wrapped["sha256"]:
-            raise ValueError("its bytes do not match the SHA-256 saved with them: the file is corrupt")
+            raise _DamagedCheckpoint("its bytes do not match the SHA-256 saved with them: the file is corrupt")
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"cannot resume from {path} ({reason}): resume from an earlier copy or start a new run directory"
-        ) from None
+    except _DamagedCheckpoint as error:
+        reason = str(error)
+    except FileNotFoundError:
+        reason = "no such file"
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError, pickle.UnpicklingError):
+        reason = "unreadable: truncated, damaged or not written by converge train"
+    raise ConfigError(f"cannot resume from {path} ({reason}): resume from an earlier copy or start a new run directory")
+
+
+class _DamagedCheckpoint(ValueError):
+    """A checkpoint file that loads but is not what :func:`write_checkpoint` wrote."""
 
 
 def _parsed(line: str) -> dict[str, Any] | None:
