@@ -5,8 +5,9 @@ weights, the code paths and their buffers are in place), then a ``--side`` x ``-
 entry's own channels and task (degraded by the task, at the entry's own level); the growth of the
 process's peak resident memory between the two, divided by the larger image's pixels, is the entry's
 bytes per pixel (GroupSC entries are left out, see ``UNMEASURED``). Writes
-``benchmarks/results/memory_per_pixel.json``; the figures are copied into ``memory_bytes_per_pixel`` in
-each weights manifest's ``zoo`` section, which a test checks against this file.
+``benchmarks/results/memory_per_pixel.json`` (entries measured now replace their earlier figures);
+the figures are copied into ``memory_bytes_per_pixel`` in each weights manifest's ``zoo`` section,
+which a test checks against this file.
 
     python benchmarks/memory_per_pixel.py --side 512
 """
@@ -85,10 +86,14 @@ def main() -> None:
             raise SystemExit(f"{name}: {done.stderr.strip().splitlines()[-1]}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(results[-1], flush=True)
+    # Entries measured now replace their earlier figures; the others keep theirs.
+    measured = {result["name"] for result in results}
+    earlier = json.loads(OUT.read_text())["results"] if OUT.is_file() else []
+    results = [result for result in earlier if result["name"] not in measured and result["name"] in zoo.ZOO] + results
     payload = {
         "command": "python benchmarks/memory_per_pixel.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {platform.python_version()}",
-        "results": results,
+        "results": sorted(results, key=lambda result: result["name"]),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(payload, indent=1) + "\n")
