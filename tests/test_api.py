@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import converge
-from converge.api import checked_images, default_model
+from converge.api import checked_images
 from converge.errors import ConfigError
 
 
@@ -35,11 +35,14 @@ def test_an_image_comes_back_in_its_own_layout() -> None:
     assert torch.equal(told(y[0, 0]).image, told(y).image[0, 0])
 
 
-def test_restore_uses_the_task_default() -> None:
-    assert default_model("denoise") == "dncnn-s25" and default_model("deblock") == "durr"
+def test_restore_uses_the_model_the_choice_picks() -> None:
+    from converge.choice import choose_model
+
     result = converge.restore(noisy_gray(), sigma=25)
-    assert result.model == "dncnn-s25"
-    with pytest.raises(ConfigError, match="no shipped restorer for task 'inpaint' yet"):
+    assert result.model.startswith(choose_model("denoise", 1, 25.0).name)
+    upsampled = converge.restore(noisy_gray(), task="sr", factor=2)
+    assert upsampled.model == choose_model("sr", 1, None).name and upsampled.image.shape[-1] == 80
+    with pytest.raises(ConfigError, match="inpainting needs its mask"):
         converge.restore(noisy_gray(), task="inpaint")
 
 

@@ -89,24 +89,27 @@ def load(
     return LoadedRestorer(name, chosen, blind, function)
 
 
-def restore(image: Tensor, task: str = "denoise", *, model: str | None = None, **task_params: Any) -> Restored:
-    """Restore ``image`` for ``task`` with ``model`` (default: the task's default model, see
-    :func:`default_model`): ``converge.restore(noisy)``, ``converge.restore(jpeg, task="deblock",
-    quality=20)``."""
-    return load(model or default_model(task), task, **task_params)(image)
+def restore(
+    image: Tensor, task: str = "denoise", *, model: str | None = None, prefer: str = "balanced", **task_params: Any
+) -> Restored:
+    """Restore ``image`` for ``task`` with ``model``: ``converge.restore(noisy)``,
+    ``converge.restore(jpeg, task="deblock", quality=20)``. Without ``model``, the one
+    :func:`converge.choice.choose_model` picks for the task, the image's channels and its level (the
+    ``sigma`` or ``quality`` given, else for denoising the noise level estimated from the first image),
+    within the speed ``prefer`` allows. Inpainting needs its mask: ``load(name, "inpaint")(image,
+    PixelMask(mask))``."""
+    if task == "inpaint":
+        raise ConfigError('inpainting needs its mask: converge.load("fill", "inpaint")(image, PixelMask(mask))')
+    if model is None:
+        from converge.choice import choose_model
+        from converge.physics.noise import estimate_noise_sigma
 
-
-def default_model(task: str) -> str:
-    """The restorer :func:`restore` uses for ``task`` when none is named: the default denoiser, the
-    shipped model family for deblocking and demosaicking, bicubic upsampling for super-resolution."""
-    from converge.zoo import DEFAULT_MODEL
-
-    defaults = {"denoise": DEFAULT_MODEL, "deblock": "durr", "demosaic": "groupsc", "sr": "bicubic"}
-    if task not in defaults:
-        raise ConfigError(
-            f"no shipped restorer for task {task!r} yet: name one with model= ({', '.join(defaults)} have defaults)"
-        )
-    return defaults[task]
+        batch = checked_images(image)
+        level = task_params.get("quality" if task == "deblock" else "sigma")
+        if level is None and task == "denoise":
+            level = 255.0 * float(estimate_noise_sigma(batch[:1])[0])
+        model = choose_model(task, 3 if task == "demosaic" else batch.shape[1], level, prefer).name
+    return load(model, task, **task_params)(image)
 
 
 def checked_images(y: Tensor) -> Tensor:
