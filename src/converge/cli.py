@@ -709,8 +709,8 @@ def train(
 def zoo(
     name: Annotated[Optional[str], typer.Argument(help="A shipped model or family: print its card.")] = None,
 ) -> None:
-    """List the shipped models (task, channels, size, training, measured score) and the baselines, by the
-    names --model takes; with NAME, print that model's card."""
+    """List the shipped models (task, channels, size, seconds per megapixel on one thread here, training,
+    measured score) and the baselines, by the names --model takes; with NAME, print that model's card."""
     from rich.table import Table
 
     from converge import zoo as shipped
@@ -722,7 +722,8 @@ def zoo(
         print(shipped.card(name), end="")
         return
     models = Table(title="shipped models (converge zoo NAME prints a card)")
-    for column in ("name", "task", "level", "channels", "parameters", "MB", "trained steps", "measured"):
+    columns = ("name", "task", "level", "channels", "parameters", "MB", "s/MP", "trained steps", "measured")
+    for column in columns:
         models.add_column(column, justify="left" if column in ("name", "task", "measured") else "right")
     for entry in shipped.list_models():
         spec = shipped.manifest(entry.name)
@@ -736,6 +737,7 @@ def zoo(
             str(entry.channels),
             f"{shipped.parameter_count(entry.name):,}",
             f"{shipped.weights_path(entry.name).stat().st_size / 1e6:.2f}",
+            "-" if entry.seconds_per_megapixel is None else f"{entry.seconds_per_megapixel:.1f}",
             f"{spec.get('trained_steps', '-'):,}",
             "-" if entry.score is None else entry.score.summary(),
         )
