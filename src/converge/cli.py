@@ -74,6 +74,13 @@ DownsamplingOption = Annotated[
 QualityOption = Annotated[Optional[int], typer.Option("--quality", "-q", help="deblock: JPEG quality 1-100.")]
 DropOption = Annotated[Optional[float], typer.Option("--drop", help="inpaint: fraction of pixels removed.")]
 BlurOption = Annotated[Optional[float], typer.Option("--blur-sigma", help="deblur: Gaussian kernel width (pixels).")]
+BlurSizeOption = Annotated[
+    Optional[int], typer.Option("--blur-size", help="deblur: side of the Gaussian kernel (pixels; default 25).")
+]
+BoundaryOption = Annotated[
+    Optional[str],
+    typer.Option("--boundary", help="deblur: the blur's edges: circular (default), reflect, replicate or zeros."),
+]
 KernelOption = Annotated[
     Optional[Path],
     typer.Option("--kernel", help="deblur: your own blur kernel, a .npy array or a grey image (odd sides)."),
@@ -107,6 +114,8 @@ def _task_params(
     blur_sigma: float | None,
     pattern: str | None,
     downsampling: str | None = None,
+    blur_size: int | None = None,
+    boundary: str | None = None,
 ) -> dict:
     """The task parameters the user gave, in the names :func:`converge.physics.tasks.make_task` takes."""
     given = {
@@ -115,20 +124,24 @@ def _task_params(
         "quality": quality,
         "p": drop,
         "blur_sigma": blur_sigma,
+        "size": blur_size,
+        "boundary": boundary,
         "pattern": pattern,
         "kernel": downsampling,
     }
     return {key: value for key, value in given.items() if value is not None}
 
 
-def _user_kernel(path: Path | None, blur_sigma: float | None) -> tuple[Tensor, str] | None:
+def _user_kernel(
+    path: Path | None, blur_sigma: float | None, blur_size: int | None = None
+) -> tuple[Tensor, str] | None:
     """The checked kernel of ``--kernel`` and its file name (a normalised one is reported), or ``None``."""
     from converge.physics.kernel_file import read_kernel
 
     if path is None:
         return None
-    if blur_sigma is not None:
-        raise ConfigError("--kernel and --blur-sigma both set the blur: give one")
+    if blur_sigma is not None or blur_size is not None:
+        raise ConfigError("--kernel and --blur-sigma / --blur-size both set the blur: give one")
     kernel, note = read_kernel(path)
     if note is not None:
         _say(f"note: {note}")
@@ -239,6 +252,8 @@ def restore(
     downsampling: DownsamplingOption = None,
     quality: QualityOption = None,
     blur_sigma: BlurOption = None,
+    blur_size: BlurSizeOption = None,
+    boundary: BoundaryOption = None,
     kernel: KernelOption = None,
     pattern: PatternOption = None,
     mask: Annotated[Optional[Path], typer.Option(help="inpaint: mask PNG, white = kept pixel.")] = None,
@@ -307,12 +322,12 @@ def restore(
     clean = None if reference is None else read_image(reference)
     if max_memory is not None and not 0 < max_memory < float("inf"):
         raise ConfigError(f"--max-memory must be a positive number of GiB, got {max_memory}")
-    params = _task_params(sigma, factor, quality, None, blur_sigma, pattern, downsampling)
+    params = _task_params(sigma, factor, quality, None, blur_sigma, pattern, downsampling, blur_size, boundary)
     if (task == "inpaint") != (mask is not None):
         raise ConfigError("--mask is required for --task inpaint and taken by no other task")
     blind = task == "denoise" and sigma is None
     known_mask = None if mask is None else PixelMask(read_image(mask)[:, :1] > 0.5)
-    user_kernel = _user_kernel(kernel, blur_sigma)
+    user_kernel = _user_kernel(kernel, blur_sigma, blur_size)
 
     @cache
     def restorer_for(model_name: str, file_quality: int | None) -> tuple[RestoreFunction, Operator]:
@@ -335,7 +350,8 @@ def restore(
     if model is not None:
         restorer_for(model, None)
     chosen_before: set[str] = set()
-    upscale = _make_task(task, params, user_kernel).params["factor"] if task == "sr" else 1
+    given_task = _make_task(task, params, user_kernel)  # checks the task's options before any image
+    upscale = given_task.params["factor"] if task == "sr" else 1
     read_quality = task == "deblock" and quality is None
     place = workers()
 
@@ -439,6 +455,8 @@ def degrade(
     quality: QualityOption = None,
     drop: DropOption = None,
     blur_sigma: BlurOption = None,
+    blur_size: BlurSizeOption = None,
+    boundary: BoundaryOption = None,
     kernel: KernelOption = None,
     pattern: PatternOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise and random masks.")] = 0,
@@ -452,8 +470,8 @@ def degrade(
     from converge.imageio import read_image, write_image
     from converge.physics.mask import PixelMask
 
-    params = _task_params(sigma, factor, quality, drop, blur_sigma, pattern, downsampling)
-    chosen = _make_task(task, params, _user_kernel(kernel, blur_sigma))
+    params = _task_params(sigma, factor, quality, drop, blur_sigma, pattern, downsampling, blur_size, boundary)
+    chosen = _make_task(task, params, _user_kernel(kernel, blur_sigma, blur_size))
     pairs = _collect_inputs(source, target)
     with _progress("degrading", len(pairs), enabled=len(pairs) > 1) as advance:
         for index, (in_path, out_path) in enumerate(pairs):
@@ -478,6 +496,8 @@ def evaluate(
     quality: QualityOption = None,
     drop: DropOption = None,
     blur_sigma: BlurOption = None,
+    blur_size: BlurSizeOption = None,
+    boundary: BoundaryOption = None,
     pattern: PatternOption = None,
     color: Annotated[str, typer.Option(help="native, or y to score the BT.601 luma of colour sets.")] = "native",
     y_channel: Annotated[bool, typer.Option("--y-channel", help="Score PSNR/SSIM on the Y channel.")] = False,
@@ -520,7 +540,8 @@ def evaluate(
         raise ConfigError(f"--crop must be a non-negative number of pixels, got {crop}")
     if report_folder is not None and report_folder.exists() and not report_folder.is_dir():
         raise ConfigError(f"--report names a folder for the HTML report, and {report_folder} is a file")
-    chosen = make_task(task, **_task_params(sigma, factor, quality, drop, blur_sigma, pattern, downsampling))
+    given = _task_params(sigma, factor, quality, drop, blur_sigma, pattern, downsampling, blur_size, boundary)
+    chosen = make_task(task, **given)
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
     restorer = make_restorer(
