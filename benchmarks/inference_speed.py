@@ -21,9 +21,13 @@ dtype=torch.bfloat16)``; BM3D (NumPy) runs in fp32 only.
 Writes ``inference_speed.json`` to ``--out-dir`` (after every entry, so an interrupted run keeps what it
 measured) and the Markdown table to ``--doc``.
 
+With ``--record``, each zoo entry's fp32 one-thread seconds per megapixel goes into its manifest
+(``seconds_per_megapixel``), the speed ``converge restore`` chooses a model by; a test checks it
+against ``inference_speed.json``.
+
 Usage:
     python benchmarks/inference_speed.py [--models dncnn-s25 bm3d ...] [--images 2] [--size 256]
-        [--threads 1 2] [--out-dir benchmarks/results] [--doc docs/inference-speed.md]
+        [--threads 1 2] [--out-dir benchmarks/results] [--doc docs/inference-speed.md] [--record]
 """
 
 from __future__ import annotations
@@ -261,6 +265,8 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=REPOSITORY / "benchmarks" / "results")
     parser.add_argument("--doc", type=Path, default=REPOSITORY / "docs" / "inference-speed.md")
     parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--record", action="store_true",
+                        help="copy each zoo entry's fp32 one-thread s/MP into its manifest (seconds_per_megapixel)")
     args = parser.parse_args()
     if args.images < 1 or args.size < WARMUP_SIZE or min(args.threads) < 1:
         parser.error(f"--images and --threads must be at least 1 and --size at least {WARMUP_SIZE}")
@@ -286,6 +292,25 @@ def main() -> None:
               flush=True)
         write_text_atomic(args.out_dir / "inference_speed.json", json.dumps(result, indent=1) + "\n")
     args.doc.write_text(markdown(result))
+    if args.record:
+        record_speeds(result)
+
+
+def record_speeds(result: dict[str, Any]) -> None:
+    """Write ``seconds_per_megapixel`` (fp32, one thread, rounded to 0.01) into the ``zoo`` section of
+    each measured entry's manifest, before its ``validation`` records (the section is the manifest's
+    last), leaving the rest of the text as it is; ``converge.choice`` compares them."""
+    from converge import zoo
+
+    for row in result["rows"]:
+        seconds = _seconds(row, "fp32", 1)
+        if row["name"] not in zoo.ZOO or seconds is None:
+            continue
+        path = REPOSITORY / "src" / "converge" / "weights" / zoo.ZOO[row["name"]].config_file
+        lines = [line for line in path.read_text().splitlines() if not line.startswith("  seconds_per_megapixel:")]
+        at = lines.index("  validation:") if "  validation:" in lines else len(lines)
+        lines.insert(at, f"  seconds_per_megapixel: {seconds:.2f}")
+        path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -405,3 +405,12 @@ def test_each_validation_score_in_a_manifest_is_the_one_its_report_measured(entr
         assert report["protocol"]["command"] == record.command
         assert round(report["summary"]["psnr"], 3) == record.psnr and report["summary"]["images"] == record.images
         assert {row["model"] for row in report["images"]} == {entry.name}
+
+
+@pytest.mark.parametrize(
+    "entry", [entry for entry in zoo.list_models() if entry.seconds_per_megapixel], ids=lambda e: e.name
+)
+def test_each_speed_in_a_manifest_is_the_measured_one(entry) -> None:
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "inference_speed.json"
+    rows = {row["name"]: row for row in json.loads(results.read_text())["rows"]}
+    assert round(rows[entry.name]["cases"]["fp32 1t"]["seconds_per_mp"], 2) == entry.seconds_per_megapixel
