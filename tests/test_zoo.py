@@ -414,3 +414,15 @@ def test_each_speed_in_a_manifest_is_the_measured_one(entry) -> None:
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "inference_speed.json"
     rows = {row["name"]: row for row in json.loads(results.read_text())["rows"]}
     assert round(rows[entry.name]["cases"]["fp32 1t"]["seconds_per_mp"], 2) == entry.seconds_per_megapixel
+
+
+def test_the_readme_table_of_models_is_the_one_the_manifests_make() -> None:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("readme_models", root / "benchmarks" / "readme_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index(module.START) + len(module.START) : readme.index(module.END)]
+    assert block == "\n" + module.table()
