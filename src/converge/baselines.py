@@ -266,9 +266,9 @@ def fill_missing(y: Tensor, mask: Tensor) -> Tensor:
     so holes of any size are filled (push-pull). An image with no kept pixel is filled with 0.5.
     Differentiable; keeps ``y``'s dtype; not clipped.
 
-    >>> y = torch.tensor([[[[0.2, 0.0, 0.6]]]])
+    >>> y = torch.tensor([[[[0.25, 0.0, 0.75]]]])
     >>> fill_missing(y, torch.tensor([[[[1.0, 0.0, 1.0]]]])).tolist()
-    [[[[0.2, 0.4000000059604645, 0.6]]]]
+    [[[[0.25, 0.5, 0.75]]]]
     """
     _check_image(y, "fill_missing")
     mask = mask.to(y.dtype).expand_as(y)
