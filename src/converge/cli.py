@@ -313,6 +313,12 @@ def restore(
     if prefer not in PREFERENCES:
         raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got '{prefer}'")
     resolve_device(device)
+    if prior is not None and model is None:
+        raise ConfigError("--prior goes with a plug-and-play --model: admm, hqs, forward_backward or red")
+    model_options = (("--loops", loops), ("--stride", stride), ("--window", window))
+    named = [option for option, value in model_options if value is not None]
+    if named and model is None:
+        raise ConfigError(f"{named[0]} sets an option of a named model: give --model too")
     if reference is not None and compare is None:
         raise ConfigError("--reference goes with --compare PANEL.png, the panel it is shown in")
     if compare is not None and (str(source) == "-" or source.is_dir()):
