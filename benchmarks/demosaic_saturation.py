@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from converge.data.patches import saturated
 from converge.data.registry import load_images
 from converge.eval.metrics import psnr
 from converge.physics.tasks import make_task
@@ -24,12 +25,6 @@ from converge.restorers import make_restorer
 
 FACTORS = (1.0, 2.0, 3.0)
 OUT = Path(__file__).parent / "results" / "demosaic_saturation.json"
-
-
-def saturated(image: torch.Tensor, factor: float) -> torch.Tensor:
-    """``image`` with its colours pushed ``factor`` times further from their grey level."""
-    grey = image.mean(dim=1, keepdim=True)
-    return (grey + factor * (image - grey)).clamp(0.0, 1.0)
 
 
 def main() -> None:

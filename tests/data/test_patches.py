@@ -237,3 +237,18 @@ def test_patches_from_a_real_set_name(image_reader: None) -> None:
     y, x, _, _ = dataset[23]
     assert x.shape == y.shape == (1, 40, 40)
     assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-4) and 0 <= x.min() and x.max() <= 1
+
+
+def test_saturation_pushes_each_colour_crop_from_grey_by_a_drawn_factor() -> None:
+    images = [torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(index)) * 0.2 + 0.4 for index in range(2)]
+    plain = PatchDataset(images, patch_size=16, patches_per_image=4, seed=3)
+    boosted = PatchDataset(images, patch_size=16, patches_per_image=4, seed=3, saturation=(2.0, 3.0))
+    for index in range(len(plain)):
+        x, y = plain[index][1], boosted[index][1]
+        spread, boosted_spread = x - x.mean(dim=0), y - y.mean(dim=0)
+        factor = float((boosted_spread * spread).sum() / (spread * spread).sum())
+        assert 2.0 <= factor <= 3.0 and torch.allclose(boosted_spread, factor * spread, atol=1e-5)
+        assert torch.allclose(y.mean(dim=0), x.mean(dim=0), atol=1e-5)
+    assert torch.equal(boosted[1][1], boosted[1][1])
+    with pytest.raises(ConfigError, match="colour images"):
+        PatchDataset(_images(channels=1), patch_size=16, patches_per_image=4, saturation=(1.0, 2.0))

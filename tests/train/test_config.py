@@ -229,3 +229,12 @@ def test_bad_overrides_raise_config_error(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(CONFIGS / "nerd-denoise-compact.yaml", [override])
 
+
+
+def test_saturation_range_needs_colour_crops_and_an_ordered_range() -> None:
+    colour = {"train_set": "cbsd400", "channels": 3, "saturation_range": [1.0, 3.0]}
+    config = config_from_dict(minimal(data=colour))
+    assert config.data.saturation_range == (1.0, 3.0) and config_from_dict(config_to_dict(config)) == config
+    for data in ({**colour, "channels": 1}, {**colour, "saturation_range": [2.0, 1.0]}):
+        with pytest.raises(ConfigError, match="saturation_range"):
+            config_from_dict(minimal(data=data))

@@ -63,7 +63,9 @@ class PatchDataset(Dataset):
     ``x``, the operator the identity and ``level`` NaN. ``channels=1`` turns colour images into
     grayscale (MATLAB ``rgb2gray``, 8-bit levels). ``per_crop``: consecutive items that share one crop
     (items ``k * per_crop`` to ``(k + 1) * per_crop - 1``), each with its own degradation; it must
-    divide ``patches_per_image``. Call :meth:`set_epoch` at the start of every epoch to draw new patches.
+    divide ``patches_per_image``. ``saturation``: ``(low, high)`` for colour crops, each crop's colours
+    pushed ``k`` times further from their grey level, ``k`` uniform in it (:func:`saturated`). Call
+    :meth:`set_epoch` at the start of every epoch to draw new patches.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class PatchDataset(Dataset):
         seed: int = 0,
         channels: int | None = None,
         per_crop: int = 1,
+        saturation: tuple[float, float] | None = None,
     ) -> None:
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ConfigError(f"patch_size must be a positive integer, got {patch_size!r}")
@@ -111,6 +114,9 @@ class PatchDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.per_crop = per_crop
+        if saturation is not None and stored[0].shape[0] != 3:
+            raise ConfigError("saturation applies to colour images (channels=3)")
+        self.saturation = saturation
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -145,6 +151,9 @@ class PatchDataset(Dataset):
         x = patch.to(torch.float32, copy=True).contiguous()
         if image.dtype == torch.uint8:
             x = x / 255.0
+        if self.saturation is not None:
+            low, high = self.saturation
+            x = saturated(x, low + (high - low) * float(torch.rand((), generator=generator)))
         if self.degrade is None:
             return x.clone(), x, _UNDEGRADED, torch.tensor(math.nan)
         if self.per_crop > 1:
@@ -184,6 +193,17 @@ def collate_patches(items: Sequence[Patch]) -> tuple[Tensor, Tensor, OperatorBat
     one :class:`~converge.physics.batch.OperatorBatch`, and ``level`` ``(B,)``."""
     ys, xs, operators, levels = zip(*items, strict=True)
     return torch.stack(ys), torch.stack(xs), OperatorBatch(operators), torch.stack(levels)
+
+
+def saturated(image: Tensor, factor: float) -> Tensor:
+    """``(C, H, W)`` or ``(B, C, H, W)`` colour ``image`` with its colours pushed ``factor`` times
+    further from each pixel's grey level (the channel mean), clipped to [0, 1]; 1 leaves it unchanged.
+
+    >>> saturated(torch.tensor([[[0.375]], [[0.5]], [[0.625]]]), 2.0).flatten().tolist()
+    [0.25, 0.5, 0.75]
+    """
+    grey = image.mean(dim=-3, keepdim=True)
+    return (grey + factor * (image - grey)).clamp(0.0, 1.0)
 
 
 def dihedral(image: Tensor, transform: int) -> Tensor:

@@ -131,6 +131,9 @@ class DataSection:
     ``log sigma``, ``low > 0``: as many patches between 20 and 40 as between 40 and 80);
     ``quality_range``: ``[low, high]`` JPEG qualities for blind deblocking, one integer per patch drawn
     uniformly from ``low..high`` (then ``task`` must be ``deblock`` without a fixed ``quality``);
+    ``saturation_range``: ``[low, high]``, colour only: each crop's colours are pushed ``k`` times
+    further from their grey level (``grey + k (x - grey)``, clipped to [0, 1]), ``k`` drawn uniformly per
+    crop (1 leaves a crop as it is), so a model also sees colours more saturated than its training set's;
     ``multitask``: a :class:`MultiTaskSection` that replaces ``task``, ``task_params`` and the ranges
     (MTDEQ: each patch degraded by a drawn problem and noise level, the level recorded is its noise
     sigma); ``patch_size`` must then be a multiple of every SR factor, and ``batch_size`` and
@@ -163,6 +166,7 @@ class DataSection:
     quality_range: tuple[int, int] | None = None
     sigma_sampling: str = "uniform"
     augment: bool = True
+    saturation_range: tuple[float, float] | None = None
     multitask: MultiTaskSection | None = None
 
     def __post_init__(self) -> None:
@@ -193,6 +197,13 @@ class DataSection:
                 )
             if self.task != "deblock" or "quality" in self.task_params:
                 raise ConfigError("data.quality_range needs task 'deblock' without a fixed task_params.quality")
+        if self.saturation_range is not None:
+            low, high = self.saturation_range
+            if self.channels != 3 or not 0 <= low <= high:
+                raise ConfigError(
+                    "data.saturation_range needs colour crops (channels: 3) and 0 <= low <= high, "
+                    f"got {list(self.saturation_range)} with channels {self.channels}"
+                )
         if self.multitask is not None:
             self._check_multitask(self.multitask)
 
