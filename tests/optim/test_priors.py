@@ -120,3 +120,27 @@ def test_make_denoiser_loads_a_trained_weights_file(tmp_path):
         assert torch.equal(denoiser.denoise(x, 0.1), model.eval()(x, sigma=0.1))
     with pytest.raises(WeightsError, match="missing"):
         make_denoiser(str(tmp_path / "other.safetensors"))
+
+
+def test_a_weights_file_of_mtdeq_gives_its_prior_as_the_denoiser(tmp_path):
+    from converge.models.mtdeq import MTDEQ
+
+    model = build_model("mtdeq", dict(MTDEQ.example_params, channels=1))
+    weights = zoo.save_weights(model, {"task": "deblur"}, tmp_path / "mtdeq.safetensors")
+    denoiser = make_denoiser(str(weights))
+    assert type(denoiser.model).__name__ == "UNetDenoiser"
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(denoiser.denoise(x, 0.1), model.prior.eval()(x, sigma=0.1))
+
+
+def test_a_shipped_model_holding_a_prior_gives_it(monkeypatch):
+    from dataclasses import replace
+
+    from converge.models.mtdeq import MTDEQ
+
+    model = build_model("mtdeq", dict(MTDEQ.example_params, channels=1))
+    entry = replace(zoo.ZOO["dncnn-s25"], name="mtdeq-test", model="mtdeq", task="deblur")
+    monkeypatch.setattr(zoo, "ZOO", {**zoo.ZOO, "mtdeq-test": entry})
+    monkeypatch.setattr(zoo, "load_model", lambda name, device="cpu": model)
+    assert make_denoiser("mtdeq-test").model is model.prior

@@ -103,6 +103,9 @@ class Restorer(nn.Module, metaclass=ABCMeta):
     exact_tiling: ClassVar[bool] = True
     """Whether restoring in tiles with a :attr:`receptive_radius` halo gives the whole-image result
     (to float rounding); ``False`` for a model whose radius is only approximate."""
+    plug_and_play_prior: ClassVar[str | None] = None
+    """The submodule that plug-and-play algorithms use as this model's denoiser when its weights are
+    given as a prior (MTDEQ: ``prior``, its U-Net); ``None``: the model itself is the denoiser."""
     retired_params: ClassVar[frozenset[str]] = frozenset()
     """Parameters that weights saved by an older version may still name and that no longer exist:
     dropped when such weights load (the values they held are implied by the weights' task)."""

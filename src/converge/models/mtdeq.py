@@ -161,6 +161,7 @@ class MTDEQ(Restorer):
 
     config_class = MTDEQConfig
     tasks = ("denoise", "deblur", "sr", "inpaint")
+    plug_and_play_prior = "prior"
     example_params = {"widths": (4, 8, 8, 8), "blocks": 1, "max_iter": 8}
 
     def __init__(self, config: MTDEQConfig | None = None) -> None:

@@ -95,7 +95,8 @@ def make_denoiser(
     """The denoiser called ``name``: a zoo denoising model (``dncnn-s25``), a model family (``nerd``: the
     zoo's denoiser for ``channels``-channel images trained nearest to ``sigma``, on the [0, 1] scale), a
     classical baseline (``bm3d``, ``nlm``, ``tv``), ``identity``, or a ``.safetensors`` file written by
-    ``converge train`` (with its ``.yaml`` beside it). Models load on ``device``.
+    ``converge train`` (with its ``.yaml`` beside it). A shipped model or weights file that holds a
+    learned prior (MTDEQ: ``Restorer.plug_and_play_prior``) gives that prior. Models load on ``device``.
 
     Unknown names raise :class:`ConfigError` listing the valid ones.
 
@@ -109,8 +110,11 @@ def make_denoiser(
     if name in DENOISING_BASELINES:
         return BaselineDenoiser(name)
     if name.endswith(".safetensors"):
-        return ModelDenoiser(zoo.load_weights(name, device=device))
-    entries = {entry.name for entry in zoo.ZOO.values() if entry.task == "denoise"}
+        return ModelDenoiser(_prior_of(zoo.load_weights(name, device=device)))
+    holding = {entry.name for entry in zoo.ZOO.values() if entry.model_class.plug_and_play_prior is not None}
+    if name in holding:
+        return ModelDenoiser(_prior_of(zoo.load_model(name, device=device)))
+    entries = {entry.name for entry in zoo.ZOO.values() if entry.task == "denoise"} | holding
     families = {entry.model for entry in zoo.ZOO.values() if entry.task == "denoise"}
     if name in families and name not in zoo.ZOO:
         name = _family_member(name, sigma, channels)
@@ -120,6 +124,13 @@ def make_denoiser(
             f"Unknown denoiser {name!r}; choose one of {', '.join(valid)}, or a .safetensors file from converge train."
         )
     return ModelDenoiser(zoo.load_model(name, device=device))
+
+
+def _prior_of(model: nn.Module) -> nn.Module:
+    """The denoiser a loaded model gives a plug-and-play algorithm: its ``plug_and_play_prior``
+    submodule, or the model itself."""
+    inner = type(model).plug_and_play_prior
+    return model if inner is None else getattr(model, inner)
 
 
 def _family_member(family: str, sigma: float | None, channels: int) -> str:
