@@ -374,7 +374,8 @@ def restore(
         estimated = 255.0 * float(estimate_noise_sigma(observed)[0]) if blind and model is None else None
         model_name = model
         if model_name is None:
-            wanted = sigma if sigma is not None else estimated if blind else file_quality or params.get("quality")
+            quality_given = file_quality or given_task.params.get("quality")
+            wanted = sigma if sigma is not None else estimated if blind else quality_given
             channels = 3 if task == "demosaic" else observed.shape[1]
             choice = choose_model(task, channels, wanted, prefer)
             model_name = choice.name
