@@ -136,14 +136,16 @@ def cli_arguments(folder: Path, source: Path, rng: random.Random) -> tuple[list[
         arguments += ["--limit", rng.choice(("1", "1", value())), "--out", str(folder / "reports")]
     else:
         arguments = [command, str(source), str(output)]
-        if command == "restore":
+        if command == "restore" and rng.random() < 0.8:  # else the model is chosen
             arguments += ["--model", *rng.choice(FAST_MODELS)]
     arguments += ["--task", task]
-    options = ("--sigma", "--factor", "--quality", "--blur-sigma", "--pattern", "--crop", "--tile", "--loops", "--drop")
+    options = ("--sigma", "--factor", "--quality", "--blur-sigma", "--blur-size", "--boundary", "--pattern", "--crop",
+               "--tile", "--loops", "--drop", "--prefer")
+    blur = {"--blur-sigma", "--blur-size", "--boundary"}
     allowed = {
-        "restore": {"--sigma", "--factor", "--quality", "--blur-sigma", "--pattern", "--tile", "--loops"},
-        "degrade": {"--sigma", "--factor", "--quality", "--blur-sigma", "--pattern", "--drop"},
-        "eval": {"--sigma", "--factor", "--quality", "--blur-sigma", "--pattern", "--crop", "--tile", "--drop"},
+        "restore": {"--sigma", "--factor", "--quality", "--pattern", "--tile", "--loops", "--prefer"} | blur,
+        "degrade": {"--sigma", "--factor", "--quality", "--pattern", "--drop"} | blur,
+        "eval": {"--sigma", "--factor", "--quality", "--pattern", "--crop", "--tile", "--drop"} | blur,
     }[command]
     for option in rng.sample(options, rng.randint(0, 3)):
         if option in allowed or rng.random() < 0.1:
