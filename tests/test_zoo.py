@@ -426,3 +426,14 @@ def test_the_readme_table_of_models_is_the_one_the_manifests_make() -> None:
     readme = (root / "README.md").read_text()
     block = readme[readme.index(module.START) + len(module.START) : readme.index(module.END)]
     assert block == "\n" + module.table()
+
+
+def test_a_card_adds_what_the_choice_compares_once_measured(monkeypatch) -> None:
+    from dataclasses import replace
+
+    assert "chooses" not in zoo.card("dncnn-s25")
+    record = zoo.Validation("denoise", 1, 25.0, 29.5, 8, "converge eval --model dncnn ...", "r.json")
+    measured = replace(zoo.ZOO["dncnn-s25"], validation=(record,), seconds_per_megapixel=1.25)
+    monkeypatch.setattr(zoo, "ZOO", {**zoo.ZOO, "dncnn-s25": measured})
+    text = zoo.card("dncnn-s25")
+    assert "1.25 s per megapixel" in text and "denoise at sigma 25, grey: 29.50 dB on 8 validation images" in text

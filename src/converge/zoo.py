@@ -444,8 +444,27 @@ def card(name: str) -> str:
     for pattern in patterns:
         for section in sections:
             if re.search(pattern, section.splitlines()[0]):
-                return section.rstrip() + "\n"
+                return section.rstrip() + "\n" + _choice_facts(name)
     raise ConfigError(f"no card names {name!r}: `converge zoo` lists the shipped models")
+
+
+def _choice_facts(name: str) -> str:
+    """What ``converge restore`` chooses entry ``name`` by, when it has been measured: its speed and
+    its validation scores, each with the command behind it; empty otherwise."""
+    entry = ZOO.get(name)
+    if entry is None or (not entry.validation and entry.seconds_per_megapixel is None):
+        return ""
+    lines = ["", f"### What `converge restore` chooses {name} by", ""]
+    if entry.seconds_per_megapixel is not None:
+        speed = f"{entry.seconds_per_megapixel:.2f} s per megapixel on one thread"
+        lines.append(f"- {speed} (`python benchmarks/inference_speed.py --record`)")
+    for record in entry.validation:
+        kind = "quality" if record.task == "deblock" else "sigma"
+        level = "" if record.level is None else f" at {kind} {record.level:g}"
+        shade = "colour" if record.channels == 3 else "grey"
+        lines.append(f"- {record.task}{level}, {shade}: {record.psnr:.2f} dB on {record.images} validation images "
+                     f"(`{record.command}`)")
+    return "\n".join(lines) + "\n"
 
 
 def _sha256(path: Path) -> str:
