@@ -32,6 +32,8 @@ from converge.physics.mosaic import BAYER_PATTERNS, BayerMosaic
 from converge.physics.noise import GaussianNoise
 
 GREY_LEVELS = 255.0
+MAX_SR_FACTOR = 16
+"""The largest super-resolution factor a task takes (its kernel has 4 x factor taps a side)."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ _TASKS: dict[str, _TaskSpec] = {
     ),
     "sr": _TaskSpec(
         {
-            "factor": _Parameter(4, _int_in(2, math.inf)),
+            "factor": _Parameter(4, _int_in(2, MAX_SR_FACTOR)),
             "kernel": _Parameter("bicubic", _choice(DOWNSAMPLING_KERNELS)),
             "blur_sigma": _Parameter(0.5, _positive),
             "sigma": _SIGMA,
