@@ -79,7 +79,7 @@ def _earlier_rows(path: Path, images: int) -> list[dict]:
     if not path.is_file():
         return []
     earlier = json.loads(path.read_text())
-    return [{"floor": FLOORS[0], **row} for row in earlier["rows"]] if earlier["images"] == images else []
+    return earlier["rows"] if earlier["images"] == images else []
 
 
 def _write(out: Path, args: argparse.Namespace, rows: list[dict]) -> None:

@@ -60,7 +60,6 @@ def choose_model(task: str, channels: int, level: float | None, prefer: str = "b
         fitting = [min(at_level, key=lambda pair: pair[0].seconds_per_megapixel)]
     ranked = sorted(fitting, key=lambda pair: (-pair[1].psnr, pair[0].name))
     best, record = ranked[0]
-    setting = "" if nearest is None else f" at {'quality' if task == 'deblock' else 'sigma'} {nearest:g}"
     against = "" if len(ranked) == 1 else f", against {ranked[1][0].name}'s {ranked[1][1].psnr:.2f}"
     speed = (
         "speed not measured"
@@ -68,8 +67,8 @@ def choose_model(task: str, channels: int, level: float | None, prefer: str = "b
         else f"{best.seconds_per_megapixel:.1f} s per megapixel on one thread"
     )
     reason = (
-        f"{best.name}: best {prefer} choice for {task} on {'colour' if record.channels == 3 else 'grey'} "
-        f"images{setting}, {record.psnr:.2f} dB on {record.images} validation images{against}; {speed}"
+        f"{best.name}: best {prefer} choice for {record.setting()} images, {record.psnr:.2f} dB on "
+        f"{record.images} validation images{against}; {speed}"
     )
     return Choice(best.name, reason)
 

@@ -180,11 +180,16 @@ def _standard_streams(source: Path, target: Path):
             sys.stdout.buffer.flush()
 
 
+def _bars(enabled: bool = True) -> Progress:
+    """Rich progress bars on stderr (description, bar, done of total, time left), gone when finished."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True, disable=not enabled)
+
+
 @contextmanager
 def _progress(description: str, total: int | None, enabled: bool = True):
     """A rich progress bar on stderr; ``advance(total=None)`` moves it by one (and may set the total)."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not enabled) as progress:
+    with _bars(enabled) as progress:
         task_id = progress.add_task(description, total=total)
 
         def advance(total: int | None = None) -> None:
@@ -201,8 +206,7 @@ def _steps_shown(enabled: bool):
         return
     from converge.progress import Step, observe
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bars:
+    with _bars() as bars:
         shown: dict[str, object] = {}
 
         def show(step: Step) -> None:

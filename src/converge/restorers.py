@@ -37,7 +37,6 @@ DEFAULT_PRIOR = "bm3d"
 each iteration and works at any level, where the shipped networks are trained at one."""
 
 
-
 @dataclass(frozen=True)
 class PnPSchedule:
     """The :func:`~converge.optim.dpir_schedule` of a scheduled plug-and-play run (admm, hqs,

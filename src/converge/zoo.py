@@ -74,6 +74,12 @@ class Validation:
     command: str
     report: str
 
+    def setting(self) -> str:
+        """``"denoise at sigma 25, grey"``, ``"deblock at quality 10, grey"``, ``"demosaic, colour"``."""
+        kind = "quality" if self.task == "deblock" else "sigma"
+        level = "" if self.level is None else f" at {kind} {self.level:g}"
+        return f"{self.task}{level}, {'colour' if self.channels == 3 else 'grey'}"
+
 
 @dataclass(frozen=True)
 class ZooEntry:
@@ -459,11 +465,9 @@ def _choice_facts(name: str) -> str:
         speed = f"{entry.seconds_per_megapixel:.2f} s per megapixel on one thread"
         lines.append(f"- {speed} (`python benchmarks/inference_speed.py --record`)")
     for record in entry.validation:
-        kind = "quality" if record.task == "deblock" else "sigma"
-        level = "" if record.level is None else f" at {kind} {record.level:g}"
-        shade = "colour" if record.channels == 3 else "grey"
-        lines.append(f"- {record.task}{level}, {shade}: {record.psnr:.2f} dB on {record.images} validation images "
-                     f"(`{record.command}`)")
+        lines.append(
+            f"- {record.setting()}: {record.psnr:.2f} dB on {record.images} validation images (`{record.command}`)"
+        )
     return "\n".join(lines) + "\n"
 
 
