@@ -195,7 +195,7 @@ def test_mtdeq_configs_are_the_papers_and_their_compact_and_single_task_forms() 
     assert paper.init_weights.endswith("unet-color-paper/model.safetensors")
     compact = load_config(CONFIGS / "mtdeq-multitask-compact.yaml")
     assert compact.model.params["widths"] == [32, 64, 128, 256] and compact.data.batch_size == 10
-    assert compact.init_weights.endswith("runs/unet-color/model.safetensors")
+    assert compact.init_weights.endswith("src/converge/weights/unet-rgb.safetensors")
     comp = load_config(CONFIGS / "mtdeq-st-comp-compact.yaml").data.multitask
     assert (comp.sr_factors, comp.blur_sigmas, comp.drop_probabilities, comp.noise_sigmas) == ((), (), (0.9,), (0.0,))
     sr = load_config(CONFIGS / "mtdeq-st-sr-compact.yaml").data.multitask
