@@ -139,13 +139,16 @@ def test_update_is_a_contraction_for_denoising_whatever_the_weight_scale() -> No
     assert float(ratio.max()) < 1.0
 
 
-def test_eta_is_the_positive_exponential_of_its_parameter() -> None:
-    model = small(eta_init=0.02).train()
-    assert model.eta.item() == pytest.approx(0.02)
-    optimiser = torch.optim.SGD([model.update.log_eta], lr=100.0)
-    model.update.log_eta.grad = torch.tensor(1.0)
+def test_eta_moves_by_the_learning_rate_and_stays_positive() -> None:
+    model = small(eta_init=1e-3).train()
+    assert model.eta.item() == pytest.approx(1e-3)
+    optimiser = torch.optim.Adam([model.update.step], lr=1e-3)
+    model.update.step.grad = torch.tensor(-1.0)
     optimiser.step()
-    assert 0.0 < model.eta.item() < 0.02
+    assert model.eta.item() == pytest.approx(2e-3)
+    model.update.step.grad = torch.tensor(1.0)
+    torch.optim.SGD([model.update.step], lr=0.01).step()
+    assert model.eta.item() == pytest.approx(8e-3)
 
 
 @pytest.mark.parametrize("prox", [False, True])
@@ -291,7 +294,7 @@ def test_pretraining_fits_the_regulariser_alone_and_starts_a_degrad_run(tmp_path
     with torch.no_grad():
         assert torch.equal(pretrain(y, physics=operator), pretrain.prior(operator.to_grid(y)))
     pretrain.train()(y, physics=operator).mean().backward()
-    assert pretrain.update.log_eta.grad is None
+    assert pretrain.update.step.grad is None
     assert all(p.grad is not None for name, p in pretrain.named_parameters() if "prior" in name)
     with torch.no_grad():
         pretrain.prior.body[3].bias.add_(0.25)

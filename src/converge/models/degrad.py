@@ -23,7 +23,7 @@ directly (not as a residual), every convolution spectrally normalised::
 
     conv(C -> F) + ReLU,  (depth - 2) x [conv(F -> F) + BatchNorm + ReLU],  conv(F -> C)
 
-``eta > 0`` is learned as ``exp(log_eta)``. The fixed point is found by a :class:`~converge.deq.DEQ`
+``eta`` is a learned scalar, as in the authors' code (used as ``|step|``, so it stays positive). The fixed point is found by a :class:`~converge.deq.DEQ`
 (Anderson, ``m = 5``, ``lam = 1e-4``, at most 50 steps, tolerance 1e-3) and differentiated by ``jfb``
 (the paper), ``ift``, ``phantom`` or ``unroll``: a change of config only. Images are ``(B, C, H, W)``
 in [0, 1]; the measurement lives in the operator's range (a low-resolution image for
@@ -65,7 +65,7 @@ from converge.physics.batch import OperatorBatch
 STARTS = ("adjoint", "cg")
 # Hyper-parameters that size tensors: weights saved with other values cannot be adopted.
 _ARCHITECTURE = ("channels", "features", "depth", "spectral_norm")
-_ETA_KEY = "deq.f.log_eta"
+_ETA_KEY = "deq.f.step"
 
 
 @dataclass(frozen=True)
@@ -162,21 +162,23 @@ class GradientStep(nn.Module):
 
     ``x`` ``(B, C, H, W)``; ``d`` the measurement in ``A``'s range. ``A`` is bound for the length of a
     solve with :meth:`acting_with` (the :class:`~converge.deq.DEQ` passes only the state and ``d``).
-    ``eta = exp(log_eta)`` stays positive whatever the optimiser does.
+    ``eta = |step|``: the optimiser moves ``step`` by about its learning rate a step, as it moves the
+    authors' plain ``eta`` (an exponential parameterisation would move ``eta`` by that fraction of
+    itself, a thousandth a step from 1e-3), and the absolute value keeps the step a descent step.
     """
 
     def __init__(self, config: DEGRADConfig) -> None:
         super().__init__()
         self.prior = Regulariser(config.channels, config.features, config.depth, config.spectral_norm)
-        self.log_eta = nn.Parameter(torch.tensor(math.log(config.eta_init)))
+        self.step = nn.Parameter(torch.tensor(config.eta_init))
         self.prox = config.prox
         # A plain list, not an attribute: a module stored on a module would join its state_dict.
         self._bound: list[LinearOperator] = []
 
     @property
     def eta(self) -> Tensor:
-        """The step ``eta > 0`` (a 0-d tensor carrying the gradient of ``log_eta``)."""
-        return self.log_eta.exp()
+        """The step ``eta > 0`` (a 0-d tensor carrying the gradient of ``step``)."""
+        return self.step.abs()
 
     @contextmanager
     def acting_with(self, operator: LinearOperator) -> Iterator[None]:
@@ -332,7 +334,7 @@ class DEGRAD(Restorer):
             )
         state = dict(tensors)
         if saved.pretrain and not self.config.pretrain:
-            state[_ETA_KEY] = self.update.log_eta.detach().clone()
+            state[_ETA_KEY] = self.update.step.detach().clone()
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as error:
