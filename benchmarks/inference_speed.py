@@ -297,21 +297,14 @@ def main() -> None:
 
 
 def record_speeds(result: dict[str, Any]) -> None:
-    """Write ``seconds_per_megapixel`` (fp32, one thread, rounded to 0.01) into the ``zoo`` section of
-    each measured entry's manifest, before its ``validation`` records (the section is the manifest's
-    last), leaving the rest of the text as it is; ``converge.choice`` compares them."""
+    """Write each measured zoo entry's fp32 one-thread seconds per megapixel into its manifest, where
+    ``converge.choice`` compares them."""
     from converge import zoo
 
     for row in result["rows"]:
         seconds = _seconds(row, "fp32", 1)
-        if row["name"] not in zoo.ZOO or seconds is None:
-            continue
-        path = REPOSITORY / "src" / "converge" / "weights" / zoo.ZOO[row["name"]].config_file
-        lines = [line for line in path.read_text().splitlines() if not line.startswith("  seconds_per_megapixel:")]
-        at = lines.index("  validation:") if "  validation:" in lines else len(lines)
-        lines.insert(at, f"  seconds_per_megapixel: {seconds:.2f}")
-        path.write_text("\n".join(lines) + "\n")
-
+        if row["name"] in zoo.ZOO and seconds is not None:
+            zoo.record_choice_facts(row["name"], seconds_per_megapixel=seconds)
 
 if __name__ == "__main__":
     main()

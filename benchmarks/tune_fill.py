@@ -10,12 +10,12 @@ effect, plain normalised convolution (no pyramid). Writes ``benchmarks/results/t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from converge import baselines
+from converge.atomic import write_json_and_markdown
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator
 from converge.eval.metrics import psnr
@@ -54,9 +54,7 @@ def main() -> None:
     for width, trust in SETTINGS:
         cells = [row["psnr"] for row in rows if (row["width"], row["trust"]) == (width, trust)]
         lines.append(f"| {width:g} | {trust:.2g} | " + " | ".join(f"{value:.2f}" for value in cells) + " |")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps({"bench": BENCH, "images": IMAGES, "rows": rows}, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_json_and_markdown(OUT, {"bench": BENCH, "images": IMAGES, "rows": rows}, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

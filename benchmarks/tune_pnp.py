@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from converge import restorers
+from converge.atomic import write_json_and_markdown
 from converge.eval.runner import evaluate
 from converge.physics.tasks import make_task
 
@@ -92,10 +93,8 @@ def _write(out: Path, args: argparse.Namespace, rows: list[dict]) -> None:
         ranked = sorted((row for row in rows if row["task"] == label), key=lambda row: -row["psnr"])
         lines += [f"| {label} | {row['iterations']} | {row['lam']:g} | {row['floor']:g} | {row['psnr']:.2f} | "
                   f"{row['seconds']:.0f} |" for row in ranked]
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "prior": args.prior, "images": args.images, "rows": rows}
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_json_and_markdown(out, payload, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ as ``converge eval`` seeds it. Writes ``benchmarks/results/tune_wiener.{json,md}
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from converge import baselines
+from converge.atomic import write_json_and_markdown
 from converge.data.registry import load_images
 from converge.data.seeding import evaluation_generator
 from converge.eval.metrics import psnr
@@ -52,9 +52,7 @@ def main() -> None:
     for balance in BALANCES:
         cells = [row["psnr"] for row in rows if row["balance"] == balance]
         lines.append(f"| {balance:g} | " + " | ".join(f"{value:.2f}" for value in cells) + " |")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps({"bench": BENCH, "images": IMAGES, "rows": rows}, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_json_and_markdown(OUT, {"bench": BENCH, "images": IMAGES, "rows": rows}, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

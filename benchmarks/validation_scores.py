@@ -22,8 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("benchmarks/results/validation")
 BENCH = "bsds-val32"
@@ -99,20 +97,11 @@ def _report_of(words: list[str]) -> Path | None:
 
 
 def _write_manifests(records: dict[str, list[dict]]) -> None:
-    """Replace the ``validation`` list at the end of each manifest's ``zoo`` section (the manifests'
-    last section), leaving the rest of the text as it is."""
+    """Replace the ``validation`` records of every zoo entry's manifest (none where ``records`` has none)."""
     from converge import zoo
 
-    for name, entry in zoo.ZOO.items():
-        path = ROOT / "src" / "converge" / "weights" / entry.config_file
-        lines = path.read_text().splitlines()
-        if "  validation:" in lines:
-            lines = lines[: lines.index("  validation:")]
-        if name in records:
-            block = yaml.safe_dump({"validation": records[name]}, sort_keys=False, width=200)
-            lines += ["  " + line for line in block.splitlines()]
-        path.write_text("\n".join(lines) + "\n")
-
+    for name in zoo.ZOO:
+        zoo.record_choice_facts(name, validation=records.get(name, []))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -437,3 +437,26 @@ def test_a_card_adds_what_the_choice_compares_once_measured(monkeypatch) -> None
     monkeypatch.setattr(zoo, "ZOO", {**zoo.ZOO, "dncnn-s25": measured})
     text = zoo.card("dncnn-s25")
     assert "1.25 s per megapixel" in text and "denoise at sigma 25, grey: 29.50 dB on 8 validation images" in text
+
+
+def test_recorded_choice_facts_end_the_manifest_and_read_back(tmp_path, monkeypatch) -> None:
+    entry = zoo.ZOO["dncnn-s25"]
+    original = zoo._package_file(entry.config_file).read_text()
+    (tmp_path / entry.config_file).write_text(original)
+    monkeypatch.setattr(zoo, "_package_file", lambda name: tmp_path / name)
+    record = {"task": "denoise", "channels": 1, "level": 25.0, "psnr": 29.5, "images": 8, "command": "c", "report": "r"}
+
+    def read_back() -> zoo.ZooEntry:
+        text = (tmp_path / entry.config_file).read_text()
+        return zoo.entry_from_manifest(entry.config_file, yaml.safe_load(text))
+
+    zoo.record_choice_facts("dncnn-s25", validation=[record])
+    zoo.record_choice_facts("dncnn-s25", seconds_per_megapixel=1.234)
+    written = read_back()
+    assert written.seconds_per_megapixel == 1.23 and written.validation == (zoo.Validation(**record),)
+    zoo.record_choice_facts("dncnn-s25", seconds_per_megapixel=2.0)
+    assert read_back().validation == written.validation and read_back().seconds_per_megapixel == 2.0
+    zoo.record_choice_facts("dncnn-s25", validation=[])
+    assert read_back().validation == () and read_back().seconds_per_megapixel == 2.0
+    text = (tmp_path / entry.config_file).read_text()
+    assert text.startswith(original.split("  seconds_per_megapixel:")[0].rstrip("\n"))

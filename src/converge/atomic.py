@@ -5,11 +5,12 @@ A reader never sees a half-written output, and a failure leaves the previous fil
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def write_atomic(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
@@ -34,6 +35,14 @@ def write_atomic(path: str | Path, write: Callable[[IO], None], binary: bool = T
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_atomic(path, lambda stream: stream.write(text), binary=False)
+
+
+def write_json_and_markdown(stem: Path, payload: Any, markdown: str) -> tuple[Path, Path]:
+    """Write ``payload`` as ``stem.json`` (indented) and ``markdown`` as ``stem.md``, each atomically,
+    creating the folder; returns the two paths (JSON, Markdown)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    data = write_text_atomic(stem.with_name(stem.name + ".json"), json.dumps(payload, indent=1) + "\n")
+    return data, write_text_atomic(stem.with_name(stem.name + ".md"), markdown)
 
 
 def _current_umask() -> int:

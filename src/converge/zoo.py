@@ -471,6 +471,30 @@ def _choice_facts(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def record_choice_facts(
+    name: str, *, seconds_per_megapixel: float | None = None, validation: list[Mapping[str, Any]] | None = None
+) -> None:
+    """Write what :mod:`converge.choice` compares into zoo entry ``name``'s manifest: its one-thread
+    ``seconds_per_megapixel`` (rounded to 0.01) and its ``validation`` records (mappings with the fields
+    of :class:`Validation`). They end the ``zoo`` section, the manifest's last, in that order; an
+    argument left ``None`` keeps what the manifest holds, ``validation=[]`` removes the records. The
+    rest of the text stays as it is (the benchmarks that measure these facts call this)."""
+    path = _package_file(get_entry(name).config_file)
+    text = path.read_text(encoding="utf-8")
+    section = yaml.safe_load(text)["zoo"]
+    speed = section.get("seconds_per_megapixel") if seconds_per_megapixel is None else seconds_per_megapixel
+    records = section.get("validation", []) if validation is None else list(validation)
+    lines = text.splitlines()
+    ends = [index for index, line in enumerate(lines) if line.startswith(("  seconds_per_megapixel:", "  validation:"))]
+    lines = lines[: ends[0]] if ends else lines
+    if speed is not None:
+        lines.append(f"  seconds_per_megapixel: {speed:.2f}")
+    if records:
+        block = yaml.safe_dump({"validation": [dict(record) for record in records]}, sort_keys=False, width=200)
+        lines += ["  " + line for line in block.splitlines()]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -52,7 +52,7 @@ from typing import Any
 
 import yaml
 
-from converge.atomic import write_text_atomic
+from converge.atomic import write_json_and_markdown, write_text_atomic
 from converge.errors import ConfigError
 
 METRICS = ("psnr", "ssim")
@@ -305,9 +305,7 @@ def write_table(
         "cells": [{"row": row, "column": column, **score} for (row, column), score in scores.items()],
         "not_measured": [{"row": row, "column": column, "reason": reason} for (row, column), reason in errors.items()],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = write_text_atomic(out / f"{name}.md", to_markdown(spec, payload))
-    payload_path = write_text_atomic(out / f"{name}.json", json.dumps(payload, indent=1))
+    payload_path, markdown = write_json_and_markdown(out / name, payload, to_markdown(spec, payload))
     return markdown, payload_path
 
 
