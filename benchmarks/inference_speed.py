@@ -181,7 +181,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Made by `{result['command']}` on {result['machine']}, torch {result['torch']}. "
         f"First {result['images']} image(s) of each set ({benches}), centre crops of {result['size']}x{result['size']} "
         "pixels (smaller where an image is), degraded at the entry's own level (blind entries at sigma 25 or "
-        "quality 20, not told it; BM3D at sigma 25) with the evaluation seeds.",
+        "quality 20, not told it; BM3D at sigma 25) with the evaluation seeds."
+        + (f" Conditions: {result['note']}" if result.get("note") else ""),
         "",
         "Each case runs in a fresh process. `s/MP`: median over the images of the restorer's seconds per "
         "megapixel, after one warm-up restore; `bf16`: the restore call under bfloat16 autocast; "
@@ -265,6 +266,7 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=REPOSITORY / "benchmarks" / "results")
     parser.add_argument("--doc", type=Path, default=REPOSITORY / "docs" / "inference-speed.md")
     parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--note", default="", help="the machine's conditions (another run beside it, say), for the doc")
     parser.add_argument("--record", action="store_true",
                         help="copy each zoo entry's fp32 one-thread s/MP into its manifest (seconds_per_megapixel)")
     args = parser.parse_args()
@@ -282,7 +284,7 @@ def main() -> None:
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/inference_speed.py", *sys.argv[1:]])
     result = {"command": command, "machine": f"{platform.platform()}, {_cpu_name()}", "torch": _torch_version(),
-              "images": args.images, "size": args.size, "threads": args.threads, "rows": []}
+              "images": args.images, "size": args.size, "threads": args.threads, "note": args.note, "rows": []}
     for spec in specs:
         precisions = ("fp32",) if spec.name == BASELINE else PRECISIONS
         cases = {f"{precision} {threads}t": run_case(spec, precision, threads, args.images, args.size)

@@ -431,6 +431,8 @@ def test_the_readme_table_of_models_is_the_one_the_manifests_make() -> None:
 def test_a_card_adds_what_the_choice_compares_once_measured(monkeypatch) -> None:
     from dataclasses import replace
 
+    unmeasured = replace(zoo.ZOO["dncnn-s25"], validation=(), seconds_per_megapixel=None)
+    monkeypatch.setitem(zoo.ZOO, "dncnn-s25", unmeasured)
     assert "chooses" not in zoo.card("dncnn-s25")
     record = zoo.Validation("denoise", 1, 25.0, 29.5, 8, "converge eval --model dncnn ...", "r.json")
     measured = replace(zoo.ZOO["dncnn-s25"], validation=(record,), seconds_per_megapixel=1.25)
