@@ -15,14 +15,15 @@ of an entry sees the same observations. BM3D runs at sigma 25 on bsd68 (grey) an
 Per case: seconds per megapixel (median over the images of seconds / megapixels of the crop), the peak
 resident memory of the process (``ru_maxrss``) and its baseline after the imports (both MiB), the mean
 PSNR against the clean crop (``converge.eval.metrics.psnr``, whole crop, all channels) and the mean loop
-count where the model reports one. ``bf16``: the restore call under ``torch.autocast("cpu",
-dtype=torch.bfloat16)``; BM3D (NumPy) runs in fp32 only.
+count where the model reports one. ``bf16``: ``make_restorer(..., precision="bf16")``, the model under
+bfloat16 autocast; BM3D (NumPy) runs in fp32 only.
 
 Writes ``inference_speed.json`` to ``--out-dir`` (after every entry, so an interrupted run keeps what it
 measured) and the Markdown table to ``--doc``.
 
 With ``--record``, each zoo entry's fp32 one-thread seconds per megapixel goes into its manifest
-(``seconds_per_megapixel``), the speed ``converge restore`` chooses a model by; a test checks it
+(``seconds_per_megapixel``), the speed ``converge restore`` chooses a model by, and whether bf16 changed
+its PSNR by at most 0.02 dB (``bf16_inference``), which its ``--precision auto`` uses; a test checks both
 against ``inference_speed.json``.
 
 Usage:
@@ -118,16 +119,13 @@ def measure_case(spec: CaseSpec, precision: str, threads: int, images: int, size
     task = make_task(spec.task, **({} if spec.level is None else {level_key: spec.level}))
     clean = [(stem, _centre_crop(image, size)) for stem, image in islice(load_images(spec.bench, spec.channels), images)]
     observed = [task.degrade(image, evaluation_generator(spec.bench, stem, task.tag)) for stem, image in clean]
-    restore = make_restorer(spec.name, task, blind=spec.blind)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    restore = make_restorer(spec.name, task, blind=spec.blind, precision=precision)
 
     warmup = _centre_crop(clean[0][1], WARMUP_SIZE)
-    with autocast:
-        restore(*task.degrade(warmup, torch.Generator().manual_seed(0)))
+    restore(*task.degrade(warmup, torch.Generator().manual_seed(0)))
     seconds_per_mp, scores, iterations = [], [], []
     for (_, image), (y, operator) in zip(clean, observed):
-        with autocast:
-            restored = restore(y, operator)
+        restored = restore(y, operator)
         seconds_per_mp.append(restored.seconds / (image.shape[-2] * image.shape[-1] / 1e6))
         scores.append(float(psnr(restored.image.float(), image)[0]))
         if restored.iterations is not None:
@@ -185,50 +183,67 @@ def markdown(result: dict[str, Any]) -> str:
         + (f" Conditions: {result['note']}" if result.get("note") else ""),
         "",
         "Each case runs in a fresh process. `s/MP`: median over the images of the restorer's seconds per "
-        "megapixel, after one warm-up restore; `bf16`: the restore call under bfloat16 autocast; "
+        "megapixel, after one warm-up restore; `bf16`: the model under bfloat16 autocast; "
         "`bf16 - fp32`: mean PSNR difference on the same images. `peak MiB`: peak resident memory of the fp32 "
         "1-thread process minus its resident memory after the imports "
         f"({baseline_range}), so it counts the weights, the images and "
         "the restoration's working memory. `x BM3D`: fp32 1-thread s/MP over BM3D's on images of the same "
-        f"channel count; **bold** where a model is slower than the target of {TARGET_RATIO:g}x.",
+        f"channel count; **bold** where a model is slower than the target of {TARGET_RATIO:g}x. `x BM3D (auto)`: the "
+        "same for the precision `converge restore` uses by default on this CPU (`--precision auto`: bf16 where "
+        f"it changes the PSNR by at most {BF16_TOLERANCE_DB:g} dB and the CPU computes bf16 in hardware).",
         "",
         "| model | task | channels | s/MP fp32 1t | s/MP fp32 2t | s/MP bf16 1t | bf16 - fp32 (dB) | peak MiB "
-        "| x BM3D (1t) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| x BM3D (1t) | x BM3D (auto) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    slow, lossy = [], []
+    from converge.devices import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
+    slow, slow_auto, lossy = [], [], []
     for row in rows:
         fp32, bf16 = _seconds(row, "fp32", 1), _seconds(row, "bf16", 1)
-        fp32_case, bf16_case = row["cases"].get("fp32 1t", {}), row["cases"].get("bf16 1t", {})
-        difference = "-"
-        if "psnr" in fp32_case and "psnr" in bf16_case:
-            delta = bf16_case["psnr"] - fp32_case["psnr"]
-            difference = f"{delta:+.3f}"
-            if delta < -BF16_TOLERANCE_DB:
-                lossy.append(row["name"])
-        ratio = "-"
+        fp32_case, delta = row["cases"].get("fp32 1t", {}), _bf16_change(row)
+        difference = "-" if delta is None else f"{delta:+.3f}"
+        if delta is not None and abs(delta) > BF16_TOLERANCE_DB:
+            lossy.append(row["name"])
         base = reference.get(row["channels"])
-        if fp32 is not None and base and row["name"] != BASELINE:
-            ratio = f"{fp32 / base:.2g}x"
-            if fp32 / base > TARGET_RATIO:
-                ratio = f"**{ratio}**"
-                slow.append(row["name"])
+        auto = bf16 if native and delta is not None and abs(delta) <= BF16_TOLERANCE_DB else fp32
+        ratio, ratio_auto = (_ratio(seconds, base, row, names) for seconds, names in ((fp32, slow), (auto, slow_auto)))
         memory = f"{fp32_case['over_baseline_mib']:.0f}" if "over_baseline_mib" in fp32_case else "-"
         cells = [_format(fp32, row, "fp32 1t"), _format(_seconds(row, "fp32", 2), row, "fp32 2t"),
-                 _format(bf16, row, "bf16 1t"), difference, memory, ratio]
+                 _format(bf16, row, "bf16 1t"), difference, memory, ratio, ratio_auto]
         lines.append(f"| `{row['name']}` | {row['task']} | {row['channels']} | " + " | ".join(cells) + " |")
     if reference:
         lines += ["", f"Slower than {TARGET_RATIO:g}x BM3D per megapixel (fp32, 1 thread): "
                   + (", ".join(f"`{name}`" for name in slow) or "none") + "."]
+        lines += ["", f"Slower than {TARGET_RATIO:g}x BM3D at `--precision auto`: "
+                  + (", ".join(f"`{name}`" for name in slow_auto) or "none") + "."]
     else:
         lines += ["", f"BM3D was not run (`--models ... {BASELINE}`), so no model is compared with it."]
-    lines += [f"bf16 costs more than {BF16_TOLERANCE_DB:g} dB (fp32 stays the default): "
+    lines += ["", f"bf16 changes the PSNR by more than {BF16_TOLERANCE_DB:g} dB (fp32 stays the default): "
               + (", ".join(f"`{name}`" for name in lossy) or "none") + "."]
     errors = [(row["name"], label, case["error"]) for row in rows for label, case in row["cases"].items() if "error" in case]
     if errors:
         lines += ["", "Cases that did not run (last line of their error):", ""]
         lines += [f"- `{name}` {label}: {error}" for name, label, error in errors]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(seconds: float | None, base: float | None, row: dict[str, Any], slow: list[str]) -> str:
+    """``seconds`` over BM3D's ``base`` as a table cell, bold (and the row's name added to ``slow``) over
+    the target."""
+    if seconds is None or not base or row["name"] == BASELINE:
+        return "-"
+    if seconds / base <= TARGET_RATIO:
+        return f"{seconds / base:.2f}x"
+    slow.append(row["name"])
+    return f"**{seconds / base:.2f}x**"
+
+
+def _bf16_change(row: dict[str, Any]) -> float | None:
+    """The mean PSNR of bf16 minus that of fp32 (one thread), when both ran."""
+    fp32_case, bf16_case = row["cases"].get("fp32 1t", {}), row["cases"].get("bf16 1t", {})
+    return bf16_case["psnr"] - fp32_case["psnr"] if "psnr" in fp32_case and "psnr" in bf16_case else None
 
 
 def _seconds(row: dict[str, Any], precision: str, threads: int) -> float | None:
@@ -299,14 +314,16 @@ def main() -> None:
 
 
 def record_speeds(result: dict[str, Any]) -> None:
-    """Write each measured zoo entry's fp32 one-thread seconds per megapixel into its manifest, where
-    ``converge.choice`` compares them."""
+    """Write each measured zoo entry's fp32 one-thread seconds per megapixel and whether bf16 costs it
+    at most ``BF16_TOLERANCE_DB`` into its manifest: ``converge.choice`` compares the first,
+    ``precision="auto"`` uses the second."""
     from converge import zoo
 
     for row in result["rows"]:
-        seconds = _seconds(row, "fp32", 1)
+        seconds, change = _seconds(row, "fp32", 1), _bf16_change(row)
         if row["name"] in zoo.ZOO and seconds is not None:
-            zoo.record_choice_facts(row["name"], seconds_per_megapixel=seconds)
+            safe = None if change is None else abs(change) <= BF16_TOLERANCE_DB
+            zoo.record_measurements(row["name"], seconds_per_megapixel=seconds, bf16_inference=safe)
 
 if __name__ == "__main__":
     main()

@@ -101,7 +101,7 @@ def _write_manifests(records: dict[str, list[dict]]) -> None:
     from converge import zoo
 
     for name in zoo.ZOO:
-        zoo.record_choice_facts(name, validation=records.get(name, []))
+        zoo.record_measurements(name, validation=records.get(name, []))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -631,3 +631,13 @@ def test_bench_all_lays_out_every_shipped_table_and_one_page_of_them(tmp_path, m
     for name, title in two.items():
         assert (tmp_path / "out" / f"{name}.md").is_file() and f"## {title}" in text
     assert_one_line_error(run_cli("bench", "durr-table2", "--all"), "TABLE or --all")
+
+
+def test_restore_says_when_a_model_computed_in_bf16_and_checks_the_precision(tmp_path, clean_png):
+    result = run_cli("restore", str(clean_png), str(tmp_path / "r.png"), "--model", "dncnn-s25", "--precision", "bf16")
+    assert result.returncode == 0, result.stderr
+    assert ", bf16, " in result.stderr.splitlines()[0]
+    assert_one_line_error(run_cli("restore", str(clean_png), str(tmp_path / "b.png"), "--precision", "half"), "half")
+    assert not (tmp_path / "b.png").exists()
+    refused = run_cli("restore", str(clean_png), str(tmp_path / "b.png"), "--model", "bm3d", "--precision", "bf16")
+    assert_one_line_error(refused, "'bm3d' computes in fp32")

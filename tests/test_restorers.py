@@ -431,3 +431,54 @@ def test_a_restorer_that_cannot_do_the_task_names_those_that_can() -> None:
         assert "durr-deblock-blind" in str(raised.value)
     with pytest.raises(ConfigError, match="for sr use bicubic, admm"):
         make_restorer("nerd", make_task("sr"))
+
+
+def clean_crop_and_noisy(sigma: float = 25) -> tuple[torch.Tensor, torch.Tensor]:
+    from converge.data.registry import load_images
+
+    clean = next(iter(load_images("set12")))[1][..., 64:160, 64:160]
+    return clean, (clean + sigma / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)))
+
+
+def test_bf16_restores_a_shipped_model_in_float32_within_a_hundredth_of_a_db_of_fp32() -> None:
+    from converge.eval.metrics import psnr
+
+    clean, noisy = clean_crop_and_noisy()
+    task = make_task("denoise", sigma=25)
+    results = {
+        precision: make_restorer("dncnn-s25", task, precision=precision)(noisy, task.operator)
+        for precision in ("fp32", "bf16")
+    }
+    assert (results["fp32"].precision, results["bf16"].precision) == ("fp32", "bf16")
+    assert results["bf16"].image.dtype == torch.float32
+    assert not torch.equal(results["bf16"].image, results["fp32"].image)
+    gap = psnr(results["bf16"].image, clean) - psnr(results["fp32"].image, clean)
+    assert abs(float(gap)) < 0.01
+    tiled = make_restorer("dncnn-s25", task, tile=48, precision="bf16")(noisy, task.operator)
+    assert tiled.image.dtype == torch.float32
+    assert abs(float(psnr(tiled.image, clean) - psnr(results["bf16"].image, clean))) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("flag", "native", "expected"), [(True, True, "bf16"), (True, False, "fp32"), (False, True, "fp32")]
+)
+def test_auto_precision_is_bf16_only_for_an_entry_measured_safe_on_a_bf16_cpu(monkeypatch, flag, native, expected):
+    from dataclasses import replace
+
+    from converge import devices, zoo
+
+    monkeypatch.setitem(zoo.ZOO, "dncnn-s25", replace(zoo.ZOO["dncnn-s25"], bf16_inference=flag))
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    task = make_task("denoise", sigma=25)
+    restored = make_restorer("dncnn-s25", task, precision="auto")(clean_crop_and_noisy()[1], task.operator)
+    assert restored.precision == expected
+
+
+def test_precision_is_checked_and_bf16_is_for_learned_models_only() -> None:
+    task = make_task("denoise", sigma=25)
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, auto, got 'half'"):
+        make_restorer("dncnn-s25", task, precision="half")
+    for name in ("bm3d", "admm"):
+        with pytest.raises(ConfigError, match=f"'{name}' computes in fp32"):
+            make_restorer(name, task, precision="bf16")
+    assert make_restorer("bm3d", task, precision="auto")(torch.rand(1, 1, 16, 16), task.operator).precision == "fp32"

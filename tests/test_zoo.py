@@ -414,6 +414,9 @@ def test_each_speed_in_a_manifest_is_the_measured_one(entry) -> None:
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "inference_speed.json"
     rows = {row["name"]: row for row in json.loads(results.read_text())["rows"]}
     assert round(rows[entry.name]["cases"]["fp32 1t"]["seconds_per_mp"], 2) == entry.seconds_per_megapixel
+    cases = rows[entry.name]["cases"]
+    change = cases["bf16 1t"]["psnr"] - cases["fp32 1t"]["psnr"]
+    assert entry.bf16_inference == (abs(change) <= 0.02)
 
 
 def test_the_readme_table_of_models_is_the_one_the_manifests_make() -> None:
@@ -452,13 +455,13 @@ def test_recorded_choice_facts_end_the_manifest_and_read_back(tmp_path, monkeypa
         text = (tmp_path / entry.config_file).read_text()
         return zoo.entry_from_manifest(entry.config_file, yaml.safe_load(text))
 
-    zoo.record_choice_facts("dncnn-s25", validation=[record])
-    zoo.record_choice_facts("dncnn-s25", seconds_per_megapixel=1.234)
+    zoo.record_measurements("dncnn-s25", validation=[record])
+    zoo.record_measurements("dncnn-s25", seconds_per_megapixel=1.234)
     written = read_back()
     assert written.seconds_per_megapixel == 1.23 and written.validation == (zoo.Validation(**record),)
-    zoo.record_choice_facts("dncnn-s25", seconds_per_megapixel=2.0)
+    zoo.record_measurements("dncnn-s25", seconds_per_megapixel=2.0)
     assert read_back().validation == written.validation and read_back().seconds_per_megapixel == 2.0
-    zoo.record_choice_facts("dncnn-s25", validation=[])
+    zoo.record_measurements("dncnn-s25", validation=[])
     assert read_back().validation == () and read_back().seconds_per_megapixel == 2.0
     text = (tmp_path / entry.config_file).read_text()
     assert text.startswith(original.split("  seconds_per_megapixel:")[0].rstrip("\n"))

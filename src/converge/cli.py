@@ -95,6 +95,13 @@ DeviceOption = Annotated[
 StrideOption = Annotated[
     Optional[int], typer.Option(help="Block stride in pixels of a block-wise model (groupsc): larger is faster.")
 ]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        help="How a learned model computes: fp32, bf16, or auto (bf16 for a shipped model measured to lose at "
+        "most 0.02 dB under it, on a CPU with hardware bf16; else fp32)."
+    ),
+]
 WindowOption = Annotated[
     Optional[int],
     typer.Option(help="Attention window side (odd, pixels) of a non-local model (nerd) instead of its trained one."),
@@ -271,6 +278,7 @@ def restore(
     window: WindowOption = None,
     prior: PriorOption = None,
     device: DeviceOption = "cpu",
+    precision: PrecisionOption = "auto",
     bits: Annotated[
         Optional[int], typer.Option(help="Output PNG bit depth, 8 or 16 (default: the input's; 16 for grey only).")
     ] = None,
@@ -311,11 +319,13 @@ def restore(
     from converge.physics.noise import estimate_noise_sigma
     from converge.choice import PREFERENCES, choose_model
     from converge.devices import resolve_device
-    from converge.restorers import RestoreFunction, make_restorer
+    from converge.restorers import PRECISIONS, RestoreFunction, make_restorer
     from converge.zoo import ZOO
 
     if prefer not in PREFERENCES:
         raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got '{prefer}'")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     resolve_device(device)
     if prior is not None and model is None:
         raise ConfigError("--prior goes with a plug-and-play --model: admm, hqs, forward_backward or red")
@@ -354,6 +364,7 @@ def restore(
             device=device,
             prior=prior,
             max_memory=None if max_memory is None else max_memory * 2**30,
+            precision=precision,
         )
         return made, known_mask or chosen.operator
 
@@ -410,6 +421,7 @@ def restore(
         counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
         if result.tiles is not None:
             counted += f", {result.tiles} tiles to stay in the memory budget"
+        counted += ", bf16" if result.precision == "bf16" else ""
         _say(f"{in_path} -> {out_path} [{result.model}{counted}, {result.seconds:.2f} s]{note}")
         if compare is not None:
             from converge.panel import compare_panel, write_panel
@@ -524,6 +536,7 @@ def evaluate(
     window: WindowOption = None,
     prior: PriorOption = None,
     device: DeviceOption = "cpu",
+    precision: PrecisionOption = "fp32",
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON reports.")] = Path("results"),
     report_folder: Annotated[
         Optional[Path],
@@ -556,7 +569,16 @@ def evaluate(
     if blind and chosen.noise is None:
         raise ConfigError(f"--blind needs a noisy task, and {chosen.tag} adds no noise: give --sigma or drop --blind")
     restorer = make_restorer(
-        model, chosen, tile=tile, blind=blind, loops=loops, stride=stride, window=window, device=device, prior=prior
+        model,
+        chosen,
+        tile=tile,
+        blind=blind,
+        loops=loops,
+        stride=stride,
+        window=window,
+        device=device,
+        prior=prior,
+        precision=precision,
     )
     label = Path(model).stem if model.endswith(".safetensors") else model
     command = "converge " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
@@ -564,6 +586,7 @@ def evaluate(
     suffix += "" if stride is None else f"-stride{stride}"
     suffix += "" if window is None else f"-window{window}"
     suffix += "" if prior is None else f"-prior{Path(prior).stem if prior.endswith('.safetensors') else prior}"
+    suffix += "" if precision == "fp32" else f"-{precision}"
     # A report of some images is named for them, so it never replaces the report of the whole set.
     suffix += "" if limit is None else f"-first{limit}"
     stem = f"{label}-{bench}-{chosen.tag}{suffix}"

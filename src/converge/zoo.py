@@ -95,7 +95,8 @@ class ZooEntry:
     inference in bytes (``memory_bytes_per_pixel``, ``benchmarks/memory_per_pixel.py``), which automatic
     tiling plans with; its scores on the validation split (``validation``) and its inference time
     (``seconds_per_megapixel``, one thread, ``benchmarks/inference_speed.py``), which the automatic
-    choice of a model (:mod:`converge.choice`) compares."""
+    choice of a model (:mod:`converge.choice`) compares; whether bfloat16 was measured to cost it at
+    most 0.02 dB (``bf16_inference``, the same benchmark), which ``precision="auto"`` uses."""
 
     name: str
     model: str
@@ -112,6 +113,7 @@ class ZooEntry:
     memory_per_pixel: float | None = None
     validation: tuple[Validation, ...] = ()
     seconds_per_megapixel: float | None = None
+    bf16_inference: bool = False
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
@@ -161,6 +163,7 @@ def entry_from_manifest(config_file: str, spec: Mapping[str, Any]) -> ZooEntry:
             memory_per_pixel=_optional_float(section, "memory_bytes_per_pixel"),
             validation=tuple(Validation(**record) for record in section.get("validation", ())),
             seconds_per_megapixel=_optional_float(section, "seconds_per_megapixel"),
+            bf16_inference=bool(section.get("bf16_inference", False)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsError(f"the zoo section of {config_file} is incomplete ({error}): fix the manifest") from None
@@ -471,24 +474,33 @@ def _choice_facts(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_choice_facts(
-    name: str, *, seconds_per_megapixel: float | None = None, validation: list[Mapping[str, Any]] | None = None
+def record_measurements(
+    name: str,
+    *,
+    seconds_per_megapixel: float | None = None,
+    bf16_inference: bool | None = None,
+    validation: list[Mapping[str, Any]] | None = None,
 ) -> None:
-    """Write what :mod:`converge.choice` compares into zoo entry ``name``'s manifest: its one-thread
-    ``seconds_per_megapixel`` (rounded to 0.01) and its ``validation`` records (mappings with the fields
-    of :class:`Validation`). They end the ``zoo`` section, the manifest's last, in that order; an
-    argument left ``None`` keeps what the manifest holds, ``validation=[]`` removes the records. The
-    rest of the text stays as it is (the benchmarks that measure these facts call this)."""
+    """Write what the benchmarks measure for zoo entry ``name`` into its manifest: its one-thread
+    ``seconds_per_megapixel`` (rounded to 0.01) and ``bf16_inference`` (bfloat16 costs it at most
+    0.02 dB), from ``benchmarks/inference_speed.py``, and its ``validation`` records (mappings with the
+    fields of :class:`Validation`), from ``benchmarks/validation_scores.py``. They end the ``zoo``
+    section, the manifest's last, in that order; an argument left ``None`` keeps what the manifest
+    holds, ``validation=[]`` removes the records. The rest of the text stays as it is."""
     path = _package_file(get_entry(name).config_file)
     text = path.read_text(encoding="utf-8")
     section = yaml.safe_load(text)["zoo"]
     speed = section.get("seconds_per_megapixel") if seconds_per_megapixel is None else seconds_per_megapixel
+    bf16 = section.get("bf16_inference") if bf16_inference is None else bf16_inference
     records = section.get("validation", []) if validation is None else list(validation)
     lines = text.splitlines()
-    ends = [index for index, line in enumerate(lines) if line.startswith(("  seconds_per_megapixel:", "  validation:"))]
+    keys = ("  seconds_per_megapixel:", "  bf16_inference:", "  validation:")
+    ends = [index for index, line in enumerate(lines) if line.startswith(keys)]
     lines = lines[: ends[0]] if ends else lines
     if speed is not None:
         lines.append(f"  seconds_per_megapixel: {speed:.2f}")
+    if bf16 is not None:
+        lines.append(f"  bf16_inference: {'true' if bf16 else 'false'}")
     if records:
         block = yaml.safe_dump({"validation": [dict(record) for record in records]}, sort_keys=False, width=200)
         lines += ["  " + line for line in block.splitlines()]
