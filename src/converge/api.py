@@ -72,7 +72,13 @@ class LoadedRestorer:
 
 
 def load(
-    name: str, task: str = "denoise", *, device: str = "cpu", max_memory: float | None = None, **task_params: Any
+    name: str,
+    task: str = "denoise",
+    *,
+    device: str = "cpu",
+    max_memory: float | None = None,
+    precision: str = "fp32",
+    **task_params: Any,
 ) -> LoadedRestorer:
     """The restorer called ``name`` (``converge zoo`` lists them: a zoo entry, a model family such as
     ``"durr"``, a baseline such as ``"bm3d"``, or a ``.safetensors`` file from ``converge train``) for
@@ -80,12 +86,13 @@ def load(
 
     A denoiser not told ``sigma`` works blind: a family picks its weights from the level it estimates
     per image. ``max_memory``: the memory budget in bytes a shipped model keeps to by restoring a large
-    image in tiles (default 4 GiB, see :func:`~converge.restorers.make_restorer`). Unknown names, tasks
-    and parameters raise :class:`ConfigError`.
+    image in tiles (default 4 GiB, see :func:`~converge.restorers.make_restorer`). ``precision``:
+    ``fp32``, ``bf16`` or ``auto`` (:data:`~converge.restorers.PRECISIONS`). Unknown names, tasks and
+    parameters raise :class:`ConfigError`.
     """
     blind = task == "denoise" and "sigma" not in task_params
     chosen = make_task(task, **task_params)
-    function = make_restorer(name, chosen, blind=blind, device=device, max_memory=max_memory)
+    function = make_restorer(name, chosen, blind=blind, device=device, max_memory=max_memory, precision=precision)
     return LoadedRestorer(name, chosen, blind, function)
 
 
