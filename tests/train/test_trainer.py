@@ -684,3 +684,14 @@ def test_channels_last_trains_the_same_model_in_another_memory_order(tmp_path: P
     for (name, tensor), other in zip(plain_weights.state_dict().items(), last_weights.state_dict().values()):
         assert torch.allclose(tensor, other, atol=1e-5), name
     assert yaml.safe_load((tmp_path / "last" / "model.yaml").read_text())["channels_last"] is True
+
+
+def test_the_log_holds_peak_memory_and_a_deq_models_forward_iterations(tmp_path: Path, crops) -> None:
+    Trainer(tiny_config(steps=2, eval=None), tmp_path / "dncnn", progress=False, train_images=crops).run()
+    plain = [r for r in records(tmp_path / "dncnn") if "loss" in r]
+    assert all(r["peak_memory_mib"] > 0 and "forward_iterations" not in r for r in plain)
+    degrad = {"name": "degrad", "params": {"channels": 1, "features": 4, "depth": 3, "eta_init": 0.1, "max_iter": 4}}
+    config = tiny_config(steps=2, eval=None, loss="mse", model=degrad)
+    Trainer(config, tmp_path / "degrad", progress=False, train_images=crops).run()
+    logged = [r for r in records(tmp_path / "degrad") if "loss" in r]
+    assert len(logged) == 2 and all(1 <= r["forward_iterations"] <= 4 for r in logged)

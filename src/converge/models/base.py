@@ -126,6 +126,14 @@ class Restorer(nn.Module, metaclass=ABCMeta):
         """
         return self(y, physics=operator)
 
+    def training_metrics(self) -> dict[str, float]:
+        """Figures of the last training forward that the trainer averages into its log beside the loss:
+        for a model that finds a fixed point with a :class:`~converge.deq.DEQ` held as ``deq``, the mean
+        number of evaluations its forward solve spent per sample (``forward_iterations``); none for
+        other models (or when the last forward ran no solve)."""
+        info = getattr(getattr(self, "deq", None), "last_info", None)
+        return {} if info is None else {"forward_iterations": float(info.iterations.double().mean())}
+
     def restore(
         self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None
     ) -> tuple[Tensor, RestoreInfo]:

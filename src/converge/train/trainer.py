@@ -95,6 +95,16 @@ MODEL_WEIGHTS = "model.safetensors"
 EXECUTION_SETTINGS = ("precision", "channels_last")
 
 
+def peak_memory_mib(device: torch.device) -> float:
+    """The peak memory of this process so far in MiB: on a GPU, what torch allocated there; on the CPU,
+    the peak resident set (``ru_maxrss``, which counts evaluations and data loading too)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @register_trainer("supervised")
 class Trainer:
     """Runs one training config in ``run_dir``; :meth:`run` trains to the last step and exports the model.
@@ -252,6 +262,7 @@ class Trainer:
                             **{key: total / summed_steps for key, total in sums.items()},
                             lr=self.scheduler.get_last_lr()[0],
                             seconds=round(self.seconds, 3),
+                            peak_memory_mib=round(peak_memory_mib(self.device), 1),
                         )
                         sums, summed_steps = {}, 0
                     self._check_loss(metrics["loss"])
@@ -284,7 +295,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": distributed.mean_of(float(loss.detach()))}
+        return {"loss": distributed.mean_of(float(loss.detach())), **self.model.training_metrics()}
 
     @property
     def _memory_format(self) -> torch.memory_format:
