@@ -641,3 +641,15 @@ def test_restore_says_when_a_model_computed_in_bf16_and_checks_the_precision(tmp
     assert not (tmp_path / "b.png").exists()
     refused = run_cli("restore", str(clean_png), str(tmp_path / "b.png"), "--model", "bm3d", "--precision", "bf16")
     assert_one_line_error(refused, "'bm3d' computes in fp32")
+
+
+def test_restore_says_a_grey_deblocker_keeps_a_colour_jpegs_chroma(tmp_path):
+    rng = np.random.default_rng(1)
+    ramp = np.add.outer(np.arange(40), np.arange(48)) * 2.0
+    pixels = np.stack([ramp, ramp[::-1], 255 - ramp], axis=-1) + rng.normal(0, 3, (40, 48, 3))
+    jpeg = tmp_path / "colour.jpg"
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(jpeg, quality=20)
+    result = run_cli("restore", str(jpeg), str(tmp_path / "out.png"), "-m", "durr", "-t", "deblock")
+    assert result.returncode == 0, result.stderr
+    assert "durr-deblock-blind is a grey model: it restored the luma (Y)" in result.stderr
+    assert "kept its chroma (Cb, Cr) as decoded" in result.stderr

@@ -418,6 +418,11 @@ def restore(
         if alpha is not None and depth != 8:
             raise ConfigError(f"{in_path} has transparency, which is written in 8 bits only: drop --bits {depth}")
         write_image(out_path, result.image.expand(-1, channels, -1, -1), bits=depth, alpha=alpha)
+        grey_model = result.model in ZOO and ZOO[result.model].channels == 1
+        if task == "deblock" and observed.shape[1] == 3 and grey_model and result.model not in chosen_before:
+            chosen_before.add(result.model)
+            _say(f"note: {result.model} is a grey model: it restored the luma (Y) of the colour JPEG and kept its "
+                 "chroma (Cb, Cr) as decoded")
         counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
         if result.tiles is not None:
             counted += f", {result.tiles} tiles to stay in the memory budget"
