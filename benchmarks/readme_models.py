@@ -2,7 +2,8 @@
 
 One row per zoo entry, grouped by task: the name ``--model`` takes, channels, the level it was
 trained for, its measured score (set, setting, PSNR, from the manifest, which names the
-``converge eval`` command and report that measured it) and the page that documents the model.
+``converge eval`` command and report that measured it), its fp32 one-thread seconds per megapixel
+(``benchmarks/inference_speed.py``, ``docs/inference-speed.md``) and the page that documents the model.
 ``--write`` replaces the block between ``<!-- models -->`` and ``<!-- /models -->`` in README.md;
 ``tests/test_zoo.py`` checks that the block is what this prints.
 
@@ -32,7 +33,10 @@ def table() -> str:
     """The Markdown table, one row per shipped model."""
     from converge import zoo
 
-    lines = ["| task | `--model` | channels | trained for | measured (PSNR) | page |", "|---|---|---:|---|---|---|"]
+    lines = [
+        "| task | `--model` | channels | trained for | measured (PSNR) | s/MP, 1 thread | page |",
+        "|---|---|---:|---|---|---:|---|",
+    ]
     entries = sorted(zoo.ZOO.values(), key=lambda entry: (TASK_ORDER.index(entry.task), entry.name))
     for entry in entries:
         level = entry.level()
@@ -48,7 +52,9 @@ def table() -> str:
         score = "-" if entry.score is None else entry.score.summary()
         page = PAGES.get(entry.model, "src/converge/weights/README.md")
         channels = "grey" if entry.channels == 1 else "colour"
-        lines.append(f"| {entry.task} | `{entry.name}` | {channels} | {trained} | {score} | [{Path(page).name}]({page}) |")
+        speed = "-" if entry.seconds_per_megapixel is None else f"{entry.seconds_per_megapixel:.3g}"
+        link = f"[{Path(page).name}]({page})"
+        lines.append(f"| {entry.task} | `{entry.name}` | {channels} | {trained} | {score} | {speed} | {link} |")
     return "\n".join(lines) + "\n"
 
 
