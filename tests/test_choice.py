@@ -39,6 +39,14 @@ def test_the_best_score_within_the_speed_of_the_preference_wins(scored_zoo):
     assert "28.70 dB on 8 validation images" in made.reason and "against fast-grey's 28.50" in made.reason
 
 
+def test_with_nothing_fast_enough_the_fastest_is_taken_and_the_reason_says_so(scored_zoo, monkeypatch):
+    slow = _scored("slow-demosaicker", "demosaic", 3, {None: 40.0}, speed=300.0)
+    monkeypatch.setitem(zoo.ZOO, slow.name, slow)
+    made = choose_model("demosaic", 3, None, "balanced")
+    assert made.name == "slow-demosaicker"
+    assert "the fastest scored model (none is within balanced's 40 s per megapixel)" in made.reason
+
+
 def test_the_nearest_measured_level_decides(scored_zoo):
     assert choose_model("denoise", 1, 45.0, "balanced").name == "fast-grey"  # at 50: 25.0 against 24.0
     assert choose_model("denoise", 1, 18.0, "balanced").name == "mid-grey"  # at 15

@@ -56,8 +56,10 @@ def choose_model(task: str, channels: int, level: float | None, prefer: str = "b
     at_level = [(entry, record) for entry, record in for_channels if record.level == nearest]
     limit = PREFERENCES[prefer]
     fitting = [pair for pair in at_level if (pair[0].seconds_per_megapixel or 0.0) <= limit]
+    kind = f"best {prefer} choice"
     if not fitting:
         fitting = [min(at_level, key=lambda pair: pair[0].seconds_per_megapixel)]
+        kind = f"the fastest scored model (none is within {prefer}'s {limit:g} s per megapixel)"
     ranked = sorted(fitting, key=lambda pair: (-pair[1].psnr, pair[0].name))
     best, record = ranked[0]
     against = "" if len(ranked) == 1 else f", against {ranked[1][0].name}'s {ranked[1][1].psnr:.2f}"
@@ -67,7 +69,7 @@ def choose_model(task: str, channels: int, level: float | None, prefer: str = "b
         else f"{best.seconds_per_megapixel:.1f} s per megapixel on one thread"
     )
     reason = (
-        f"{best.name}: best {prefer} choice for {record.setting()} images, {record.psnr:.2f} dB on "
+        f"{best.name}: {kind} for {record.setting()} images, {record.psnr:.2f} dB on "
         f"{record.images} validation images{against}; {speed}"
     )
     return Choice(best.name, reason)
