@@ -4,7 +4,8 @@ Each zoo entry runs in a fresh process with one torch thread: it restores a 64x6
 weights, the code paths and their buffers are in place), then a ``--side`` x ``--side`` one of the
 entry's own channels and task (degraded by the task, at the entry's own level); the growth of the
 process's peak resident memory between the two, divided by the larger image's pixels, is the entry's
-bytes per pixel (GroupSC entries are left out, see ``UNMEASURED``). Writes
+bytes per pixel (GroupSC entries are left out, see ``UNMEASURED``, and so are priors that restore
+through a plug-and-play algorithm, MTDEQ: ``--model mtdeq`` is never tiled). Writes
 ``benchmarks/results/memory_per_pixel.json`` (entries measured now replace their earlier figures);
 the figures are copied into ``memory_bytes_per_pixel`` in each weights manifest's ``zoo`` section,
 which a test checks against this file.
@@ -40,7 +41,9 @@ def measure(name: str, side: int) -> dict:
 
     torch.set_num_threads(1)
     entry = zoo.ZOO[name]
-    params = {"quality": entry.quality} if entry.task == "deblock" and entry.quality else {}
+    params = dict(zoo.manifest(name).get("task_params") or {})  # the degradation it was trained for
+    if entry.task == "deblock" and entry.quality:
+        params["quality"] = entry.quality
     if entry.task == "denoise":
         params["sigma"] = entry.sigma if entry.sigma is not None else 25.0
     task = make_task(entry.task, **params)
@@ -78,7 +81,7 @@ def main() -> None:
 
     results = []
     for name in args.names or list(zoo.ZOO):
-        if zoo.ZOO[name].model in UNMEASURED:
+        if zoo.ZOO[name].model in UNMEASURED or zoo.ZOO[name].algorithm is not None:
             continue
         command = [sys.executable, __file__, "--one", name, "--side", str(args.side)]
         done = subprocess.run(command, capture_output=True, text=True)

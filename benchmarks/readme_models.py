@@ -37,9 +37,11 @@ def table() -> str:
         "| task | `--model` | channels | trained for | measured (PSNR) | s/MP, 1 thread | page |",
         "|---|---|---:|---|---|---:|---|",
     ]
-    entries = sorted(zoo.ZOO.values(), key=lambda entry: (TASK_ORDER.index(entry.task), entry.name))
+    # A prior that restores through a plug-and-play algorithm (MTDEQ) comes last: it has no one task.
+    entries = sorted(zoo.ZOO.values(), key=lambda entry: (TASK_ORDER.index(entry.task or "inpaint"), entry.name))
     for entry in entries:
         level = entry.level()
+        task = entry.task or "deblur, sr, inpaint"
         if entry.task == "deblock":
             trained = f"quality {level:g}" if level is not None else "any quality, not told it"
         elif entry.task == "denoise":
@@ -47,6 +49,11 @@ def table() -> str:
             trained = f"sigma {level:g}" if level is not None else (
                 f"sigma {low_high[0]:g} to {low_high[1]:g}" if low_high else "any sigma"
             )
+        elif entry.task == "deblur":
+            blur = zoo.manifest(entry.name)["task_params"]
+            trained = f"{blur['size']}x{blur['size']} Gaussian blur of std {blur['blur_sigma']:g}"
+        elif entry.algorithm is not None:
+            trained = f"SR, blur and missing pixels at once; the prior of `{entry.algorithm}`"
         else:
             trained = "-"
         score = "-" if entry.score is None else entry.score.summary()
@@ -54,7 +61,7 @@ def table() -> str:
         channels = "grey" if entry.channels == 1 else "colour"
         speed = "-" if entry.seconds_per_megapixel is None else f"{entry.seconds_per_megapixel:.3g}"
         link = f"[{Path(page).name}]({page})"
-        lines.append(f"| {entry.task} | `{entry.name}` | {channels} | {trained} | {score} | {speed} | {link} |")
+        lines.append(f"| {task} | `{entry.name}` | {channels} | {trained} | {score} | {speed} | {link} |")
     return "\n".join(lines) + "\n"
 
 

@@ -392,6 +392,23 @@ def test_a_plug_and_play_algorithm_refuses_deblocking_in_one_line() -> None:
     assert "\n" not in str(error.value) and "deblur" in str(error.value)
 
 
+def test_a_prior_trained_for_many_tasks_restores_through_its_algorithm() -> None:
+    from converge.restorers import restorers_for_task, weights_digest
+
+    clean = smooth_image(3, size=32)
+    task = make_task("deblur")
+    observed, operator = task.degrade(clean, torch.Generator().manual_seed(0))
+    through = make_restorer("mtdeq", task)(observed, operator)
+    direct = make_restorer("admm", task, prior="mtdeq")(observed, operator)
+    assert through.model == "admm+mtdeq" and torch.equal(through.image, direct.image)
+    assert weights_digest("mtdeq", "deblur", 3) == weights_digest("admm", "deblur", 3, prior="mtdeq")
+    assert "mtdeq" in restorers_for_task("sr") and "mtdeq" not in restorers_for_task("deblock")
+    with pytest.raises(ConfigError, match="itself the prior of admm: drop --prior"):
+        make_restorer("mtdeq", task, prior="bm3d")
+    with pytest.raises(ConfigError, match="restores through admm .* not 'deblock': for deblock use durr"):
+        make_restorer("mtdeq", make_task("deblock"))
+
+
 def test_prior_applies_only_to_the_plug_and_play_algorithms() -> None:
     with pytest.raises(ConfigError, match="--prior applies to the plug-and-play algorithms: admm"):
         make_restorer("bm3d", make_task("denoise"), prior="dncnn-s25")

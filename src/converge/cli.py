@@ -792,7 +792,7 @@ def zoo(
         )
         models.add_row(
             entry.name + (" (default)" if entry.name == shipped.DEFAULT_MODEL else ""),
-            entry.task,
+            entry.task or f"any linear, as {entry.algorithm}'s prior",
             level,
             str(entry.channels),
             f"{shipped.parameter_count(entry.name):,}",

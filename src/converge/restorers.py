@@ -52,13 +52,15 @@ class PnPSchedule:
     floor: float = 0.255 / 255.0
 
 
-# One schedule per task with a linear operator (JPEG deblocking is not among them). Starting values,
-# NOT tuned on the validation split yet (docs/plug-and-play.md); the masks fill in and get more.
+# One schedule per task with a linear operator (JPEG deblocking is not among them). deblur, sr and
+# inpaint: tuned once for the Gauss prior drunet-color on the first 6 bsds-val32 images, the best mean
+# over each task's protocol columns (benchmarks/results/tune_pnp-drunet-color.md, docs/plug-and-play.md)
+# and reused for every other prior; denoise and demosaic keep untuned starting values.
 _PNP_SCHEDULES = {
     "denoise": PnPSchedule(4),
     "deblur": PnPSchedule(8),
-    "sr": PnPSchedule(8),
-    "inpaint": PnPSchedule(24),
+    "sr": PnPSchedule(24),
+    "inpaint": PnPSchedule(24, floor=5.0 / 255.0),
     "demosaic": PnPSchedule(24),
 }
 # RED has one fixed level (the task's noise level, this one for a noiseless task) and weight lam.
@@ -112,6 +114,8 @@ def restorers_for_task(task: str) -> list[str]:
 
     shipped = sorted({entry.model for entry in zoo.ZOO.values() if entry.task == task} - set(zoo.ZOO))
     shipped += sorted(entry.name for entry in zoo.ZOO.values() if entry.task == task)
+    if task in _PNP_SCHEDULES:
+        shipped += sorted(entry.name for entry in zoo.ZOO.values() if entry.algorithm is not None)
     classical = [name for name, spec in baselines.BASELINES.items() if name == spec.name and task in spec.tasks]
     return shipped + classical + (algorithm_names() if task in _PNP_SCHEDULES else [])
 
@@ -137,14 +141,20 @@ def weights_digest(
 
     For a plug-and-play algorithm it is the digest of what decides its result instead: the algorithm,
     its ``prior`` (default :data:`DEFAULT_PRIOR`) and that prior's weights, and the task's
-    :class:`PnPSchedule`, so retuning a schedule or retraining a prior outdates the reports."""
+    :class:`PnPSchedule`, so retuning a schedule or retraining a prior outdates the reports. A zoo entry
+    that restores through an algorithm (MTDEQ) has that algorithm's digest with itself as the prior
+    (with ``task`` None: its own weights')."""
     from converge import zoo
     from converge.optim import algorithm_names
 
+    through = _restores_through(name)
+    if through is not None and task is not None:
+        return weights_digest(through, task, channels, sigma, quality, blind=blind, prior=name)
     if name in algorithm_names():
         prior = prior or DEFAULT_PRIOR
         prior_sigma = sigma if sigma is not None else 255.0 * _RED_FLOOR_SIGMA
-        setting = (name, prior, weights_digest(prior, "denoise", channels, prior_sigma, blind=blind),
+        prior_task = None if _restores_through(prior) else "denoise"  # a many-task prior: its own weights
+        setting = (name, prior, weights_digest(prior, prior_task, channels, prior_sigma, blind=blind),
                    _PNP_SCHEDULES.get(task or ""), _RED_LAM, _RED_FLOOR_SIGMA)
         return hashlib.sha256(repr(setting).encode()).hexdigest()
     if name in zoo.zoo_names():
@@ -222,6 +232,19 @@ def make_restorer(
     device = resolve_device(device)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    through = _restores_through(name)
+    if through is not None:
+        if prior is not None:
+            raise ConfigError(f"'{name}' is itself the prior of {through}: drop --prior")
+        if precision == "bf16":
+            raise ConfigError(f"'{name}' restores through {through}, which computes in fp32: drop --precision bf16")
+        if task.name not in _PNP_SCHEDULES:
+            raise ConfigError(
+                f"'{name}' restores through {through} the tasks with a linear operator ({', '.join(_PNP_SCHEDULES)}), "
+                f"not '{task.name}': for {task.name} use {', '.join(restorers_for_task(task.name))}"
+            )
+        return make_restorer(through, task, tile, blind=blind, loops=loops, stride=stride, window=window,
+                             device=device, prior=name, max_memory=max_memory, precision=precision)
     learned = name in zoo.zoo_names() or name.endswith(".safetensors")
     if precision == "bf16" and not learned:
         raise ConfigError(f"'{name}' computes in fp32: --precision bf16 applies to learned models")
@@ -257,6 +280,14 @@ def make_restorer(
         return _model_restorer(name, model, task, tile, blind, options, device, bf16=precision == "bf16")
     valid = ", ".join(sorted(restorer_names()))
     raise ConfigError(f"unknown model '{name}'; choose one of: {valid}, or a .safetensors file from `converge train`")
+
+
+def _restores_through(name: str) -> str | None:
+    """The plug-and-play algorithm zoo entry ``name`` restores through as its prior (MTDEQ: ``admm``), or None."""
+    from converge import zoo
+
+    entry = zoo.ZOO.get(name)
+    return None if entry is None else entry.algorithm
 
 
 def _algorithm_description(name: str) -> str:

@@ -96,13 +96,16 @@ class ZooEntry:
     tiling plans with; its scores on the validation split (``validation``) and its inference time
     (``seconds_per_megapixel``, one thread, ``benchmarks/inference_speed.py``), which the automatic
     choice of a model (:mod:`converge.choice`) compares; whether bfloat16 was measured to cost it at
-    most 0.02 dB (``bf16_inference``, the same benchmark), which ``precision="auto"`` uses."""
+    most 0.02 dB (``bf16_inference``, the same benchmark), which ``precision="auto"`` uses. A prior
+    trained for many tasks (MTDEQ: ``task`` None) names the plug-and-play algorithm it restores through
+    (``algorithm``, the manifest's ``restores_with``): ``--model NAME`` is that algorithm with
+    ``--prior NAME``."""
 
     name: str
     model: str
     config_file: str
     weights_file: str
-    task: str
+    task: str | None
     sigma: float | None
     description: str
     quality: int | None = None
@@ -114,6 +117,7 @@ class ZooEntry:
     validation: tuple[Validation, ...] = ()
     seconds_per_megapixel: float | None = None
     bf16_inference: bool = False
+    algorithm: str | None = None
 
     def level(self) -> float | None:
         """The degradation level the entry was trained for: its JPEG quality for deblocking, else its sigma."""
@@ -164,6 +168,7 @@ def entry_from_manifest(config_file: str, spec: Mapping[str, Any]) -> ZooEntry:
             validation=tuple(Validation(**record) for record in section.get("validation", ())),
             seconds_per_megapixel=_optional_float(section, "seconds_per_megapixel"),
             bf16_inference=bool(section.get("bf16_inference", False)),
+            algorithm=section.get("restores_with"),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsError(f"the zoo section of {config_file} is incomplete ({error}): fix the manifest") from None
