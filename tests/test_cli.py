@@ -329,6 +329,15 @@ def test_eval_writes_markdown_and_json_and_logs_each_image(tmp_path):
     assert "input on set12: 1/2 images (01)" in result.stderr and "2/2 images (02)" in result.stderr
 
 
+def test_eval_on_the_luma_of_a_colour_set_writes_a_report_of_its_own(tmp_path):
+    common = ("eval", "--model", "input", "--bench", "kodak24", "--sigma", "25", "--limit", "1", "--out", str(tmp_path))
+    assert run_cli(*common).returncode == 0
+    assert run_cli(*common, "--color", "y").returncode == 0
+    native = json.loads((tmp_path / "input-kodak24-denoise-sigma25-first1.json").read_text())
+    luma = json.loads((tmp_path / "input-kodak24-denoise-sigma25-y-first1.json").read_text())
+    assert native["protocol"]["color"] == "native" and luma["protocol"]["color"] == "y"
+
+
 def test_eval_goes_on_from_the_partial_report_of_an_interrupted_run(tmp_path):
     arguments = ("eval", "-m", "input", "-b", "set12", "--sigma", "25", "--limit", "2", "--out", str(tmp_path))
     assert run_cli(*arguments).returncode == 0

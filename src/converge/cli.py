@@ -592,6 +592,7 @@ def evaluate(
     suffix += "" if window is None else f"-window{window}"
     suffix += "" if prior is None else f"-prior{Path(prior).stem if prior.endswith('.safetensors') else prior}"
     suffix += "" if precision == "fp32" else f"-{precision}"
+    suffix += "" if color == "native" else f"-{color}"  # the luma of a colour set is another report
     # A report of some images is named for them, so it never replaces the report of the whole set.
     suffix += "" if limit is None else f"-first{limit}"
     stem = f"{label}-{bench}-{chosen.tag}{suffix}"
