@@ -31,13 +31,16 @@ def zoo_output_cases() -> list[Case]:
 
     cases = []
     for entry in zoo.list_models():
-        if entry.task == "deblock":
+        task = entry.task or "deblur"  # a prior for many tasks (MTDEQ): deblurring through its algorithm
+        if task == "deblock":
             params = {"quality": entry.quality or 20}
-        elif entry.task == "denoise":
+        elif task == "denoise":
             params = {"sigma": entry.sigma if entry.sigma is not None else 15.0}
+        elif entry.task == "deblur":
+            params = dict(zoo.manifest(entry.name)["task_params"])  # the blur it was trained for
         else:
             params = {}
-        cases.append(Case(entry.name, entry.task, params, entry.channels, blind=entry.level() is None))
+        cases.append(Case(entry.name, task, params, entry.channels, blind=entry.level() is None))
     return cases
 
 
