@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from converge.errors import ConfigError
 
-PREFERENCES = {"fast": 4.0, "balanced": 40.0, "best": math.inf}
-"""Seconds per megapixel a preference allows: ``balanced`` keeps a 512x512 image near 10 s here."""
+PREFERENCES = {"fast": 10.0, "balanced": 40.0, "best": math.inf}
+"""Seconds per megapixel a preference allows: ``fast`` keeps a 512x512 image under about 3 s here,
+``balanced`` near 10 s."""
 
 FALLBACK = {"denoise": "dncnn-s25", "deblock": "durr", "sr": "bicubic", "deblur": "wiener", "inpaint": "fill",
             "demosaic": "malvar"}
@@ -56,7 +57,7 @@ def choose_model(task: str, channels: int, level: float | None, prefer: str = "b
     at_level = [(entry, record) for entry, record in for_channels if record.level == nearest]
     limit = PREFERENCES[prefer]
     fitting = [pair for pair in at_level if (pair[0].seconds_per_megapixel or 0.0) <= limit]
-    kind = f"best {prefer} choice"
+    kind = f"the best within --prefer {prefer}"
     if not fitting:
         fitting = [min(at_level, key=lambda pair: pair[0].seconds_per_megapixel)]
         kind = f"the fastest scored model (none is within {prefer}'s {limit:g} s per megapixel)"
