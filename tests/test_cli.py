@@ -368,11 +368,11 @@ def test_demo_restores_the_example_with_the_default_model(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["parrots-noisy.png", "parrots-restored.png"]
 
 
-def test_default_model_warns_far_from_its_noise_level(tmp_path, clean_png):
+def test_a_model_named_far_from_its_noise_level_warns(tmp_path, clean_png):
     noisy = tmp_path / "n.png"
     run_cli("degrade", str(clean_png), str(noisy), "--sigma", "50")
-    far = run_cli("restore", str(noisy), str(tmp_path / "r.png"), "--sigma", "50")
-    near = run_cli("restore", str(noisy), str(tmp_path / "r.png"), "--sigma", "25")
+    far = run_cli("restore", str(noisy), str(tmp_path / "r.png"), "--model", "dncnn-s25", "--sigma", "50")
+    near = run_cli("restore", str(noisy), str(tmp_path / "r.png"), "--model", "dncnn-s25", "--sigma", "25")
     assert far.returncode == 0 and near.returncode == 0
     assert "warning: dncnn-s25 was trained for noise level 25" in far.stderr
     assert "warning" not in near.stderr

@@ -446,7 +446,7 @@ def test_a_restorer_that_cannot_do_the_task_names_those_that_can() -> None:
         with pytest.raises(ConfigError, match="for deblock use durr, groupsc, .*input") as raised:
             make_restorer(name, make_task("deblock"))
         assert "durr-deblock-blind" in str(raised.value)
-    with pytest.raises(ConfigError, match="for sr use bicubic, admm"):
+    with pytest.raises(ConfigError, match="for sr use mtdeq, bicubic, admm"):
         make_restorer("nerd", make_task("sr"))
 
 
