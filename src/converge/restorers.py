@@ -143,7 +143,7 @@ def weights_digest(
     its ``prior`` (default :data:`DEFAULT_PRIOR`) and that prior's weights, and the task's
     :class:`PnPSchedule`, so retuning a schedule or retraining a prior outdates the reports. A zoo entry
     that restores through an algorithm (MTDEQ) has that algorithm's digest with itself as the prior
-    (with ``task`` None: its own weights')."""
+    (with ``task`` None, the digest of its own weights)."""
     from converge import zoo
     from converge.optim import algorithm_names
 
