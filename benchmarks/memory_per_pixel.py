@@ -42,8 +42,6 @@ def measure(name: str, side: int) -> dict:
     torch.set_num_threads(1)
     entry = zoo.ZOO[name]
     params = dict(zoo.manifest(name).get("task_params") or {})  # the degradation it was trained for
-    if entry.task == "deblock" and entry.quality:
-        params["quality"] = entry.quality
     if entry.task == "denoise":
         params["sigma"] = entry.sigma if entry.sigma is not None else 25.0
     task = make_task(entry.task, **params)
