@@ -7,10 +7,11 @@ restorer (``converge.restorers.make_restorer``, its default settings); one warm-
 crop; then each image restored once and timed by the restorer itself (``Restoration.seconds``).
 
 Images: the first ``--images`` images of the standard set of the entry's task and channels (denoise grey:
-bsd68, colour: cbsd68; deblock: classic5; demosaic: kodak24), centre crops of ``--size`` pixels square
-(smaller when an image is), degraded with the entry's own level (a blind entry at sigma 25 or quality
-20, not told the level) and the evaluation seed of each image (``evaluation_generator``), so every case
-of an entry sees the same observations. BM3D runs at sigma 25 on bsd68 (grey) and cbsd68 (colour).
+bsd68, colour: cbsd68; deblock: classic5; demosaic and deblur: kodak24), centre crops of ``--size`` pixels
+square (smaller when an image is), degraded as the entry was trained (``zoo.trained_degradation``: a blind
+entry at sigma 25 or quality 20, not told the level; a prior for many tasks deblurring) and the
+evaluation seed of each image (``evaluation_generator``), so every case of an entry sees the same
+observations. BM3D runs at sigma 25 on bsd68 (grey) and cbsd68 (colour).
 
 Per case: seconds per megapixel (median over the images of seconds / megapixels of the crop), the peak
 resident memory of the process (``ru_maxrss``) and its baseline after the imports (both MiB), the mean
@@ -49,9 +50,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE = "bm3d"
 PRECISIONS = ("fp32", "bf16")
 # The standard set of each (task, channels) a shipped model restores.
-BENCHES = {("denoise", 1): "bsd68", ("denoise", 3): "cbsd68", ("deblock", 1): "classic5", ("demosaic", 3): "kodak24"}
-# The level a blind entry (trained on a range, or for every level) is measured at.
-BLIND_LEVELS = {"denoise": 25.0, "deblock": 20}
+BENCHES = {("denoise", 1): "bsd68", ("denoise", 3): "cbsd68", ("deblock", 1): "classic5", ("demosaic", 3): "kodak24",
+           ("deblur", 3): "kodak24"}
 WARMUP_SIZE = 64
 # The issue's targets: a model at most this many times BM3D's seconds per megapixel (fp32, one thread),
 # and bf16 the default only where it costs at most this many dB.
@@ -62,15 +62,14 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """What one row restores: the restorer ``name`` for ``task`` at ``level`` (sigma in 8-bit levels, or
-    JPEG quality; ``None``: the task has none), on images of ``channels`` channels from ``bench``;
-    ``blind``: the restorer is not told the noise level."""
+    """What one row restores: the restorer ``name`` for ``task`` with options ``params`` (``make_task``),
+    on images of ``channels`` channels from ``bench``; ``blind``: the restorer is not told the noise level."""
 
     name: str
     task: str
     channels: int
     bench: str
-    level: float | None
+    params: dict[str, Any]
     blind: bool
 
 
@@ -82,19 +81,18 @@ def case_specs(names: list[str]) -> list[CaseSpec]:
     specs = []
     for name in names:
         if name == BASELINE:
-            specs += [CaseSpec(BASELINE, "denoise", channels, BENCHES["denoise", channels], 25.0, False)
+            specs += [CaseSpec(BASELINE, "denoise", channels, BENCHES["denoise", channels], {"sigma": 25.0}, False)
                       for channels in (1, 3)]
             continue
         if name not in zoo.ZOO:
             raise ConfigError(f"unknown model {name!r}: choose {BASELINE} or zoo entries: {', '.join(sorted(zoo.ZOO))}")
         entry = zoo.ZOO[name]
-        if (entry.task, entry.channels) not in BENCHES:
-            raise ConfigError(f"no standard set for task {entry.task!r} with {entry.channels} channel(s) "
+        task, params = zoo.trained_degradation(name)
+        if (task, entry.channels) not in BENCHES:
+            raise ConfigError(f"no standard set for task {task!r} with {entry.channels} channel(s) "
                               f"(zoo entry {name!r}): add one to BENCHES in {Path(__file__).name}")
-        level = entry.level()
-        blind = level is None and entry.task in BLIND_LEVELS
-        specs.append(CaseSpec(name, entry.task, entry.channels, BENCHES[entry.task, entry.channels],
-                              BLIND_LEVELS[entry.task] if blind else level, blind and entry.task == "denoise"))
+        blind = entry.level() is None and task == "denoise"
+        specs.append(CaseSpec(name, task, entry.channels, BENCHES[task, entry.channels], params, blind))
     return specs
 
 
@@ -115,8 +113,7 @@ def measure_case(spec: CaseSpec, precision: str, threads: int, images: int, size
     torch.set_num_threads(threads)
     baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    level_key = "quality" if spec.task == "deblock" else "sigma"
-    task = make_task(spec.task, **({} if spec.level is None else {level_key: spec.level}))
+    task = make_task(spec.task, **spec.params)
     clean = [(stem, _centre_crop(image, size)) for stem, image in islice(load_images(spec.bench, spec.channels), images)]
     observed = [task.degrade(image, evaluation_generator(spec.bench, stem, task.tag)) for stem, image in clean]
     restore = make_restorer(spec.name, task, blind=spec.blind, precision=precision)

@@ -41,10 +41,8 @@ def measure(name: str, side: int) -> dict:
 
     torch.set_num_threads(1)
     entry = zoo.ZOO[name]
-    params = dict(zoo.manifest(name).get("task_params") or {})  # the degradation it was trained for
-    if entry.task == "denoise":
-        params["sigma"] = entry.sigma if entry.sigma is not None else 25.0
-    task = make_task(entry.task, **params)
+    task_name, params = zoo.trained_degradation(name)
+    task = make_task(task_name, **params)
     restorer = make_restorer(name, task)
     generator = torch.Generator().manual_seed(0)
 

@@ -368,6 +368,25 @@ def test_a_manifest_without_its_zoo_fields_is_refused() -> None:
         zoo.entry_from_manifest("x.yaml", spec)
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("dncnn-s25", ("denoise", {"sigma": 25})),
+        ("durr-denoise-blind", ("denoise", {"sigma": 40.0})),
+        ("durr-deblock-blind", ("deblock", {"quality": 20})),
+        ("groupsc-deblock-q30", ("deblock", {"quality": 30})),
+        ("degrad-deblur", ("deblur", {"blur_sigma": 5.0, "size": 5, "boundary": "zeros", "sigma": 1.275})),
+        ("mtdeq", ("deblur", {})),
+    ],
+)
+def test_the_trained_degradation_is_the_manifests_with_a_level_for_blind_entries(name, expected) -> None:
+    from converge.physics.tasks import make_task
+
+    assert zoo.trained_degradation(name, blind_sigma=40.0) == expected
+    task, params = expected
+    make_task(task, **params)
+
+
 def test_a_shipped_file_that_differs_from_its_digest_is_refused(tmp_path, monkeypatch) -> None:
     entry = zoo.ZOO["dncnn-s25"]
     altered = tmp_path / entry.weights_file

@@ -31,15 +31,7 @@ def zoo_output_cases() -> list[Case]:
 
     cases = []
     for entry in zoo.list_models():
-        task = entry.task or "deblur"  # a prior for many tasks (MTDEQ): deblurring through its algorithm
-        if task == "deblock":
-            params = {"quality": entry.quality or 20}
-        elif task == "denoise":
-            params = {"sigma": entry.sigma if entry.sigma is not None else 15.0}
-        elif entry.task == "deblur":
-            params = dict(zoo.manifest(entry.name)["task_params"])  # the blur it was trained for
-        else:
-            params = {}
+        task, params = zoo.trained_degradation(entry.name, blind_sigma=15.0)
         cases.append(Case(entry.name, task, params, entry.channels, blind=entry.level() is None))
     return cases
 

@@ -435,6 +435,19 @@ def manifest(name: str) -> dict[str, Any]:
     return read_weights_config(_package_file(get_entry(name).config_file))
 
 
+def trained_degradation(name: str, blind_sigma: float = 25.0, blind_quality: int = 20) -> tuple[str, dict[str, Any]]:
+    """The task and task options zoo entry ``name`` was trained for (its manifest's ``task_params``),
+    for ``make_task``. An entry trained on a range of levels is given ``blind_sigma`` (8-bit levels) or
+    ``blind_quality``; an entry for many tasks (MTDEQ) deblurring with the task's default blur."""
+    entry = get_entry(name)
+    params = dict(manifest(name).get("task_params") or {})
+    if entry.task == "denoise":
+        params.setdefault("sigma", blind_sigma)
+    elif entry.task == "deblock":
+        params.setdefault("quality", blind_quality)
+    return entry.task or "deblur", params
+
+
 def parameter_count(name: str) -> int:
     """How many numbers the weights of zoo entry ``name`` hold (read from the file's header, no tensor loaded)."""
     from safetensors import safe_open
