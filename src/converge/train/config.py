@@ -314,7 +314,9 @@ class DQNSection:
     (L(x_{n-1}) - L(x_n))``, ``L`` the per-patch MSE on the [0, 1] scale) or ``psnr`` (``lam`` times
     the decibels a loop gains; :func:`~converge.models.durr.dqn.continue_rewards`); ``lam``: its scale;
     ``double``: Double DQN targets (the next action chosen by the online network, valued by the
-    target network; :func:`~converge.models.durr.dqn.q_targets`).
+    target network; :func:`~converge.models.durr.dqn.q_targets`). ``train_encoder``: the whole policy
+    network learns, its convolutional encoder too (the paper), and the replay stores the estimates
+    (in half precision) instead of their features; else the encoder keeps its initial weights.
     """
 
     replay_capacity: int = 10000
@@ -328,6 +330,7 @@ class DQNSection:
     reward: str = "mse"
     lam: float = 1000.0
     double: bool = False
+    train_encoder: bool = False
 
     def __post_init__(self) -> None:
         for name in ("replay_capacity", "batch_size", "updates_per_step", "epsilon_steps", "target_every"):

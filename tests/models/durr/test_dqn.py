@@ -25,7 +25,7 @@ def episodes(first: int, count: int) -> Episode:
     """``count`` episodes tagged ``first, first + 1, ...`` in every field."""
     tags = torch.arange(first, first + count, dtype=torch.float32)
     return Episode(
-        features=tags[:, None, None].expand(count, STATES, 3).clone(),
+        observations=tags[:, None, None].expand(count, STATES, 3).clone(),
         rewards=tags[:, None].expand(count, STATES - 1) + 0.5,
         transitions=torch.arange(first, first + count) % STATES,
     )
@@ -36,7 +36,7 @@ def test_buffer_keeps_fields_together() -> None:
     buffer.push(episodes(0, 4))
     stored = buffer.ordered()
     assert len(buffer) == 4
-    assert torch.equal(stored.features[:, 2, 1], torch.arange(4.0))
+    assert torch.equal(stored.observations[:, 2, 1], torch.arange(4.0))
     assert torch.equal(stored.rewards[:, 0], torch.arange(4.0) + 0.5)
     assert torch.equal(stored.transitions, torch.arange(4)) and stored.transitions.dtype == torch.long
 
@@ -49,7 +49,7 @@ def test_buffer_overwrites_the_oldest_first(chunks: list[int]) -> None:
         buffer.push(episodes(first, size))
         first += size
     assert len(buffer) == 3
-    assert torch.equal(buffer.ordered().features[:, 0, 0], torch.tensor([2.0, 3.0, 4.0]))
+    assert torch.equal(buffer.ordered().observations[:, 0, 0], torch.tensor([2.0, 3.0, 4.0]))
 
 
 def test_seeded_sampling_is_deterministic_and_covers_the_buffer() -> None:
@@ -57,12 +57,12 @@ def test_seeded_sampling_is_deterministic_and_covers_the_buffer() -> None:
     for buffer in buffers:
         buffer.push(episodes(0, 8))
     first, second = (buffer.sample(200) for buffer in buffers)
-    assert torch.equal(first.features, second.features)
-    assert set(first.features[:, 0, 0].tolist()) == set(range(8))
-    assert torch.equal(first.rewards[:, 1], first.features[:, 0, 0] + 0.5)
+    assert torch.equal(first.observations, second.observations)
+    assert set(first.observations[:, 0, 0].tolist()) == set(range(8))
+    assert torch.equal(first.rewards[:, 1], first.observations[:, 0, 0] + 0.5)
     other = ReplayBuffer(capacity=8, seed=8)
     other.push(episodes(0, 8))
-    assert not torch.equal(other.sample(200).features, first.features)
+    assert not torch.equal(other.sample(200).observations, first.observations)
 
 
 def test_buffer_errors() -> None:
@@ -72,8 +72,8 @@ def test_buffer_errors() -> None:
     with pytest.raises(ConfigError, match="empty"):
         buffer.sample(1)
     buffer.push(episodes(0, 2))
-    with pytest.raises(ConfigError, match="features"):
-        buffer.push(episodes(0, 2)._replace(features=torch.zeros(2, STATES, 5)))
+    with pytest.raises(ConfigError, match="observations"):
+        buffer.push(episodes(0, 2)._replace(observations=torch.zeros(2, STATES, 5)))
     with pytest.raises(ConfigError, match="one reward fewer"):
         buffer.push(episodes(0, 2)._replace(rewards=torch.zeros(2, STATES)))
     with pytest.raises(ConfigError, match="same batch size"):
@@ -86,11 +86,11 @@ def test_buffer_state_round_trip_continues_identically() -> None:
     original.sample(4)
     restored = ReplayBuffer(capacity=5, seed=99)
     restored.load_state_dict(original.state_dict())
-    assert len(restored) == 5 and torch.equal(restored.ordered().features, original.ordered().features)
-    assert torch.equal(restored.sample(20).features, original.sample(20).features)
+    assert len(restored) == 5 and torch.equal(restored.ordered().observations, original.ordered().observations)
+    assert torch.equal(restored.sample(20).observations, original.sample(20).observations)
     restored.push(episodes(10, 2))
     original.push(episodes(10, 2))
-    assert torch.equal(restored.ordered().features, original.ordered().features)
+    assert torch.equal(restored.ordered().observations, original.ordered().observations)
     empty = ReplayBuffer(capacity=5)
     empty.load_state_dict(ReplayBuffer(capacity=5).state_dict())
     assert len(empty) == 0
@@ -125,7 +125,7 @@ def test_double_q_targets_value_the_online_choice_with_the_target_network() -> N
 def test_sequence_targets_stop_at_zero_and_bootstrap_every_continue_even_at_the_cap() -> None:
     # Two episodes over S = 4 states: one ran to the cap (3 transitions), one revealed 1 transition.
     batch = Episode(
-        features=torch.zeros(2, 4, 3),
+        observations=torch.zeros(2, 4, 3),
         rewards=torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 0.0]]),
         transitions=torch.tensor([3, 1]),
     )

@@ -18,7 +18,7 @@ from converge.errors import ConfigError
 from converge.models import build_model
 from converge.models.durr import CONTINUE, DURR, POLICY_TILE, STOP, PolicyUnit
 from converge.models.durr.dqn import Episode, exploration_stops, update_target
-from converge.models.durr.training import PolicyTrainer, td_loss
+from converge.models.durr.training import PolicyTrainer, read_observations, td_loss
 from converge.train.config import config_from_dict
 from converge.train.registry import register_trainer, trainer_class, trainer_kinds
 from converge.train.trainer import CHECKPOINT, LOG, Trainer, read_checkpoint, train
@@ -146,8 +146,9 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, crops, stage_one: Path, monkeypatch) -> None:
-    config = policy_config(stage_one)
+@pytest.mark.parametrize("train_encoder", [False, True])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, crops, stage_one, monkeypatch, train_encoder) -> None:
+    config = policy_config(stage_one, dqn={"train_encoder": train_encoder})
     PolicyTrainer(config, tmp_path / "straight", progress=False, train_images=crops).run()
     original_save = PolicyTrainer.save_checkpoint
 
@@ -165,8 +166,11 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, crops, 
     assert resumed.step == 2 and resumed.updates == 4
     resumed.run()
 
-    without_time = [{k: v for k, v in r.items() if k != "seconds"} for r in records(tmp_path / "straight")]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in records(tmp_path / "resumed")] == without_time
+    def of_the_run(record: dict) -> dict:  # without what the process measured of itself: time and memory
+        return {key: value for key, value in record.items() if key not in ("seconds", "peak_memory_mib")}
+
+    straight_records = [of_the_run(record) for record in records(tmp_path / "straight")]
+    assert [of_the_run(record) for record in records(tmp_path / "resumed")] == straight_records
     straight = read_checkpoint(tmp_path / "straight" / CHECKPOINT)
     again = read_checkpoint(tmp_path / "resumed" / CHECKPOINT)
     for part in ("model", "target"):
@@ -188,7 +192,7 @@ def test_with_gamma_zero_continue_is_fitted_to_the_reward_and_stop_to_zero(tmp_p
     trainer.play_episodes(*batch_of(trainer), epsilon=0.5)
     batch = trainer.replay.ordered()
     policy = trainer.model.policy
-    q = policy.q_sequence(batch.features)
+    q = policy.q_sequence(batch.observations)
     predicted, wanted = [], []
     for episode in range(len(batch.transitions)):
         known = int(batch.transitions[episode])
@@ -232,6 +236,40 @@ def test_double_dqn_values_the_online_choice_with_the_target_network(tmp_path: P
     assert torch.allclose(trainer.td_loss(batch), F.smooth_l1_loss(predicted, wanted))
 
 
+def test_with_a_learning_encoder_the_replay_keeps_the_estimates_and_reads_them_anew(tmp_path, crops, stage_one) -> None:
+    trainer = PolicyTrainer(policy_config(stage_one, dqn={"train_encoder": True}), tmp_path, progress=False,
+                            train_images=crops)
+    y, x = batch_of(trainer)
+    force(trainer, CONTINUE)
+    trainer.play_episodes(y, x, epsilon=0.0)
+    batch = trainer.replay.ordered()
+    assert batch.observations.shape == (4, MAX_LOOPS + 1, *y.shape[1:]) and batch.observations.dtype == torch.float16
+    trajectory = [y]
+    with torch.no_grad():
+        for _ in range(MAX_LOOPS):
+            trajectory.append(trainer.model.unit_step(trajectory[-1]))
+    assert torch.allclose(batch.observations.float(), torch.stack(trajectory, dim=1), atol=1e-3)
+    policy = trainer.model.policy
+    with torch.no_grad():
+        policy.encoder[0][0].weight.mul_(2.0)  # as if the encoder had learnt since the episodes were played
+        read = read_observations(policy, batch)
+        for n in range(MAX_LOOPS + 1):
+            assert torch.allclose(read[:, n], policy.features(batch.observations[:, n].float())[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("train_encoder", [False, True])
+def test_updates_move_the_encoder_only_when_it_learns(tmp_path, crops, stage_one, train_encoder: bool) -> None:
+    config = policy_config(stage_one, dqn={"train_encoder": train_encoder, "batch_size": 4})
+    trainer = PolicyTrainer(config, tmp_path, progress=False, train_images=crops)
+    trainer.play_episodes(*batch_of(trainer), epsilon=1.0)
+    policy = trainer.model.policy
+    encoder, lstm = copy.deepcopy(policy.encoder.state_dict()), copy.deepcopy(policy.lstm.state_dict())
+    trainer._update()
+    assert not all(torch.equal(value, policy.lstm.state_dict()[name]) for name, value in lstm.items())
+    moved = not all(torch.equal(value, policy.encoder.state_dict()[name]) for name, value in encoder.items())
+    assert moved == train_encoder
+
+
 def test_replay_reads_the_current_weights_not_the_hidden_state_of_play(tmp_path: Path, crops, stage_one: Path) -> None:
     trainer = PolicyTrainer(policy_config(stage_one, dqn={"gamma": 0.0}), tmp_path, progress=False,
                             train_images=crops)
@@ -245,8 +283,8 @@ def test_replay_reads_the_current_weights_not_the_hidden_state_of_play(tmp_path:
     with torch.no_grad():
         for n in range(first + 1):
             q, hidden = policy(estimate, hidden)
-            assert torch.allclose(batch.features[0, n], policy.features(estimate)[0, 0], atol=1e-5)
-            assert torch.allclose(policy.q_sequence(batch.features[:1, : n + 1])[0, n], q[0], atol=1e-5)
+            assert torch.allclose(batch.observations[0, n], policy.features(estimate)[0, 0], atol=1e-5)
+            assert torch.allclose(policy.q_sequence(batch.observations[:1, : n + 1])[0, n], q[0], atol=1e-5)
             estimate = trainer.model.unit_step(estimate)
 
 
@@ -272,7 +310,7 @@ def test_greedy_episodes_follow_the_policy_and_look_one_step_past_a_stop(tmp_pat
     loops, returns = trainer.play_episodes(y, x, epsilon=0.0)
     played = trainer.replay.ordered()
     assert loops.tolist() == [MAX_LOOPS] * 4 and played.transitions.tolist() == [MAX_LOOPS] * 4
-    assert torch.allclose(played.features, features, atol=1e-5)
+    assert torch.allclose(played.observations, features, atol=1e-5)
     assert torch.allclose(played.rewards, torch.stack(gains, dim=1), atol=1e-4)
     assert torch.allclose(returns, sum(gains), atol=1e-4)
 
@@ -280,7 +318,7 @@ def test_greedy_episodes_follow_the_policy_and_look_one_step_past_a_stop(tmp_pat
     loops, returns = trainer.play_episodes(y, x, epsilon=0.0)
     stopped = trainer.replay.ordered()
     assert loops.tolist() == [1] * 4 and stopped.transitions[-4:].tolist() == [2] * 4
-    assert torch.allclose(stopped.features[-4:, :3], features[:, :3], atol=1e-5)
+    assert torch.allclose(stopped.observations[-4:, :3], features[:, :3], atol=1e-5)
     assert torch.allclose(stopped.rewards[-4:, :2], torch.stack(gains[:2], dim=1), atol=1e-4)
     assert torch.allclose(returns, gains[0], atol=1e-4)
 

@@ -3,8 +3,9 @@
 DURR's decision problem is optimal stopping on a trajectory ``X_0 = y, X_1, X_2, ...`` that the
 frozen restoration unit produces whatever the policy does: STOP earns 0 and ends the episode,
 CONTINUE earns ``r_n = lam (L(X_n) - L(X_{n+1}))`` and moves to ``X_{n+1}``. So a played episode is
-stored as the trajectory prefix it revealed, :class:`Episode`: the policy's pooled features of
-``X_0 ... X_C`` and the ``C`` CONTINUE rewards between them. Every stored state carries two exact
+stored as the trajectory prefix it revealed, :class:`Episode`: what the policy reads of ``X_0 ... X_C``
+(its pooled features, or the estimates themselves when its encoder learns too) and the ``C`` CONTINUE
+rewards between them. Every stored state carries two exact
 regression targets, whichever action the agent happened to take there:
 
     Q(X_n, STOP)     -> 0                                              (n = 0 ... C)
@@ -53,19 +54,22 @@ __all__ = [
 class Episode(NamedTuple):
     """A batch of stored trajectory prefixes; every field has the batch as its first dimension.
 
-    ``features``: ``(B, S, D)`` float, the policy's pooled features of ``X_0 ... X_{S-1}`` (rows past
-    an episode's ``transitions`` are padding); ``rewards``: ``(B, S - 1)`` float, ``rewards[:, n]``
-    the CONTINUE reward from ``X_n`` to ``X_{n+1}`` (zero padding past ``transitions``);
-    ``transitions``: ``(B,)`` long, the number ``C`` of CONTINUE steps the episode revealed, so its
+    ``observations``: what the policy reads of ``X_0 ... X_{S-1}``: ``(B, S, D)`` float, its pooled
+    features (a frozen encoder), or ``(B, S, C, p, p)`` float, the estimates (an encoder that learns:
+    their features change with its weights); rows past an episode's ``transitions`` are padding.
+    ``rewards``: ``(B, S - 1)`` float, ``rewards[:, n]`` the CONTINUE reward from ``X_n`` to ``X_{n+1}``
+    (zero padding past ``transitions``); ``transitions``: ``(B,)`` long, the number ``C`` of CONTINUE steps the episode revealed, so its
     states are ``X_0 ... X_C``.
     """
 
-    features: Tensor
+    observations: Tensor
     rewards: Tensor
     transitions: Tensor
 
 
-_DTYPES = {"features": torch.float32, "rewards": torch.float32, "transitions": torch.long}
+_DTYPES = {"rewards": torch.float32, "transitions": torch.long}
+"""Storage types; observations keep the floating type they are pushed in (half precision saves
+memory where they are estimates)."""
 
 
 class ReplayBuffer:
@@ -89,11 +93,15 @@ class ReplayBuffer:
 
     def push(self, batch: Episode) -> None:
         """Append every episode of ``batch`` (leading dimension ``B``), overwriting the oldest when full."""
-        fields = {name: value.detach().to("cpu", _DTYPES[name]) for name, value in batch._asdict().items()}
+        if not batch.observations.is_floating_point():
+            raise ConfigError("episode observations must be floating point")
+        fields = {
+            name: value.detach().to("cpu", _DTYPES.get(name, value.dtype)) for name, value in batch._asdict().items()
+        }
         count = fields["transitions"].shape[0]
         if any(value.shape[0] != count for value in fields.values()):
             raise ConfigError("every field of a pushed episode batch must have the same batch size")
-        if fields["rewards"].shape[1:] != (fields["features"].shape[1] - 1,):
+        if fields["rewards"].shape[1:] != (fields["observations"].shape[1] - 1,):
             raise ConfigError("an episode needs one reward fewer than it has states")
         if self._storage is None:
             self._storage = {
@@ -148,9 +156,9 @@ class ReplayBuffer:
                 f"the saved replay buffer holds {saved_capacity} slots, this one {self.capacity}: "
                 "resume with the same replay capacity"
             )
-        if storage and set(storage) != set(_DTYPES):
+        if storage and set(storage) != set(Episode._fields):
             raise ConfigError(
-                f"the saved replay buffer holds {sorted(storage)}, not episodes {sorted(_DTYPES)}: "
+                f"the saved replay buffer holds {sorted(storage)}, not episodes {sorted(Episode._fields)}: "
                 "start a new run directory"
             )
         self._storage = dict(storage) if storage else None
@@ -220,7 +228,8 @@ def sequence_q_targets(
     says there is no target). With ``next_q_online`` ``(B, S, A)``, the online network's Q-values of
     the same states, the bootstrap is Double DQN's (:func:`q_targets`).
     """
-    targets = torch.zeros(*episodes.rewards.shape[:-1], episodes.features.shape[1], 2, device=next_q_target.device)
+    states = episodes.observations.shape[1]
+    targets = torch.zeros(*episodes.rewards.shape[:-1], states, 2, device=next_q_target.device)
     online = None if next_q_online is None else next_q_online[:, 1:]
     targets[:, :-1, CONTINUE] = q_targets(episodes.rewards, next_q_target[:, 1:], gamma, online)
     return targets

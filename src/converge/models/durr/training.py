@@ -17,8 +17,8 @@ patch of a batch of degraded patches (the data section's task and level range), 
 Choices the paper leaves open, and why (each one fixes a way the single-transition version failed
 to learn to stop):
 
-- Replay holds episodes, not transitions (:class:`~converge.models.durr.dqn.Episode`): the standardised
-  features of ``X_0 ... X_C`` and the rewards between them. Every update unrolls the LSTM over the
+- Replay holds episodes, not transitions (:class:`~converge.models.durr.dqn.Episode`): what the
+  policy reads of ``X_0 ... X_C`` and the rewards between them. Every update unrolls the LSTM over the
   whole stored prefix from its zero state, online and target network alike, so Q-values are
   always those of the current weights with the hidden state they would have at inference.
   Replaying single transitions with the hidden state stored at play time trains a recurrent
@@ -33,9 +33,14 @@ to learn to stop):
   where the targets are needed most.
 - CONTINUE is never terminal: an episode cut at ``max_loops`` bootstraps from the state it
   reached, since the cap is a safety limit and not part of the restoration problem.
-- The convolutional encoder keeps its initial weights (random features) and only the LSTM cell
-  and head learn, so stored features never go stale and an update costs an LSTM unroll, not a
-  convolution over every replayed estimate. Before training, the encoder's pooled statistics are
+- ``dqn.train_encoder``: the whole policy network learns by deep Q-learning, as in the paper: the
+  replay stores the estimates ``X_0 ... X_C`` (half precision, 2 bytes a pixel) and every update
+  runs the encoder over each replayed episode's states (the online encoder with its gradient, the
+  target network's copy without), under the run's ``precision`` (bf16 autocast halves it here; the
+  features return to float32 before the LSTM). Without it the convolutional encoder keeps its
+  initial weights (random features) and only the LSTM cell and head learn, so stored features never
+  go stale and an update costs an LSTM unroll, not a convolution over every replayed estimate: about
+  a fifth of the time of a step. Either way, before training the encoder's pooled statistics are
   standardised (:meth:`~converge.models.durr.PolicyUnit.calibrate`) on the states of
   :data:`CALIBRATION_PATCHES` patches of the first epoch (spread over the images) unfolded to
   ``max_loops``; unstandardised, they vary by a few hundredths around offsets of a tenth and
@@ -65,7 +70,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -96,29 +102,54 @@ CALIBRATION_PATCHES = 64
 """Patches whose trajectories set the policy's feature standardisation at the start of a run."""
 
 
-def td_loss(policy: PolicyUnit, target: PolicyUnit, episodes: Episode, gamma: float, double: bool = False) -> Tensor:
+def td_loss(
+    policy: PolicyUnit,
+    target: PolicyUnit,
+    episodes: Episode,
+    gamma: float,
+    double: bool = False,
+    encoding: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> Tensor:
     """Huber loss between ``policy``'s Q-values of every stored state of ``episodes`` and the
     :func:`~converge.models.durr.dqn.sequence_q_targets` that ``target`` gives (``double``: the next
     action chosen by ``policy``, Double DQN); both networks are unrolled from their zero state over
-    the stored features (only as far as the longest episode)."""
+    the stored observations (only as far as the longest episode; :func:`read_observations`, each
+    network's encoder run inside ``encoding()`` where they are estimates)."""
     states = int(episodes.transitions.max()) + 1
-    episodes = Episode(episodes.features[:, :states], episodes.rewards[:, : states - 1], episodes.transitions)
-    q = policy.q_sequence(episodes.features)
+    episodes = Episode(episodes.observations[:, :states], episodes.rewards[:, : states - 1], episodes.transitions)
+    q = policy.q_sequence(read_observations(policy, episodes, encoding))
     with torch.no_grad():
         online = q.detach() if double else None
-        targets = sequence_q_targets(episodes, target.q_sequence(episodes.features), gamma, online)
+        next_q = target.q_sequence(read_observations(target, episodes, encoding))
+        targets = sequence_q_targets(episodes, next_q, gamma, online)
     stop_known, continue_known = state_masks(episodes.transitions, states)
     predicted = torch.cat([q[..., STOP][stop_known], q[:, :-1, CONTINUE][continue_known]])
     wanted = torch.cat([targets[..., STOP][stop_known], targets[:, :-1, CONTINUE][continue_known]])
     return F.smooth_l1_loss(predicted, wanted)
 
 
+def read_observations(
+    policy: PolicyUnit, episodes: Episode, encoding: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> Tensor:
+    """The features ``(B, S, D)`` the LSTM reads at each stored state: the stored ones as they are, or,
+    where the episodes hold estimates ``(B, S, C, p, p)``, ``policy``'s features of the revealed states
+    (computed inside ``encoding()``, returned in float32; zeros past each episode's ``transitions``)."""
+    observations = episodes.observations
+    if observations.dim() == 3:
+        return observations
+    revealed = torch.arange(observations.shape[1], device=observations.device)[None, :] <= episodes.transitions[:, None]
+    with encoding():
+        features = policy.features(observations[revealed].float())[:, 0]
+    read = torch.zeros(*revealed.shape, features.shape[-1], device=features.device)
+    return read.index_put((revealed,), features.float())
+
+
 @register_trainer("dqn")
 class PolicyTrainer(Trainer):
     """Trains a :class:`~converge.models.durr.DURR`'s policy unit by deep Q-learning (``trainer: dqn``).
 
-    Same constructor, run folder, logging, evaluation and resume as :class:`Trainer`; only the policy's
-    LSTM cell and head are optimised.
+    Same constructor, run folder, logging, evaluation and resume as :class:`Trainer`; the policy's
+    LSTM cell and head are optimised, and its encoder with ``dqn.train_encoder``.
     """
 
     # Episodes, the replay buffer and the target network live in one process.
@@ -128,7 +159,8 @@ class PolicyTrainer(Trainer):
 
     def _trainable_parameters(self) -> Iterable[nn.Parameter]:
         policy = self._durr().policy
-        return [*policy.lstm.parameters(), *policy.head.parameters()]
+        encoder = [*policy.encoder.parameters()] if self.config.dqn.train_encoder else []
+        return [*encoder, *policy.lstm.parameters(), *policy.head.parameters()]
 
     def _initialise_model(self) -> None:
         """Fresh start: the restoration unit from ``init_weights`` (stage 1), the policy unit from the
@@ -145,7 +177,7 @@ class PolicyTrainer(Trainer):
                 f"data.patch_size {self.config.data.patch_size}: set it to at most {POLICY_TILE}"
             )
         durr.unit.requires_grad_(False)
-        durr.policy.encoder.requires_grad_(False)
+        durr.policy.encoder.requires_grad_(self.config.dqn.train_encoder)
         self.target: PolicyUnit = copy.deepcopy(durr.policy).requires_grad_(False)
         self.replay = ReplayBuffer(self.config.dqn.replay_capacity, seed=stable_seed("replay", self.config.seed))
         self.exploration = torch.Generator().manual_seed(stable_seed("exploration", self.config.seed))
@@ -206,6 +238,12 @@ class PolicyTrainer(Trainer):
         batch = y.shape[0]
         forced_stops = exploration_stops(batch, epsilon, min_loops, cap, self.exploration).to(y.device)
         features = torch.zeros(batch, cap + 1, policy.lstm.input_size, device=y.device)
+        # With a learning encoder the replay keeps the estimates themselves, in half precision.
+        estimates = (
+            torch.zeros(batch, cap + 1, *y.shape[1:], dtype=torch.float16, device=y.device)
+            if self.config.dqn.train_encoder
+            else None
+        )
         rewards = torch.zeros(batch, cap, device=y.device)
         transitions = torch.zeros(batch, dtype=torch.long, device=y.device)
         loops = torch.full((batch,), cap, dtype=torch.long, device=y.device)
@@ -218,6 +256,8 @@ class PolicyTrainer(Trainer):
             if shown.numel() == 0:
                 break
             features[shown, n] = policy.features(estimate[shown])[:, 0]
+            if estimates is not None:
+                estimates[shown, n] = estimate[shown].half()
             if n == cap:
                 break
             # An episode that stopped at n - 1 has now stored its look-ahead state: it is complete.
@@ -236,14 +276,15 @@ class PolicyTrainer(Trainer):
             )
             transitions[chooser] = n + 1
             estimate[chooser], losses[chooser] = next_estimate, next_losses
-        self.replay.push(Episode(features=features, rewards=rewards, transitions=transitions))
+        observations = features if estimates is None else estimates
+        self.replay.push(Episode(observations=observations, rewards=rewards, transitions=transitions))
         played = torch.arange(cap, device=y.device)[None, :] < loops[:, None]
         return loops.cpu(), (rewards * played).sum(dim=1).cpu()
 
     def td_loss(self, episodes: Episode) -> Tensor:
         """:func:`td_loss` of the policy against the target network with the config's ``gamma``."""
         dqn = self.config.dqn
-        return td_loss(self._durr().policy, self.target, episodes, dqn.gamma, dqn.double)
+        return td_loss(self._durr().policy, self.target, episodes, dqn.gamma, dqn.double, self.autocast)
 
     def _update(self) -> float:
         episodes = self.replay.sample(self.config.dqn.batch_size)
