@@ -527,7 +527,10 @@ def evaluate(
     blur_size: BlurSizeOption = None,
     boundary: BoundaryOption = None,
     pattern: PatternOption = None,
-    color: Annotated[str, typer.Option(help="native, or y to score the BT.601 luma of colour sets.")] = "native",
+    color: Annotated[
+        str,
+        typer.Option(help="native; y: the BT.601 luma of colour sets (studio range); gray: their MATLAB rgb2gray."),
+    ] = "native",
     y_channel: Annotated[bool, typer.Option("--y-channel", help="Score PSNR/SSIM on the Y channel.")] = False,
     crop: Annotated[int, typer.Option(help="Border pixels left out of the scores.")] = 0,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N images.")] = None,

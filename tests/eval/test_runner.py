@@ -39,6 +39,16 @@ def test_y_mode_scores_luma_of_colour_sets():
     assert 20.0 < report.rows[0].psnr < 35.0
 
 
+def test_gray_mode_scores_the_full_range_grey_of_colour_sets_and_leaves_grey_sets_as_they_are():
+    task = make_task("deblock", quality=10)
+    restorer = make_restorer("input", task)
+    studio = evaluate(restorer, "input", "live1", task, color="y", limit=1)
+    full = evaluate(restorer, "input", "live1", task, color="gray", limit=1)
+    assert 20.0 < full.rows[0].psnr < 35.0 and full.rows[0].psnr != studio.rows[0].psnr
+    grey = evaluate(restorer, "input", "classic5", task, limit=1)
+    assert evaluate(restorer, "input", "classic5", task, color="gray", limit=1).rows[0].psnr == grey.rows[0].psnr
+
+
 def test_report_round_trip(tmp_path):
     import json
 

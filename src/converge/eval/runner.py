@@ -17,7 +17,7 @@ from torch import Tensor
 
 from converge.atomic import write_text_atomic
 from converge.color import rgb_to_y
-from converge.data.registry import get_set, load_images
+from converge.data.registry import convert_channels, get_set, load_images
 from converge.data.seeding import evaluation_generator
 from converge.errors import ConfigError
 from converge.eval.metrics import psnr, ssim
@@ -26,14 +26,15 @@ from converge.physics.tasks import Task
 from converge.progress import Step, observe
 from converge.restorers import Restoration, RestoreFunction
 
-# How a benchmark image is prepared before it is degraded: kept as stored, or reduced to luma
-# (the deblocking tables score grey JPEG of the BT.601 Y channel of colour sets such as LIVE1).
-COLOR_MODES = ("native", "y")
+# How a benchmark image is prepared before it is degraded: kept as stored, reduced to luma (the
+# deblocking tables score grey JPEG of the BT.601 Y channel of colour sets such as LIVE1: studio range,
+# 16 to 235), or to MATLAB rgb2gray rounded to 8 bits (full range, how Train400 and BSD68 were made).
+COLOR_MODES = ("native", "y", "gray")
 
 
 def restored_channels(bench: str, color: str) -> int:
     """The channels of the images a restorer sees in an evaluation on ``bench`` in colour mode ``color``."""
-    return 1 if color == "y" else get_set(bench).channels
+    return 1 if color in ("y", "gray") else get_set(bench).channels
 
 
 def modcrop(image: Tensor, factor: int) -> Tensor:
@@ -105,6 +106,8 @@ def evaluate(
     for name, clean in images[len(report.rows) :]:
         if color == "y" and clean.shape[1] == 3:
             clean = rgb_to_y(clean)
+        elif color == "gray":
+            clean = convert_channels(clean, 1)
         if task.name == "sr":
             clean = modcrop(clean, task.params["factor"])
         observed, operator = task.degrade(clean, evaluation_generator(bench, name, task.tag))
