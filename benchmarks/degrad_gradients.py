@@ -79,11 +79,16 @@ def markdown(runs: list[dict[str, Any]], budget: float, command: str) -> str:
     ]
     for run in runs:
         lines.append(
-            f"| {run['label']} ({run['backward']}) | {run['steps']} | {run['seconds_per_step']:.2f} | "
+            f"| {_name(run)} | {run['steps']} | {run['seconds_per_step']:.2f} | "
             f"{cell(run['forward_iterations'], '.1f')} | {cell(run['peak_memory_mib'], '.0f')} | "
             f"{cell(at_budget(run, budget), '.2f')} | {cell(run['best_psnr'], '.2f')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _name(run: dict[str, Any]) -> str:
+    """The run's label, and its backward mode where the label does not say it."""
+    return run["label"] if run["label"] == run["backward"] else f"{run['label']} ({run['backward']})"
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
@@ -96,7 +101,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     for run in runs:
         if run["curve"]:
             minutes, psnrs = zip(*((seconds / 60, psnr) for seconds, psnr in run["curve"]))
-            axes.plot(minutes, psnrs, marker="o", label=f"{run['label']} ({run['backward']})")
+            axes.plot(minutes, psnrs, marker="o", label=_name(run))
     axes.set_xlabel("training time (min, one CPU thread)")
     axes.set_ylabel("validation PSNR (dB)")
     axes.grid(alpha=0.3)
