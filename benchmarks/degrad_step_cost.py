@@ -145,8 +145,9 @@ def main() -> None:
         return
     rows = []
     for mode in args.modes:
-        command = [sys.executable, __file__, "--one", mode, "--iterations", str(args.iterations), "--batch",
-                   str(args.batch), "--crop", str(args.crop), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        sizes_given = ["--iterations", str(args.iterations), "--batch", str(args.batch), "--crop", str(args.crop),
+                       "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        command = [sys.executable, __file__, "--one", mode, *sizes_given]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if done.returncode != 0:
             raise SystemExit(f"{mode}: {done.stderr.strip().splitlines()[-1]}")

@@ -147,7 +147,7 @@ class Interrupted(Exception):
 
 
 @pytest.mark.parametrize("train_encoder", [False, True])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, crops, stage_one, monkeypatch, train_encoder) -> None:
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, crops, stage_one, monkeypatch, train_encoder):
     config = policy_config(stage_one, dqn={"train_encoder": train_encoder})
     PolicyTrainer(config, tmp_path / "straight", progress=False, train_images=crops).run()
     original_save = PolicyTrainer.save_checkpoint

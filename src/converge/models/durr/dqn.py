@@ -58,8 +58,8 @@ class Episode(NamedTuple):
     features (a frozen encoder), or ``(B, S, C, p, p)`` float, the estimates (an encoder that learns:
     their features change with its weights); rows past an episode's ``transitions`` are padding.
     ``rewards``: ``(B, S - 1)`` float, ``rewards[:, n]`` the CONTINUE reward from ``X_n`` to ``X_{n+1}``
-    (zero padding past ``transitions``); ``transitions``: ``(B,)`` long, the number ``C`` of CONTINUE steps the episode revealed, so its
-    states are ``X_0 ... X_C``.
+    (zero padding past ``transitions``); ``transitions``: ``(B,)`` long, the number ``C`` of CONTINUE
+    steps the episode revealed, so its states are ``X_0 ... X_C``.
     """
 
     observations: Tensor
