@@ -90,6 +90,7 @@ def test_default_config_is_the_papers_and_resolves_channel_defaults() -> None:
         ({"sigmas": 25}, "sigmas"),
         ({"sigmas": "25"}, "sigmas"),
         ({"sigmas": (0,)}, "positive"),
+        ({"train_padding": "no"}, "train_padding"),
     ],
 )
 def test_bad_config_raises(options: dict, message: str) -> None:
@@ -108,6 +109,31 @@ def test_identity_coding_reproduces_the_image_through_patches_blocks_and_borders
     x, info = model.restore(y)
     assert info.extra["blocks"] > 4
     assert torch.allclose(model(y), y, atol=1e-6)
+
+
+def test_unpadded_training_weights_each_pixel_by_its_patch_count() -> None:
+    model = tiny(train_padding=False)
+    assert tiny().training_loss_weights(torch.zeros(1, 1, 16, 16)) is None
+    weights = model.training_loss_weights(torch.zeros(2, 1, 16, 16))
+    counts = torch.minimum(torch.arange(16) + 1, torch.tensor(5)).minimum(torch.arange(16).flip(0) + 1)
+    expected = counts[:, None] * counts[None, :]
+    assert weights.shape == (1, 1, 16, 16)
+    assert torch.allclose(weights, expected / expected.float().mean())
+
+
+def test_unpadded_training_keeps_inner_pixels_and_inference_still_pads() -> None:
+    # sc codes patches independently: a pixel at least k - 1 from the border lies only in patches inside
+    # the crop, so padding does not change it; border pixels come from fewer patches without padding.
+    padded, unpadded = tiny(penalty="sc"), tiny(penalty="sc", train_padding=False)
+    y = noisy_image(1, batch=2, height=16, width=16)
+    padded.train()
+    unpadded.train()
+    with torch.no_grad():
+        with_padding, without = padded(y), unpadded(y)
+    assert torch.allclose(without[..., 4:-4, 4:-4], with_padding[..., 4:-4, 4:-4], atol=1e-6)
+    assert not torch.allclose(without[..., 0, 0], with_padding[..., 0, 0], atol=1e-4)
+    unpadded.eval()
+    assert torch.equal(unpadded.restore(y)[0], padded.eval().restore(y)[0])
 
 
 def test_sc_codes_every_patch_of_the_padded_image_once(monkeypatch: pytest.MonkeyPatch) -> None:

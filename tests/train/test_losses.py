@@ -36,6 +36,19 @@ def test_every_loss_is_zero_at_the_target_and_differentiable(name: str) -> None:
     assert float(get_loss(name)(x, x, x + 0.2)) == pytest.approx(floor)
 
 
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_weights_weigh_each_pixels_error_and_equal_weights_change_nothing(name: str) -> None:
+    torch.manual_seed(1)
+    x, y, x_hat = torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5)
+    loss = get_loss(name)
+    assert torch.allclose(loss(x_hat, x, y, torch.ones(1, 1, 4, 5)), loss(x_hat, x, y))
+    weights = torch.zeros(1, 1, 4, 5)
+    weights[..., 1, 2] = 20.0  # mean 1, all the weight on one pixel
+    one_pixel = loss(x_hat[..., 1:2, 2:3], x[..., 1:2, 2:3], y[..., 1:2, 2:3])
+    pixels = 1 if name == "noise_mse" else 20  # noise_mse sums, the others average over the 20 pixels
+    assert torch.allclose(loss(x_hat, x, y, weights), one_pixel * 20 / pixels)
+
+
 def test_unknown_loss_raises() -> None:
     with pytest.raises(ConfigError, match="choose one of"):
         get_loss("huber")

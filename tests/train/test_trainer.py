@@ -289,9 +289,22 @@ def test_init_weights_of_a_groupsc_for_another_level_are_adopted(tmp_path: Path,
     assert torch.equal(started.model.dictionary, source.dictionary)
     assert torch.allclose(started.model.thresholds, source.thresholds * 15 / 25)
     other = {"name": "groupsc", "params": {**params, "atoms": 8, "sigmas": [15]}}
-    with pytest.raises(ConfigError, match="other atoms: only sigmas, window, block and stride may differ"):
+    with pytest.raises(ConfigError, match="other atoms: only sigmas, window, block, stride and train_padding may differ"):
         Trainer(tiny_config(model=other, loss="mse", eval=None, init_weights=str(path)), tmp_path / "other",
                 progress=False, train_images=crops)
+
+
+def test_the_loss_weighs_each_pixel_as_the_model_asks(tmp_path: Path, crops) -> None:
+    params = {"patch_size": 5, "atoms": 16, "steps": 4, "window": 16, "similarity_every": 2, "stride": 6,
+              "train_padding": False}
+    config = tiny_config(model={"name": "groupsc", "params": params}, loss="mse", eval=None, steps=1)
+    trainer = Trainer(config, tmp_path, progress=False, train_images=crops)
+    given = []
+    loss = trainer.loss_fn
+    trainer.loss_fn = lambda x_hat, x, y, weights: given.append(weights) or loss(x_hat, x, y, weights)
+    trainer.run()
+    counts = trainer.model.training_loss_weights(torch.zeros(1, 1, 16, 16))
+    assert len(given) == 1 and torch.equal(given[0], counts) and float(counts[..., 0, 0]) < 1 < float(counts.max())
 
 
 def test_init_weights_must_exist_and_fit_the_model(tmp_path: Path, crops) -> None:

@@ -126,6 +126,11 @@ class Restorer(nn.Module, metaclass=ABCMeta):
         """
         return self(y, physics=operator)
 
+    def training_loss_weights(self, x_hat: Tensor) -> Tensor | None:
+        """How much each pixel of the training output ``x_hat`` ``(B, C, H, W)`` counts in the loss: a
+        tensor that broadcasts to it with mean 1, or ``None`` (the default) for equal weights."""
+        return None
+
     def training_metrics(self) -> dict[str, float]:
         """Figures of the last training forward that the trainer averages into its log beside the loss:
         for a model that finds a fixed point with a :class:`~converge.deq.DEQ` held as ``deq``, the mean

@@ -52,10 +52,15 @@ Block aggregation differs from the released code in one respect: a patch that se
 blocks contain gets the mean of their estimates, so every patch weighs the same in eq. 6 (the authors'
 count-weighted sum of blocks weighs it by the number of blocks). For ``sc``, whose patches are coded
 independently, block processing would therefore equal whole-image processing exactly, which is why
-``sc`` skips the blocks (and ignores ``block`` and ``stride``). The padding makes
-training and inference alike: a ``(w - 2k + 2)``-square training crop is one ``w x w`` block whose
-pixels are all fully estimated, so a plain MSE needs no weighting by estimate counts (the paper trains
-on ``w x w`` crops without padding and weights its loss by those counts).
+``sc`` skips the blocks (and ignores ``block`` and ``stride``). By default the
+padding makes training and inference alike: a ``(w - 2k + 2)``-square training crop is one ``w x w``
+block whose pixels are all fully estimated, so a plain loss needs no weighting by estimate counts.
+The paper instead trains on ``w x w`` crops without padding and weights its loss by those counts;
+``train_padding: false`` does that: in training mode the crop is not padded, a border pixel is the
+mean of the fewer patches that hold it, and :meth:`GroupSC.training_loss_weights` gives the trainer
+each pixel's patch count (normalised to mean 1). Half of a padded 24-pixel crop's block is mirrored
+content, which repeats the crop's own patches and so inflates its self-similarity; an unpadded 36-pixel
+crop fills the same block with image content only, at the same cost per step.
 
 Example::
 
@@ -120,6 +125,9 @@ class GroupSCConfig:
     ``sigmas``: trained noise levels in 8-bit units, one set of thresholds each (``(25,)`` for one
     model per level, for instance ``(5, 10, 15, 20, 25)`` for a blind model; a model with one set,
     such as a deblocking or demosaicking model, uses the level only to start its thresholds).
+    ``train_padding``: reflect-pad the training crops as at inference (``True``), or train on unpadded
+    crops with a count-weighted loss, as the paper (``False``; see the module docstring). Inference
+    always pads.
     """
 
     channels: int = 1
@@ -132,8 +140,11 @@ class GroupSCConfig:
     block: int | None = None
     stride: int | None = None
     sigmas: tuple[float, ...] = (25.0,)
+    train_padding: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.train_padding, bool):
+            raise ConfigError(f"GroupSC train_padding must be true or false, got {self.train_padding!r}")
         if self.channels not in (1, 3):
             raise ConfigError(f"GroupSC channels must be 1 or 3, got {self.channels}")
         if self.penalty not in PENALTIES:
@@ -245,8 +256,8 @@ class GroupSC(Restorer):
     def adopt_weights(self, tensors: Mapping[str, Tensor], params: Mapping[str, Any], saved_model: str) -> None:
         """Start from the weights ``tensors`` of a GroupSC trained for other noise levels.
 
-        ``params``: the saved model's parameters; they must equal this model's but for ``sigmas`` and
-        the block geometry (``window``, ``block``, ``stride``, which size no tensor), and
+        ``params``: the saved model's parameters; they must equal this model's but for ``sigmas``, the
+        block geometry (``window``, ``block``, ``stride``, which size no tensor) and ``train_padding``, and
         ``saved_model`` must be ``groupsc``, else :class:`ConfigError`. Every tensor is copied except
         the thresholds: the set of each of this model's levels ``sigma`` is the saved set of the
         nearest saved level ``sigma'`` times ``sigma / sigma'``, the ratio at which
@@ -261,7 +272,7 @@ class GroupSC(Restorer):
             saved = GroupSCConfig(**dict(params))
         except (TypeError, ConfigError) as error:
             raise ConfigError(f"the weights were saved for GroupSC parameters this version cannot build ({error})") from None
-        free = ("sigmas", "window", "block", "stride")
+        free = ("sigmas", "window", "block", "stride", "train_padding")
         differing = [
             field.name
             for field in dataclasses.fields(GroupSCConfig)
@@ -328,6 +339,14 @@ class GroupSC(Restorer):
         if len(self.config.sigmas) > 1 and bool(torch.isfinite(level).all()):
             return self(y, physics=operator, sigma=level.detach().to(torch.float64) / GREY_LEVELS)
         return self(y, physics=operator)
+
+    def training_loss_weights(self, x_hat: Tensor) -> Tensor | None:
+        """``None`` with ``train_padding``; without it, the number of patches of the unpadded training
+        output ``x_hat`` ``(B, C, H, W)`` that contain each pixel, ``(1, 1, H, W)``, divided by its mean."""
+        if self.config.train_padding:
+            return None
+        counts = _fold_ones(*x_hat.shape[-2:], self.config.patch_size).to(x_hat.device)
+        return counts / counts.mean()
 
     def restore(
         self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None, stride: int | None = None
@@ -425,8 +444,8 @@ class GroupSC(Restorer):
 
     def _restore_images(self, y: Tensor, mask: Tensor | None, thresholds: Tensor, stride: int) -> tuple[Tensor, int]:
         """Restore ``y`` ``(B, C, H, W)`` with blocks ``stride`` pixels apart; returns the image and the
-        blocks per image (1 for ``sc``)."""
-        border = self.config.patch_size - 1
+        blocks per image (1 for ``sc``). Pads ``y`` unless training without ``train_padding``."""
+        border = 0 if self.training and not self.config.train_padding else self.config.patch_size - 1
         height, width = y.shape[-2:]
         padded = F.pad(y, (border,) * 4, mode="reflect")
         padded_mask = None if mask is None else F.pad(mask, (border,) * 4, mode="reflect")

@@ -288,7 +288,7 @@ class Trainer:
                 x_hat = self.model.training_forward(y, operator, level)
             else:
                 x_hat = self._replica(y, operator, level)
-        loss = self.loss_fn(x_hat.float(), x, y)
+        loss = self.loss_fn(x_hat.float(), x, y, self.model.training_loss_weights(x_hat))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optim.grad_clip is not None:
