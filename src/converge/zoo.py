@@ -319,7 +319,7 @@ def load_weights(
     config = weights.with_suffix(".yaml") if config is None else Path(config)
     spec = read_weights_config(config)
     try:
-        model = build_model(spec["model"], spec.get("params", {}))
+        model = build_model(spec["model"], saved_params(model_class(spec["model"]), spec.get("params", {})))
     except (ConfigError, TypeError) as error:
         raise WeightsError(f"{config} does not describe a buildable model ({error}): fix or replace the file") from None
     if not weights.is_file():
