@@ -252,3 +252,13 @@ def test_saturation_pushes_each_colour_crop_from_grey_by_a_drawn_factor() -> Non
     assert torch.equal(boosted[1][1], boosted[1][1])
     with pytest.raises(ConfigError, match="colour images"):
         PatchDataset(_images(channels=1), patch_size=16, patches_per_image=4, saturation=(1.0, 2.0))
+
+
+def test_a_saturation_share_pushes_about_that_fraction_of_the_crops() -> None:
+    images = [torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(index)) * 0.2 + 0.4 for index in range(2)]
+    half = PatchDataset(images, patch_size=8, patches_per_image=200, seed=3, saturation=(3.0, 3.0), saturation_share=0.5)
+    plain = PatchDataset(images, patch_size=8, patches_per_image=200, seed=3)
+    kept = [torch.equal(half[index][1], plain[index][1]) for index in range(len(half))]
+    assert 0.4 < sum(kept) / len(kept) < 0.6
+    with pytest.raises(ConfigError, match="saturation_share"):
+        PatchDataset(images, patch_size=8, patches_per_image=4, saturation=(1.0, 2.0), saturation_share=0.0)

@@ -238,3 +238,7 @@ def test_saturation_range_needs_colour_crops_and_an_ordered_range() -> None:
     for data in ({**colour, "channels": 1}, {**colour, "saturation_range": [2.0, 1.0]}):
         with pytest.raises(ConfigError, match="saturation_range"):
             config_from_dict(minimal(data=data))
+    assert config_from_dict(minimal(data={**colour, "saturation_share": 0.5})).data.saturation_share == 0.5
+    for data in ({**colour, "saturation_share": 1.5}, {"train_set": "cbsd400", "channels": 3, "saturation_share": 0.5}):
+        with pytest.raises(ConfigError, match="saturation_share"):
+            config_from_dict(minimal(data=data))

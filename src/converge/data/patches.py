@@ -64,7 +64,8 @@ class PatchDataset(Dataset):
     grayscale (MATLAB ``rgb2gray``, 8-bit levels). ``per_crop``: consecutive items that share one crop
     (items ``k * per_crop`` to ``(k + 1) * per_crop - 1``), each with its own degradation; it must
     divide ``patches_per_image``. ``saturation``: ``(low, high)`` for colour crops, each crop's colours
-    pushed ``k`` times further from their grey level, ``k`` uniform in it (:func:`saturated`). Call
+    pushed ``k`` times further from their grey level, ``k`` uniform in it (:func:`saturated`);
+    ``saturation_share``: the probability that a crop is pushed at all (1: every crop). Call
     :meth:`set_epoch` at the start of every epoch to draw new patches.
     """
 
@@ -79,6 +80,7 @@ class PatchDataset(Dataset):
         channels: int | None = None,
         per_crop: int = 1,
         saturation: tuple[float, float] | None = None,
+        saturation_share: float = 1.0,
     ) -> None:
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ConfigError(f"patch_size must be a positive integer, got {patch_size!r}")
@@ -116,7 +118,10 @@ class PatchDataset(Dataset):
         self.per_crop = per_crop
         if saturation is not None and stored[0].shape[0] != 3:
             raise ConfigError("saturation applies to colour images (channels=3)")
+        if not 0 < saturation_share <= 1:
+            raise ConfigError(f"saturation_share must be in (0, 1], got {saturation_share!r}")
         self.saturation = saturation
+        self.saturation_share = saturation_share
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -151,7 +156,9 @@ class PatchDataset(Dataset):
         x = patch.to(torch.float32, copy=True).contiguous()
         if image.dtype == torch.uint8:
             x = x / 255.0
-        if self.saturation is not None:
+        if self.saturation is not None and (
+            self.saturation_share == 1 or float(torch.rand((), generator=generator)) < self.saturation_share
+        ):
             low, high = self.saturation
             x = saturated(x, low + (high - low) * float(torch.rand((), generator=generator)))
         if self.degrade is None:

@@ -134,6 +134,8 @@ class DataSection:
     ``saturation_range``: ``[low, high]``, colour only: each crop's colours are pushed ``k`` times
     further from their grey level (``grey + k (x - grey)``, clipped to [0, 1]), ``k`` drawn uniformly per
     crop (1 leaves a crop as it is), so a model also sees colours more saturated than its training set's;
+    ``saturation_share``: the fraction of crops so pushed (default 1: all), each crop drawn on its own;
+    the rest keep their colours;
     ``multitask``: a :class:`MultiTaskSection` that replaces ``task``, ``task_params`` and the ranges
     (MTDEQ: each patch degraded by a drawn problem and noise level, the level recorded is its noise
     sigma); ``patch_size`` must then be a multiple of every SR factor, and ``batch_size`` and
@@ -167,6 +169,7 @@ class DataSection:
     sigma_sampling: str = "uniform"
     augment: bool = True
     saturation_range: tuple[float, float] | None = None
+    saturation_share: float = 1.0
     multitask: MultiTaskSection | None = None
 
     def __post_init__(self) -> None:
@@ -204,6 +207,11 @@ class DataSection:
                     "data.saturation_range needs colour crops (channels: 3) and 0 <= low <= high, "
                     f"got {list(self.saturation_range)} with channels {self.channels}"
                 )
+        if not 0 < self.saturation_share <= 1 or (self.saturation_share < 1 and self.saturation_range is None):
+            raise ConfigError(
+                f"data.saturation_share must be in (0, 1] and below 1 only with a saturation_range, "
+                f"got {self.saturation_share}"
+            )
         if self.multitask is not None:
             self._check_multitask(self.multitask)
 

@@ -176,6 +176,7 @@ class Trainer:
             channels=config.data.channels,
             per_crop=1 if config.data.multitask is None else config.data.multitask.per_crop,
             saturation=config.data.saturation_range,
+            saturation_share=config.data.saturation_share,
         )
         self.steps_per_epoch = len(self.dataset) // config.data.batch_size
         if self.steps_per_epoch == 0:
