@@ -86,7 +86,8 @@ def main() -> None:
                  "model_minus_malvar_db": leads, "mean": round(sum(leads) / len(leads), 3)})
     print(rows[-1], flush=True)
     weights = "" if args.weights is None else f" --weights {args.weights}"
-    command = f"python benchmarks/demosaic_saturation.py --images {args.images} --natural {args.natural}{weights}"
+    out = "" if args.out == OUT else f" --out {args.out}"
+    command = f"python benchmarks/demosaic_saturation.py --images {args.images} --natural {args.natural}{weights}{out}"
     payload = {"command": command, "weights": str(args.weights or "groupsc-demosaic (shipped)"), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
