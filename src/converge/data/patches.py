@@ -156,6 +156,8 @@ class PatchDataset(Dataset):
         x = patch.to(torch.float32, copy=True).contiguous()
         if image.dtype == torch.uint8:
             x = x / 255.0
+        # With every crop pushed no share is drawn, so such runs keep the random stream they had before
+        # saturation_share existed (their resumes and crops stay the same).
         if self.saturation is not None and (
             self.saturation_share == 1 or float(torch.rand((), generator=generator)) < self.saturation_share
         ):
