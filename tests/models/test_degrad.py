@@ -154,8 +154,10 @@ def test_eta_moves_by_the_learning_rate_and_stays_positive() -> None:
 @pytest.mark.parametrize("prox", [False, True])
 def test_fixed_point_with_a_linear_regulariser_is_the_direct_solution(prox: bool) -> None:
     """With ``S(x) = alpha x`` the DE-GRAD equilibrium solves ``(A^T A + alpha I) x = A^T d``; the DE-Prox
-    one ``x = alpha (x - eta A^T (A x - d))``, i.e. ``(alpha eta A^T A + (1 - alpha) I) x = alpha eta A^T d``."""
-    alpha, eta = 0.5, 0.6
+    one ``x = beta (x - eta A^T (A x - d))`` with ``beta = 1 - alpha`` (the proximal step ``v - S(v)``),
+    i.e. ``(beta eta A^T A + (1 - beta) I) x = beta eta A^T d``."""
+    alpha, eta = 0.3, 0.6
+    beta = 1 - alpha
     model = small(eta_init=eta, prox=prox, tol=1e-11, max_iter=300).double()
     model.update.prior = Scale(alpha)
     operator = blur()
@@ -163,8 +165,8 @@ def test_fixed_point_with_a_linear_regulariser_is_the_direct_solution(prox: bool
     with torch.no_grad():
         x_star = model(d, physics=operator)
         if prox:
-            matrix = lambda v: alpha * eta * operator.normal(v) + (1 - alpha) * v  # noqa: E731
-            rhs = alpha * eta * operator.adjoint(d)
+            matrix = lambda v: beta * eta * operator.normal(v) + (1 - beta) * v  # noqa: E731
+            rhs = beta * eta * operator.adjoint(d)
         else:
             matrix = lambda v: operator.normal(v) + alpha * v  # noqa: E731
             rhs = operator.adjoint(d)
@@ -284,6 +286,21 @@ def test_restore_reports_iterations_residuals_and_convergence_per_image() -> Non
     assert len(info.residuals) == max(info.iterations)
     assert info.converged == model.deq.last_info.converged.tolist() and all(isinstance(c, bool) for c in info.converged)
     assert all(info.converged) and info.residuals[-1] <= 1e-3
+
+
+def test_de_prox_pretraining_fits_the_proximal_step_its_equilibrium_applies(tmp_path) -> None:
+    """A DE-Prox pretraining model is the residual denoiser ``g - S(g)``, the very map the DE-Prox update
+    applies after its gradient step: with ``eta`` near 0 and ``A`` the identity, one update is that map."""
+    pretrain = small(pretrain=True, prox=True).eval()
+    noisy = images() + 0.05 * images(seed=3)
+    with torch.no_grad():
+        denoised = pretrain(noisy, physics=None)
+        assert torch.allclose(denoised, noisy - pretrain.prior(noisy))
+    path = save_weights(pretrain, {"task": "denoise"}, tmp_path / "prox-pretrain.safetensors")
+    model = small(prox=True, eta_init=1e-12).eval()
+    load_init_weights(model, path)
+    with torch.no_grad(), model.update.acting_with(Identity()):
+        assert torch.allclose(model.update(noisy, noisy), denoised, atol=1e-6)
 
 
 def test_pretraining_fits_the_regulariser_alone_and_starts_a_degrad_run(tmp_path) -> None:

@@ -11,15 +11,17 @@ super-resolution, the identity for denoising) the estimate is the fixed point of
     x^* = f(x^*), \\qquad f(x) = x - \\eta \\left(A^T (A x - d) + S_\\theta(x)\\right)
     \\qquad \\text{(DE-GRAD, the paper's eq. 2.4)}
 
-or, with ``prox=True``, of the proximal-gradient update of the authors' code (DE-Prox)
+or, with ``prox=True``, of a proximal-gradient update (DE-Prox) whose proximal step is a learned
+denoiser in residual form, ``v - S_theta(v)`` (the authors' code applies ``S_theta`` itself; see
+``docs/models/degrad.md`` for why this one does not)
 
 .. math::
 
-    f(x) = S_\\theta\\left(x - \\eta A^T (A x - d)\\right),
+    f(x) = v - S_\\theta(v), \\qquad v = x - \\eta A^T (A x - d),
 
 started from ``x0 = A^T d`` (or a few conjugate-gradient steps on ``(A^T A + s I) x = A^T d``, as
-Gilton et al.). ``S_theta`` is a 17-layer DnCNN-shaped network without bias whose output is used
-directly (not as a residual), every convolution spectrally normalised::
+Gilton et al.). ``S_theta`` is a 17-layer DnCNN-shaped network without bias, every convolution
+spectrally normalised; DE-GRAD uses its output directly as the regulariser's gradient::
 
     conv(C -> F) + ReLU,  (depth - 2) x [conv(F -> F) + BatchNorm + ReLU],  conv(F -> C)
 
@@ -76,7 +78,8 @@ class DEGRADConfig:
     ``S_theta`` (64); ``depth``: its number of 3x3 convolutions (17); ``spectral_norm``: normalise every
     convolution's weight (reshaped to ``out x in*3*3``) by its largest singular value, one power
     iteration per forward pass (True). ``eta_init``: the initial step (1e-3 in the JFB code; Gilton et
-    al. start at 0.2). ``prox``: the DE-Prox update ``x <- S(x - eta A^T(Ax - d))`` instead of DE-GRAD.
+    al. start at 0.2). ``prox``: the DE-Prox update ``x <- v - S(v)``, ``v = x - eta A^T(Ax - d)``, instead
+    of DE-GRAD.
 
     Solver: ``solver`` (``anderson``; ``m`` past iterates, Tikhonov ``lam``, Anderson's own options),
     at most ``max_iter`` evaluations (50), stopping per sample when ``||f(x) - x|| / ||f(x)||`` is at most
@@ -88,9 +91,10 @@ class DEGRADConfig:
     Start: ``start="adjoint"`` (``x0 = A^T d``, the paper) or ``"cg"``: ``start_cg_steps`` conjugate-
     gradient steps on ``(A^T A + start_shift I) x = A^T d`` (Gilton et al.: 60 steps, shift 1e-2).
 
-    ``pretrain``: the forward pass is ``S_theta`` alone on the measurement (on the image grid),
-    ``d -> x``, how the authors pretrain ``S_theta`` before the equilibrium training; ``eta`` is then
-    unused. A DE-GRAD run starts from those weights with ``init_weights`` (see :meth:`DEGRAD.adopt_weights`).
+    ``pretrain``: the forward pass is ``S_theta`` alone on the measurement ``g`` (on the image grid),
+    ``S(g)`` for DE-GRAD, how the authors pretrain ``S_theta`` (``d -> x``) before the equilibrium
+    training, and the proximal step ``g - S(g)`` for DE-Prox (a denoiser, trained on noisy crops);
+    ``eta`` is then unused. A DE-GRAD run starts from those weights with ``init_weights`` (see :meth:`DEGRAD.adopt_weights`).
     """
 
     channels: int = 3
@@ -158,7 +162,8 @@ class Regulariser(nn.Module):
 
 
 class GradientStep(nn.Module):
-    """The update ``f(x, d)``: ``x - eta (A^T(Ax - d) + S(x))``, or ``S(x - eta A^T(Ax - d))`` with ``prox``.
+    """The update ``f(x, d)``: ``x - eta (A^T(Ax - d) + S(x))``, or with ``prox`` the proximal step
+    :meth:`proximal` of ``x - eta A^T(Ax - d)``.
 
     ``x`` ``(B, C, H, W)``; ``d`` the measurement in ``A``'s range. ``A`` is bound for the length of a
     solve with :meth:`acting_with` (the :class:`~converge.deq.DEQ` passes only the state and ``d``).
@@ -194,8 +199,13 @@ class GradientStep(nn.Module):
             raise ConfigError("the DE-GRAD update needs its operator: call it inside acting_with(operator)")
         gradient = self._bound[-1].data_grad(x, d)
         if self.prox:
-            return self.prior(x - self.eta * gradient)
+            return self.proximal(x - self.eta * gradient)
         return x - self.eta * (gradient + self.prior(x))
+
+    def proximal(self, v: Tensor) -> Tensor:
+        """DE-Prox's learned proximal step ``v - S(v)``: ``S`` estimates what to take away, as a residual
+        denoiser does."""
+        return v - self.prior(v)
 
 
 @register_model("degrad")
@@ -255,13 +265,14 @@ class DEGRAD(Restorer):
 
     def forward(self, y: Tensor, physics: Operator | None = None, sigma: Sigma | None = None) -> Tensor:
         """The equilibrium ``x*`` ``(B, C, H, W)`` for measurement ``y`` of ``physics`` (not clamped);
-        with ``pretrain``, ``S_theta`` of ``y`` on the image grid."""
+        with ``pretrain``, ``S_theta`` of ``y`` on the image grid (DE-Prox: its proximal step)."""
         operator = _linear_operator(physics)
         if y.shape[1] != self.channels:
             raise ConfigError(f"this DE-GRAD expects {self.channels}-channel images, got {y.shape[1]} channels")
         with self._normalised_once():
             if self.config.pretrain:
-                return self.prior(operator.to_grid(y))
+                grid = operator.to_grid(y)
+                return self.update.proximal(grid) if self.config.prox else self.prior(grid)
             x0 = self.start_point(y, operator)
             with self.update.acting_with(operator):
                 return self.deq(y, z0=x0)
