@@ -25,8 +25,8 @@ spectrally normalised; DE-GRAD uses its output directly as the regulariser's gra
 
     conv(C -> F) + ReLU,  (depth - 2) x [conv(F -> F) + BatchNorm + ReLU],  conv(F -> C)
 
-``eta`` is a learned scalar, as in the authors' code (used as ``|step|``, so it stays positive). The fixed point is found by a :class:`~converge.deq.DEQ`
-(Anderson, ``m = 5``, ``lam = 1e-4``, at most 50 steps, tolerance 1e-3) and differentiated by ``jfb``
+``eta`` is a learned scalar, as in the authors' code (used as ``|step|``, so it stays positive). The
+fixed point is found by a :class:`~converge.deq.DEQ` (Anderson, ``m = 5``, ``lam = 1e-4``, at most 50 steps, tolerance 1e-3) and differentiated by ``jfb``
 (the paper), ``ift``, ``phantom`` or ``unroll``: a change of config only. Images are ``(B, C, H, W)``
 in [0, 1]; the measurement lives in the operator's range (a low-resolution image for
 :class:`~converge.physics.downsample.Downsample`, the image grid for an
@@ -94,7 +94,8 @@ class DEGRADConfig:
     ``pretrain``: the forward pass is ``S_theta`` alone on the measurement ``g`` (on the image grid),
     ``S(g)`` for DE-GRAD, how the authors pretrain ``S_theta`` (``d -> x``) before the equilibrium
     training, and the proximal step ``g - S(g)`` for DE-Prox (a denoiser, trained on noisy crops);
-    ``eta`` is then unused. A DE-GRAD run starts from those weights with ``init_weights`` (see :meth:`DEGRAD.adopt_weights`).
+    ``eta`` is then unused. A DE-GRAD run starts from those weights with ``init_weights`` (see
+    :meth:`DEGRAD.adopt_weights`).
     """
 
     channels: int = 3
