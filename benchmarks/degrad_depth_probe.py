@@ -16,6 +16,7 @@ Writes ``benchmarks/results/degrad_depth_probe.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def main() -> None:
     if args.steps <= TAIL or min(args.depths) < 2:
         parser.error(f"--steps must exceed {TAIL} and every depth be at least 2")
     torch.set_num_threads(1)
-    images = [image for _, image in zip(range(args.images), (image for _, image in load_images("cbsd400")))]
+    images = [image for _, image in itertools.islice(load_images("cbsd400"), args.images)]
     rows = []
     for depth in args.depths:
         for normalised in (True, False) if args.plain else (True,):

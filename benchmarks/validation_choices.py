@@ -53,7 +53,7 @@ CHOICES: dict[str, tuple[str, tuple[int, ...], tuple[str, ...], dict[str, str]]]
         "shipped: policy that also reads the block grid": f"{SHIPPED}/durr-gray-deblock-blind.safetensors",
     }),
 }
-LEVEL_OPTION = {"denoise": "--sigma", "deblock": "--quality"}
+# The eval option that sets a task's level (``--sigma``, ``--quality``), which also names it in reports.
 LEVEL_TAG = {"denoise": "sigma", "deblock": "quality"}
 
 
@@ -75,7 +75,7 @@ def score(weights: str, task: str, level: int, options: tuple[str, ...], images:
     """Mean PSNR of ``converge eval`` for one candidate at one noise level or JPEG quality; the report is
     kept in ``out``."""
     command = [sys.executable, "-m", "converge", "eval", "--model", weights, "--bench", "bsds-val32",
-               "--task", task, LEVEL_OPTION[task], str(level), "--color", "gray", "--limit", str(images),
+               "--task", task, f"--{LEVEL_TAG[task]}", str(level), "--color", "gray", "--limit", str(images),
                *options, "--out", str(out)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(command, cwd=ROOT, check=True, env=environment, stdout=subprocess.DEVNULL)

@@ -28,10 +28,9 @@ spectrally normalised; DE-GRAD uses its output directly as the regulariser's gra
 ``eta`` is a learned scalar, as in the authors' code (used as ``|step|``, so it stays positive). The
 fixed point is found by a :class:`~converge.deq.DEQ` (Anderson, ``m = 5``, ``lam = 1e-4``, at most 50
 steps, tolerance 1e-3) and differentiated by ``jfb`` (the paper), ``ift``, ``phantom`` or ``unroll``: a
-change of config only. Images are ``(B, C, H, W)``
-in [0, 1]; the measurement lives in the operator's range (a low-resolution image for
-:class:`~converge.physics.downsample.Downsample`, the image grid for an
-:class:`~converge.physics.batch.OperatorBatch`). ``sigma`` is not an input: one model per noise level.
+change of config only. Images are ``(B, C, H, W)`` in [0, 1]; the measurement lives in the operator's
+range (a low-resolution image for :class:`~converge.physics.downsample.Downsample`, the image grid for
+an :class:`~converge.physics.batch.OperatorBatch`). ``sigma`` is not an input: one model per noise level.
 
 Example::
 
