@@ -652,7 +652,7 @@ def test_restore_says_when_a_model_computed_in_bf16_and_checks_the_precision(tmp
     assert_one_line_error(refused, "'bm3d' computes in fp32")
 
 
-def test_restore_says_a_grey_deblocker_keeps_a_colour_jpegs_chroma(tmp_path):
+def test_restore_says_a_grey_deblocker_restores_a_colour_jpeg_plane_by_plane(tmp_path):
     rng = np.random.default_rng(1)
     ramp = np.add.outer(np.arange(40), np.arange(48)) * 2.0
     pixels = np.stack([ramp, ramp[::-1], 255 - ramp], axis=-1) + rng.normal(0, 3, (40, 48, 3))
@@ -660,5 +660,5 @@ def test_restore_says_a_grey_deblocker_keeps_a_colour_jpegs_chroma(tmp_path):
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(jpeg, quality=20)
     result = run_cli("restore", str(jpeg), str(tmp_path / "out.png"), "-m", "durr", "-t", "deblock")
     assert result.returncode == 0, result.stderr
-    assert "durr-deblock-blind is a grey model: it restored the luma (Y)" in result.stderr
-    assert "kept its chroma (Cb, Cr) as decoded" in result.stderr
+    assert "durr-deblock-blind is a grey model: it restored the colour JPEG plane by plane in YCbCr" in result.stderr
+    assert "its luma (Y) and its chroma (Cb, Cr)" in result.stderr

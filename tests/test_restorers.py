@@ -37,15 +37,18 @@ def smooth_image(channels: int, seed: int = 0, size: int = 24) -> torch.Tensor:
     return (image + 0.05 * torch.rand(image.shape, generator=generator)).clamp(0, 1)
 
 
-def test_grey_model_deblocks_a_colour_jpeg_on_its_luma_and_keeps_its_chroma(tmp_path: Path) -> None:
+def test_grey_model_deblocks_a_colour_jpeg_plane_by_plane_in_ycbcr(tmp_path: Path) -> None:
     model, path = saved_groupsc(tmp_path, "deblock")
     task = make_task("deblock", quality=10)
     observed, operator = task.degrade(smooth_image(3))
     restored = make_restorer(path, task)(observed, operator)
     ycbcr = rgb_to_ycbcr(observed)
-    luma, _ = model.restore(ycbcr[:, :1], physics=operator)
-    expected = ycbcr_to_rgb(torch.cat([luma, ycbcr[:, 1:]], dim=1)).clamp(0, 1)
+    planes = [model.restore(ycbcr[:, plane : plane + 1], physics=operator)[0] for plane in range(3)]
+    expected = ycbcr_to_rgb(torch.cat(planes, dim=1)).clamp(0, 1)
     assert torch.allclose(restored.image, expected, atol=1e-6)
+    # The chroma is restored too, not kept as decoded.
+    kept = ycbcr_to_rgb(torch.cat([planes[0], ycbcr[:, 1:]], dim=1)).clamp(0, 1)
+    assert not torch.allclose(restored.image, kept, atol=1e-3)
     # Not the channel-by-channel restoration a grey model gives a colour image elsewhere.
     assert not torch.allclose(restored.image, model.restore(observed, physics=operator)[0], atol=1e-3)
     assert restored.iterations == model.config.steps
@@ -308,7 +311,7 @@ def test_weights_digest_of_a_family_covers_the_entries_for_the_image_channels():
 
     assert weights_digest("groupsc", "denoise", 1) == digest_of(1)
     assert weights_digest("groupsc", "denoise", 3) == digest_of(3) != digest_of(1)
-    # No colour deblocker: a colour JPEG is restored on its luma by the gray ones.
+    # No colour deblocker: a colour JPEG is restored plane by plane by the grey ones.
     assert weights_digest("groupsc", "deblock", 3) == weights_digest("groupsc", "deblock", 1)
     assert restored_channels("bsd68", "native") == 1 and restored_channels("cbsd68", "native") == 3
     assert restored_channels("live1", "y") == 1

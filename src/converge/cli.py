@@ -421,8 +421,8 @@ def restore(
         grey_model = result.model in ZOO and ZOO[result.model].channels == 1
         if task == "deblock" and observed.shape[1] == 3 and grey_model and result.model not in chosen_before:
             chosen_before.add(result.model)
-            _say(f"note: {result.model} is a grey model: it restored the luma (Y) of the colour JPEG and kept its "
-                 "chroma (Cb, Cr) as decoded")
+            _say(f"note: {result.model} is a grey model: it restored the colour JPEG plane by plane in YCbCr, "
+                 "its luma (Y) and its chroma (Cb, Cr)")
         counted = "" if result.iterations is None else f", iterations {round(result.iterations, 2):g}"
         if result.tiles is not None:
             counted += f", {result.tiles} tiles to stay in the memory budget"

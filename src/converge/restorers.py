@@ -219,8 +219,8 @@ def make_restorer(
     (:func:`~converge.optim.make_denoiser`; default :data:`DEFAULT_PRIOR`): see :func:`_algorithm_restorer`.
     ``prior`` with any other name raises :class:`ConfigError`.
 
-    A grey model restores a colour JPEG (``deblock``) on the Y plane of its YCbCr (see
-    :func:`~converge.color.rgb_to_ycbcr`) and keeps its chroma; a single-channel raw Bayer image
+    A grey model restores a colour JPEG (``deblock``) plane by plane in YCbCr (see
+    :func:`~converge.color.rgb_to_ycbcr`): its luma and its chroma; a single-channel raw Bayer image
     (``demosaic``) is spread onto its three channels first. Raises :class:`ConfigError` for an
     unknown name or a restorer that does not handle the task or the options.
     """
@@ -504,7 +504,7 @@ def _model_restorer(
         model.set_inference(**settings)
     options = {key: value for key, value in options.items() if declared[key].per_call}
     sigma = None if blind else _noise_sigma(task)
-    on_luma = task.name == "deblock" and model.channels == 1
+    on_planes = task.name == "deblock" and model.channels == 1
 
     def planned_tile_pixels(y: Tensor) -> int | None:
         """The crop size that keeps ``y``'s restore under the memory budget (``None``: one piece)."""
@@ -551,10 +551,11 @@ def _model_restorer(
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if isinstance(operator, BayerMosaic) and y.shape[1] == 1:
                 y = operator.from_raw(y)
-            if on_luma and y.shape[1] == 3:
+            if on_planes and y.shape[1] == 3:
+                # Y, Cb and Cr restored as a batch of grey images.
                 ycbcr = rgb_to_ycbcr(y)
-                luma, info, tiles = restore_image(ycbcr[:, :1], operator)
-                image = ycbcr_to_rgb(torch.cat([luma.float(), ycbcr[:, 1:]], dim=1))
+                planes, info, tiles = restore_image(ycbcr.reshape(-1, 1, *ycbcr.shape[-2:]), operator)
+                image = ycbcr_to_rgb(planes.float().reshape(ycbcr.shape))
             else:
                 image, info, tiles = restore_image(y, operator)
         # A tiled result is a fresh tensor, clamped in place (a large image has no room for a copy); a
