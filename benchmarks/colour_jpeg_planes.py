@@ -41,8 +41,7 @@ def measure(model: str, bench: str, images: int, quality: int) -> list[dict]:
         planes = [restorer(ycbcr[:, plane : plane + 1]).image for plane in range(3)]
         luma = ycbcr_to_rgb(torch.cat([planes[0], ycbcr[:, 1:]], dim=1)).clamp(0, 1)
         restored = ycbcr_to_rgb(torch.cat(planes, dim=1)).clamp(0, 1)
-        scores = {key: float(psnr(result, clean)) for key, result in zip(("jpeg", "luma", "planes"),
-                                                                         (jpeg, luma, restored))}
+        scores = {key: float(psnr(result, clean)) for (key, _), result in zip(ROWS, (jpeg, luma, restored))}
         rows.append({"image": name, **scores})
         print(f"q{quality} {name}: " + ", ".join(f"{key} {value:.2f}" for key, value in scores.items()), flush=True)
     return rows
